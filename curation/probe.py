@@ -1,0 +1,109 @@
+"""Inspect one file: read it once, hash it, decode it fully, or say exactly why it cannot be used.
+
+``probe_file`` never raises for a bad file: every failure becomes a quarantine reason. It runs in worker
+processes, so it takes and returns plain picklable values.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import imagehash
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+EXIF_ORIENTATION_TAG = 0x0112
+_HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What one file turned out to be. ``reason`` is None for a usable image."""
+
+    rel_path: str
+    size_bytes: int | None
+    sha256: str | None = None
+    width: int | None = None
+    height: int | None = None
+    mode: str | None = None
+    format: str | None = None
+    exif_orientation: int | None = None
+    phash: str | None = None
+    reason: str | None = None
+    detail: str = ""
+
+
+def probe_file(path: str, rel_path: str, max_pixels: int) -> Probe:
+    """Read, hash and fully decode ``path``; classify any failure as a quarantine reason."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as err:
+        reason = "symlink_loop" if err.errno == errno.ELOOP else "unreadable"
+        return Probe(rel_path, None, reason=reason, detail=_one_line(err))
+    if not data:
+        return Probe(rel_path, 0, reason="empty", detail="the file has zero bytes")
+    sha256 = hashlib.sha256(data).hexdigest()
+    base = Probe(rel_path, len(data), sha256=sha256)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # palette/EXIF/bomb warnings: every real problem is classified below
+        try:
+            return _decode(base, data, max_pixels)
+        except UnidentifiedImageError:
+            return _fail(base, "not_an_image", "no image format recognised in the file's bytes")
+        except Image.DecompressionBombError as err:
+            return _fail(base, "too_large", _one_line(err))
+        except Exception as err:  # a decoder can raise anything on hostile bytes: classify, never crash ingest
+            text = _one_line(err)
+            reason = "truncated" if "truncated" in text.lower() or isinstance(err, EOFError) else "corrupt"
+            return _fail(base, reason, f"{type(err).__name__}: {text}")
+
+
+def _decode(base: Probe, data: bytes, max_pixels: int) -> Probe:
+    image = Image.open(io.BytesIO(data))
+    width, height = image.size
+    if width * height > max_pixels:
+        return _fail(
+            base,
+            "too_large",
+            f"{width}x{height} = {width * height:,} pixels exceeds ingest.max_pixels = {max_pixels:,}; "
+            "raise it in params.yaml if the image is genuine",
+        )
+    image.load()  # full decode: a file that opens but cannot be decoded is quarantined, not ingested
+    orientation = int(image.getexif().get(EXIF_ORIENTATION_TAG, 1) or 1)
+    return Probe(
+        base.rel_path,
+        base.size_bytes,
+        sha256=base.sha256,
+        width=width,
+        height=height,
+        mode=image.mode,
+        format=image.format,
+        exif_orientation=orientation,
+        phash=str(imagehash.phash(_for_hashing(image))),
+    )
+
+
+def _for_hashing(image: Image.Image) -> Image.Image:
+    """Upright 8-bit greyscale, so a rotated or 16-bit copy hashes like the image a person sees."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in _HIGH_DEPTH_MODES:
+        pixels = np.asarray(image, dtype=np.float64)
+        low, high = float(pixels.min()), float(pixels.max())
+        scaled = (pixels - low) * (255.0 / (high - low)) if high > low else np.zeros_like(pixels)
+        return Image.fromarray(scaled.astype(np.uint8), mode="L")
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    return image.convert("L")
+
+
+def _fail(base: Probe, reason: str, detail: str) -> Probe:
+    return Probe(base.rel_path, base.size_bytes, sha256=base.sha256, reason=reason, detail=detail)
+
+
+def _one_line(err: BaseException) -> str:
+    return " ".join(str(err).split()) or type(err).__name__
