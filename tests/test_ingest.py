@@ -204,3 +204,35 @@ def test_real_xsdd_ingests_with_its_folder_labels(tmp_path, params) -> None:
     assert set(result.manifest["format"]) == {"JPEG", "PNG"}
     write_ingest(result, tmp_path / "out")
     assert {p.name for p in (tmp_path / "out").iterdir()} == set(OUTPUTS)
+
+
+def test_exif_rotated_copy_hashes_like_the_upright_image(tmp_path, params) -> None:
+    raw = tmp_path / "raw"
+    upright = write_image(raw / "upright.png", seed=11, size=(128, 64))
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 270 to display": the stored pixels are the upright image turned 90 degrees
+    with Image.open(upright) as image:
+        image.transpose(Image.Transpose.ROTATE_90).save(raw / "rotated.png", exif=exif)
+        image.transpose(Image.Transpose.ROTATE_90).save(raw / "rotated_no_tag.png")
+    manifest = _run(raw, params, phash_threshold=0).manifest.set_index("rel_path")
+    assert manifest.loc["rotated.png", "exif_orientation"] == 6
+    assert (manifest.loc["rotated.png", "width"], manifest.loc["rotated.png", "height"]) == (64, 128)
+    assert manifest.loc["rotated.png", "phash"] == manifest.loc["upright.png", "phash"]
+    assert manifest.loc["rotated_no_tag.png", "phash"] != manifest.loc["upright.png", "phash"]
+
+
+def test_yolo_labels_are_imported_with_boxes_and_label_files_are_skipped(tmp_path, params) -> None:
+    raw = tmp_path / "raw"
+    write_image(raw / "a.png", seed=21, size=(96, 48))
+    write_image(raw / "b.png", seed=22, size=(96, 48))
+    (raw / "classes.txt").write_text("surface scratch\ncrack\n", encoding="utf-8")
+    (raw / "a.txt").write_text("0 0.5 0.5 0.2 0.4\n1 0.25 0.25 0.1 0.1\n", encoding="utf-8")
+    (raw / "b.txt").write_text("", encoding="utf-8")  # an image with no objects
+    result = _run(raw, params, labels="yolo", label_map={"surface scratch": "scratch"})
+    prior = result.prior_labels.sort_values("x").reset_index(drop=True)
+    image_a = result.manifest.set_index("rel_path").loc["a.png", "image_id"]
+    assert prior["image_id"].tolist() == [image_a, image_a]
+    assert prior[["source_label", "label"]].values.tolist() == [["crack", "crack"], ["surface scratch", "scratch"]]
+    assert prior.loc[1, ["x", "y", "w", "h"]].tolist() == pytest.approx([38.4, 14.4, 19.2, 19.2])  # on 96 x 48 pixels
+    assert set(result.skipped["rel_path"]) == {"a.txt", "b.txt", "classes.txt"}
+    assert result.report["prior_labels"] == 2 and result.report["prior_labels_unmapped"] == 0
