@@ -13,10 +13,10 @@ from typing import Annotated, NoReturn
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from curation.errors import CurationError
+from curation.progress import progress
 from schemas.params import LabelFormat, Params, load_params
 
 app = typer.Typer(
@@ -45,17 +45,6 @@ def user_errors() -> Iterator[None]:
 def _load(params_path: Path) -> Params:
     with user_errors():
         return load_params(params_path)
-
-
-def progress_bar() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TimeRemainingColumn(),
-        console=console,
-    )
 
 
 @app.command("sample-data")
@@ -98,14 +87,13 @@ def ingest_command(
         "workers": params.ingest.workers if workers is None else workers,
     }
     settings = params.ingest.model_copy(update=overrides)
-    with user_errors(), progress_bar() as bar:
-        task = bar.add_task("ingest", total=None)
+    with user_errors(), progress("ingest", console) as reporter:
         result = ingest(
             raw_dir,
             settings,
             class_names=params.ontology.class_names,
-            on_start=lambda total: bar.update(task, total=total),
-            on_progress=lambda n: bar.advance(task, n),
+            on_start=reporter.start,
+            on_progress=reporter.advance,
         )
         write_ingest(result, out_dir)
     _print_report("ingest", result.report)

@@ -14,16 +14,18 @@ from __future__ import annotations
 import argparse
 import hashlib
 import shutil
+import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 from PIL import Image
+from rich.console import Console
 
-from curation.cli import progress_bar
 from curation.discover import discover
 from curation.ingest import ingest, write_ingest
+from curation.progress import progress
 from curation.sample_data import generate_sample
 from schemas.params import DEFAULT_EXTENSIONS, IngestParams, load_params
 
@@ -68,15 +70,8 @@ def bare_loop(files: list[Path]) -> int:
 
 def run_ingest(raw: Path, out: Path, workers: int, class_names: list[str]) -> dict:
     settings = IngestParams(metadata=None, workers=workers)
-    with progress_bar() as bar:
-        task = bar.add_task(f"ingest workers={workers}", total=None)
-        result = ingest(
-            raw,
-            settings,
-            class_names=class_names,
-            on_start=lambda total: bar.update(task, total=total),
-            on_progress=lambda k: bar.advance(task, k),
-        )
+    with progress(f"ingest workers={workers}", Console(stderr=True)) as reporter:
+        result = ingest(raw, settings, class_names=class_names, on_start=reporter.start, on_progress=reporter.advance)
         write_ingest(result, out)
     return result.report
 
@@ -84,6 +79,7 @@ def run_ingest(raw: Path, out: Path, workers: int, class_names: list[str]) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--n", type=int, default=2000, help="number of image files")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved timing rounds (median reported)")
     parser.add_argument("--images", type=Path, default=None, help="folder to take images from (default X-SDD)")
     args = parser.parse_args()
     class_names = load_params(ROOT / "params.yaml").ontology.class_names
@@ -92,21 +88,27 @@ def main() -> None:
         files = build_corpus(raw, args.n, args.images)
         bare_loop(files)  # warm the page cache for everyone
 
-        start = time.perf_counter()
-        decoded = bare_loop(files)
-        bare = time.perf_counter() - start
-        timings = {}
-        for workers in (1, 0):
-            start = time.perf_counter()
-            report = run_ingest(raw, Path(tmp) / f"out-{workers}", workers, class_names)
-            timings[workers] = time.perf_counter() - start
+        contenders = {
+            "bare loop (sha256 + full decode, 1 process)": lambda: bare_loop(files),
+            "ingest, 1 process": lambda: run_ingest(raw, Path(tmp) / "out-1", 1, class_names),
+            "ingest, one process per core": lambda: run_ingest(raw, Path(tmp) / "out-0", 0, class_names),
+        }
+        seconds: dict[str, list[float]] = {name: [] for name in contenders}
+        for _ in range(args.rounds):  # interleaved rounds: machine noise hits every contender alike
+            for name, run in contenders.items():
+                start = time.perf_counter()
+                run()
+                seconds[name].append(time.perf_counter() - start)
+        report = run_ingest(raw, Path(tmp) / "out-check", 0, class_names)
         n = len(files)
-        print(f"files: {n} ({decoded} decodable), ingested {report['ingested']}, quarantined {report['quarantined']}")
-        print(f"bare loop (sha256 + full decode, 1 process): {bare:.2f} s = {n / bare:.0f} files/s")
-        for workers, seconds in timings.items():
-            label = "1 process" if workers == 1 else "one process per core"
-            ratio = bare / seconds
-            print(f"ingest, {label}: {seconds:.2f} s = {n / seconds:.0f} files/s; ratio vs bare {ratio:.2f}x")
+        print(
+            f"files: {n}, ingested {report['ingested']}, duplicates {report['duplicate_copies']}, "
+            f"quarantined {report['quarantined']}; median of {args.rounds} interleaved rounds"
+        )
+        bare = statistics.median(seconds[next(iter(contenders))])
+        for name, times in seconds.items():
+            median = statistics.median(times)
+            print(f"{name}: {median:.2f} s = {n / median:.0f} files/s; throughput ratio vs bare {bare / median:.2f}x")
     sys.stdout.flush()
 
 
