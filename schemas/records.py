@@ -66,3 +66,51 @@ class PriorLabel(StrictModel):
 
 def columns(model: type[StrictModel]) -> list[str]:
     return list(model.model_fields)
+
+
+class Prediction(StrictModel):
+    """One image's pre-label in ``predictions.parquet``. Per-class probabilities follow as ``p_<class>`` columns
+    (ontology order, hard negatives already folded into their ``maps_to`` class), summing to 1."""
+
+    image_id: str
+    label: str = Field(description="Top class after folding hard negatives.")
+    score: float = Field(description="Probability of ``label``.")
+    margin: float = Field(description="Top probability minus the second.")
+    entropy: float = Field(description="Shannon entropy of the class probabilities, in nats.")
+    top_hard_negative: str | None = Field(None, description="Hard negative that won before folding, if any.")
+    source: Literal["zero_shot", "few_shot"]
+    model_name: str = Field(description="Checkpoint id or path of the scoring model.")
+    model_version: str = Field(description="Model id + hash of prompts/params: changes when either changes.")
+    caption: str | None = None
+    caption_score: float | None = Field(None, description="CLIP similarity of caption and image.")
+    caption_flag: bool = Field(False, description="True when caption_score is below the params threshold.")
+    description_en: str | None = None
+    description_ko: str | None = None
+
+
+class Annotation(StrictModel):
+    """One human annotation in ``annotations.parquet`` (long form: one row per annotator and task)."""
+
+    image_id: str
+    task_id: int | None = None
+    annotation_id: int | None = None
+    annotator: str = Field(description="Annotator e-mail (or any stable annotator id).")
+    label: str
+    severity: str | None = None
+    description: str | None = None
+    boxes: str | None = Field(None, description="JSON list of {x, y, w, h, label} in pixels, or null.")
+    lead_time: float | None = Field(None, description="Seconds spent on the task.")
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+class Consensus(StrictModel):
+    """One image's agreed label in ``consensus.parquet``."""
+
+    image_id: str
+    label: str | None = Field(description="Consensus class; null when undecided (an unresolved tie).")
+    severity: str | None = None
+    agreement: float = Field(description="Share of annotators agreeing with ``label`` (1.0 for one annotator).")
+    n_annotators: int
+    method: Literal["majority", "dawid_skene", "adjudicated", "single"]
+    disputed: bool
