@@ -9,6 +9,8 @@ from __future__ import annotations
 import errno
 import hashlib
 import io
+import os
+import stat
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -52,6 +54,8 @@ class Probe:
 def probe_file(path: str, rel_path: str, max_pixels: int) -> Probe:
     """Read, hash and fully decode ``path``; classify any failure as a quarantine reason."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a FIFO would block the read forever
+            return Probe(rel_path, None, reason="unreadable", detail="not a regular file (FIFO, socket or device)")
         data = Path(path).read_bytes()
     except OSError as err:
         reason = "symlink_loop" if err.errno == errno.ELOOP else "unreadable"

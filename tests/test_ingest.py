@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -236,3 +237,12 @@ def test_yolo_labels_are_imported_with_boxes_and_label_files_are_skipped(tmp_pat
     assert prior.loc[1, ["x", "y", "w", "h"]].tolist() == pytest.approx([38.4, 14.4, 19.2, 19.2])  # on 96 x 48 pixels
     assert set(result.skipped["rel_path"]) == {"a.txt", "b.txt", "classes.txt"}
     assert result.report["prior_labels"] == 2 and result.report["prior_labels_unmapped"] == 0
+
+
+def test_a_fifo_named_like_an_image_is_quarantined_not_read(tmp_path, params) -> None:
+    raw = tmp_path / "raw"
+    write_image(raw / "real.png", seed=31)
+    os.mkfifo(raw / "pipe.png")  # reading it would block forever
+    quarantine = _run(raw, params).quarantine.set_index("rel_path")
+    assert quarantine.loc["pipe.png", "reason"] == "unreadable"
+    assert "regular file" in quarantine.loc["pipe.png", "detail"]
