@@ -15,9 +15,18 @@ export FIFTYONE_DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup demo test lint format clean-demo
+.PHONY: setup browser demo test lint format
 
 setup: $(VENV)/.installed $(STUDIO_VENV)/.installed
+
+# Debian's chromium drives the UI tests (Label Studio, FiftyOne App). Installed when we are root (CI, containers);
+# otherwise those tests skip and this says how to get it.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing chromium for the UI tests"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	else echo "note: no chromium; UI tests will be skipped (sudo apt-get install chromium)"; fi
 
 $(VENV)/.installed: pyproject.toml
 	@echo "setting up $(VENV) (first time: several minutes)"
@@ -49,7 +58,7 @@ lint:
 	ruff check .
 	ruff format --check .
 
-test: setup lint
+test: setup browser lint
 	python -m pytest
 
 format: $(VENV)/.installed
