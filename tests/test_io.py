@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from curation.io import atomic_path, write_json
+from curation.io import _UMASK, atomic_path, write_json
 
 
 def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path) -> None:
@@ -18,3 +18,9 @@ def test_atomic_write_keeps_the_old_file_when_writing_fails(tmp_path) -> None:
 def test_json_is_stable_and_utf8(tmp_path) -> None:
     write_json(tmp_path / "a.json", {"b": 1, "a": "균열"})
     assert (tmp_path / "a.json").read_text(encoding="utf-8") == '{\n  "a": "균열",\n  "b": 1\n}\n'
+
+
+def test_outputs_get_the_usual_permissions(tmp_path) -> None:
+    path = write_json(tmp_path / "a.json", {})
+    assert path.stat().st_mode & 0o777 == 0o666 & ~_UMASK
+    assert path.stat().st_mode & 0o044  # readable by group/others under a usual umask, unlike mkstemp's 0600
