@@ -1,0 +1,73 @@
+"""``curation agreement ANNOTATIONS OUT_DIR``: the typer command (registered by ``curation.cli``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def agreement_command(
+    annotations: Annotated[
+        Path,
+        typer.Argument(
+            help="Pull output folder or annotations.parquet, or a CSV/Parquet with image_id, annotator, label."
+        ),
+    ],
+    out_dir: Annotated[
+        Path, typer.Argument(help="Folder for agreement.json, consensus.parquet, disputes.csv, report.html ...")
+    ],
+    predictions: Annotated[
+        Path | None,
+        typer.Option(help="Pre-labels (prelabel's predictions.parquet) to score against the consensus."),
+    ] = None,
+    params_path: Annotated[
+        Path, typer.Option("--params", help="The pipeline's params.yaml (ontology and every stage's knobs).")
+    ] = Path("params.yaml"),
+) -> None:
+    """Inter-annotator agreement, consensus labels, disputes, and pre-label quality against consensus."""
+    from curation.agreement.stage import agreement, read_table, write_agreement
+    from curation.cli import console, print_report, user_errors
+    from curation.progress import progress
+    from schemas.params import load_params
+
+    with user_errors():
+        params = load_params(params_path)
+    settings = params.agreement
+    ontology = params.ontology
+    with user_errors():
+        frame = read_table(annotations, "annotations.parquet")
+        predicted = read_table(predictions, "predictions.parquet") if predictions is not None else None
+        with progress("bootstrap", console) as reporter:
+            result = agreement(
+                frame,
+                classes=ontology.class_names,
+                severities=ontology.severity_names,
+                settings=settings,
+                predictions=predicted,
+                source=str(annotations),
+                on_start=reporter.start,
+                on_progress=reporter.advance,
+            )
+        write_agreement(result, out_dir)
+    for message in result.messages:
+        console.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)
+    label = result.metrics.get("label", {})
+    print_report(
+        "agreement",
+        {
+            "annotations": result.metrics["n_annotations"],
+            "images": result.metrics["n_images"],
+            "annotators": result.metrics["n_annotators"],
+            "shared images": label.get("n_images", 0),
+            "Krippendorff's alpha": _show(label.get("krippendorff_alpha")),
+            "Gwet's AC1": _show(label.get("gwet_ac1")),
+            "disputed": result.metrics["consensus"]["n_disputed"],
+        },
+    )
+    console.print(f"outputs in {out_dir}/ (agreement.json, consensus.parquet, disputes.csv, report.html ...)")
+
+
+def _show(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.3f}"

@@ -1,0 +1,500 @@
+"""The agreement stage: read annotations, compute agreement, consensus, disputes and quality, write outputs.
+
+Input: the pull output ``annotations.parquet`` (:class:`schemas.records.Annotation` columns) or any CSV/Parquet
+with at least ``image_id, annotator, label`` (optional ``severity``, ``lead_time``, ``task_id``, ``updated_at``,
+``adjudicated``). Optional: ``predictions.parquet`` (:class:`schemas.records.Prediction` + ``p_<class>``).
+
+Outputs (:func:`write_agreement`), all in OUT_DIR:
+
+- ``agreement.json``: DVC metrics; an undefined metric is ``null`` with a sibling ``<name>_note`` and its dotted
+  name in ``undefined``.
+- ``consensus.parquet``: exactly the :class:`schemas.records.Consensus` columns, one row per image.
+- ``disputes.csv``: open disputes (ties, low agreement) with the votes, for adjudication in Label Studio.
+- ``per_class.csv``, ``per_annotator.csv``, ``cohen_kappa.csv``.
+- DVC plot data: ``confusion_annotators.csv`` and ``confusion_prelabel.csv`` (``actual, predicted``),
+  ``calibration.csv``, and ``per_class.csv`` (agreement per class).
+- ``plots/*.png`` and a self-contained ``report.html``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from curation.agreement import metrics as M
+from curation.agreement.consensus import DISPUTE_COLUMNS, build_consensus, split_adjudications
+from curation.agreement.quality import (
+    ANNOTATOR_COLUMNS,
+    CALIBRATION_COLUMNS,
+    per_annotator,
+    prelabel_quality,
+)
+from curation.errors import InputError
+from curation.io import write_csv, write_json, write_parquet
+from schemas.params_agreement import AgreementParams
+from schemas.records import Consensus, columns
+
+REQUIRED = ["image_id", "annotator", "label"]
+PREDICTION_REQUIRED = ["image_id", "label", "source"]
+PER_CLASS_COLUMNS = [
+    "class",
+    "n_ratings",
+    "prevalence",
+    "specific_agreement",
+    "specific_agreement_ci_low",
+    "specific_agreement_ci_high",
+    "kappa_one_vs_rest",
+    "kappa_one_vs_rest_ci_low",
+    "kappa_one_vs_rest_ci_high",
+    "note",
+]
+COHEN_COLUMNS = ["variable", "annotator_a", "annotator_b", "n_items", "kappa", "note"]
+HEADLINE = ["percent_agreement", "fleiss_kappa", "krippendorff_alpha", "krippendorff_alpha_ordinal", "gwet_ac1"]
+
+
+class AnnotationsError(InputError):
+    """The annotations (or predictions) file cannot be used as it is."""
+
+
+@dataclass(frozen=True)
+class AgreementResult:
+    """Everything the stage writes; frames have the documented columns even when empty."""
+
+    metrics: dict[str, Any]
+    consensus: pd.DataFrame
+    disputes: pd.DataFrame
+    per_class: pd.DataFrame
+    per_annotator: pd.DataFrame
+    cohen_kappa: pd.DataFrame
+    confusion_annotators: pd.DataFrame
+    confusion_prelabel: pd.DataFrame
+    calibration: pd.DataFrame
+    classes: list[str]
+    messages: list[str] = field(default_factory=list)
+
+
+# ---------------------------------------------------------------- reading and validation
+
+
+def read_table(path: Path, default_name: str) -> pd.DataFrame:
+    """Read a CSV or Parquet file; a folder means ``folder/default_name``."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / default_name
+    if not path.exists():
+        raise AnnotationsError(f"{path}: file not found; pass the pull output ({default_name}) or a CSV/Parquet file")
+    suffix = path.suffix.lower()
+    if suffix in (".csv", ".parquet") and path.stat().st_size == 0:
+        return pd.DataFrame(columns=REQUIRED)  # an empty file means no annotations yet
+    try:
+        if suffix == ".parquet":
+            return pd.read_parquet(path)
+        if suffix == ".csv":
+            return pd.read_csv(path, dtype={"image_id": str, "annotator": str, "label": str, "severity": str})
+    except (OSError, ValueError) as err:
+        raise AnnotationsError(f"{path}: cannot be read as {suffix[1:]}: {err}") from err
+    raise AnnotationsError(f"{path}: unsupported file type {suffix!r}; use .parquet or .csv")
+
+
+def validate_annotations(
+    frame: pd.DataFrame, source: str, classes: Sequence[str], severities: Sequence[str]
+) -> pd.DataFrame:
+    """Check columns, nulls, labels and severities against the ontology; return the frame with a clean index.
+
+    Raises:
+        AnnotationsError: naming the rows (1-based, header not counted) and the offending values.
+    """
+    missing = [c for c in REQUIRED if c not in frame.columns]
+    if missing:
+        raise AnnotationsError(
+            f"{source}: missing column(s) {missing}; found {list(frame.columns)}. "
+            "Annotations need at least image_id, annotator, label"
+        )
+    frame = frame.reset_index(drop=True)
+    for column in REQUIRED:
+        empty = frame[column].isna()
+        if empty.any():
+            raise AnnotationsError(f"{source}: empty {column} in {_rows(empty)}; fill it in or drop those rows")
+    for column in ("image_id", "annotator", "label"):
+        frame[column] = frame[column].astype(str)
+    _check_values(frame, "label", classes, source, "ontology.classes")
+    if "severity" in frame.columns:
+        _check_values(frame, "severity", severities, source, "ontology.severities")
+    return frame
+
+
+def _check_values(frame: pd.DataFrame, column: str, allowed: Sequence[str], source: str, key: str) -> None:
+    values = frame[column]
+    bad = values.notna() & ~values.isin(list(allowed))
+    if not bad.any():
+        return
+    parts = [f"{value!r} in {_rows(values == value)}" for value in pd.unique(values[bad])]
+    raise AnnotationsError(
+        f"{source}: unknown {column} value(s): " + "; ".join(parts) + f". Allowed ({key} in params.yaml): "
+        f"{list(allowed)}. Fix the values, or add the class to the ontology"
+    )
+
+
+def _rows(mask: pd.Series, limit: int = 10) -> str:
+    rows = (np.flatnonzero(mask.to_numpy()) + 1).tolist()
+    shown = ", ".join(map(str, rows[:limit]))
+    more = f" and {len(rows) - limit} more" if len(rows) > limit else ""
+    return f"row{'s' if len(rows) > 1 else ''} {shown}{more}"
+
+
+def validate_predictions(frame: pd.DataFrame, source: str, classes: Sequence[str]) -> pd.DataFrame:
+    needed = PREDICTION_REQUIRED + [f"p_{c}" for c in classes]
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise AnnotationsError(
+            f"{source}: missing column(s) {missing}; predictions need image_id, label, source and one p_<class> "
+            "probability column per ontology class (the prelabel output predictions.parquet has them)"
+        )
+    frame = frame.reset_index(drop=True)
+    frame["image_id"] = frame["image_id"].astype(str)
+    _check_values(frame, "label", classes, source, "ontology.classes")
+    repeated = frame.duplicated(["source", "image_id"], keep=False)
+    if repeated.any():
+        raise AnnotationsError(
+            f"{source}: more than one prediction per image and source in {_rows(repeated)}; keep one per image"
+        )
+    return frame
+
+
+# ---------------------------------------------------------------- the core
+
+
+def agreement(
+    annotations: pd.DataFrame,
+    *,
+    classes: Sequence[str],
+    severities: Sequence[str],
+    settings: AgreementParams,
+    predictions: pd.DataFrame | None = None,
+    source: str = "annotations",
+    on_start: Callable[[int], None] | None = None,
+    on_progress: Callable[[int], None] | None = None,
+) -> AgreementResult:
+    """Agreement metrics, consensus, disputes, per-class/per-annotator views and pre-label quality.
+
+    Args:
+        annotations: Long-form annotations (see module doc); validated here.
+        classes: Ontology classes in order. severities: ontology severities, least to most severe.
+        settings: The ``agreement`` params.
+        predictions: Optional pre-labels (validated here) to score against the consensus.
+        source: Name of the input for error messages.
+        on_start: Called once with the number of bootstrap resamples to draw. on_progress: with each batch done.
+
+    Raises:
+        AnnotationsError: unknown labels or severities, empty required fields, an annotator labelling the same
+            image twice, predictions without probability columns.
+    """
+    classes, severities = list(classes), list(severities)
+    frame = validate_annotations(annotations, source, classes, severities)
+    if predictions is not None:
+        predictions = validate_predictions(predictions, "predictions", classes)
+    regular, adjudications = split_adjudications(frame, settings.adjudicators)
+    repeated = regular.duplicated(["image_id", "annotator"], keep=False)
+    if repeated.any():
+        pairs = regular[repeated].drop_duplicates(["image_id", "annotator"]).head(5)
+        named = ", ".join(f"{a} on {i}" for i, a in zip(pairs["image_id"], pairs["annotator"], strict=True))
+        raise AnnotationsError(
+            f"{source}: an annotator labelled the same image more than once in {_rows(repeated)} ({named}); "
+            "keep the latest annotation per annotator and image (pull does this)"
+        )
+
+    messages: list[str] = []
+    report: dict[str, Any] = {
+        "n_annotations": len(regular),
+        "n_adjudications": len(adjudications),
+        "n_images": int(frame["image_id"].nunique()),
+        "n_annotators": int(regular["annotator"].nunique()),
+        "undefined": [],
+    }
+    if not len(frame):
+        messages.append(f"{source} has no annotations yet: wrote empty outputs")
+    annotators = sorted(pd.unique(regular["annotator"]))
+    if len(annotators) == 1:
+        messages.append(
+            f"only one annotator ({annotators[0]}): agreement is undefined; each image keeps its single label. "
+            "Have a share of images labelled by two or more annotators"
+        )
+
+    has_severity = "severity" in regular.columns and regular["severity"].notna().any()
+    blocks = {"label": (classes, False, None), "severity": (severities, True, "linear")}
+    total = settings.bootstrap * (2 if has_severity else 1)
+    if on_start:
+        on_start(total)
+    per_class = pd.DataFrame(columns=PER_CLASS_COLUMNS)
+    cohen_frames = []
+    label_codes = label_raters = None
+    for variable, (categories, ordinal, weights) in blocks.items():
+        if variable == "severity" and not has_severity:
+            report["severity"] = {"n_images": 0}
+            _put(report, "severity", "krippendorff_alpha_ordinal", M.Stat.undefined("no severity ratings"))
+            continue
+        codes, _, raters = M.ratings_matrix(regular, variable, categories)
+        block, classes_frame, pairs = _variable_metrics(
+            codes, raters, categories, ordinal, weights, settings, on_progress
+        )
+        report[variable] = {}
+        for key, value in block.items():
+            _put(report, variable, key, value)
+        cohen_frames.append(pairs.assign(variable=variable))
+        if variable == "label":
+            per_class, label_codes, label_raters = classes_frame, codes, raters
+    if len(annotators) >= 2 and report["label"].get("n_images", 0) == 0:
+        messages.append(
+            f"annotators {', '.join(annotators)} never labelled the same image: agreement is undefined. "
+            "Send a share of images to two or more annotators (push's review overlap)"
+        )
+
+    prelabels = None
+    if predictions is not None and settings.tie_policy == "prediction":
+        # with both sources, the few-shot pre-label (the later, refined one) breaks ties
+        prelabels = predictions.sort_values("source", key=lambda s: s == "few_shot", kind="stable")
+        prelabels = prelabels.drop_duplicates("image_id", keep="last")
+        prelabels = prelabels.set_index("image_id")["label"]
+    built = build_consensus(
+        regular, adjudications, classes=classes, severities=severities, settings=settings, prelabels=prelabels
+    )
+    report["consensus"] = _consensus_summary(built.consensus, settings)
+
+    cohen = (
+        pd.concat(cohen_frames, ignore_index=True)[COHEN_COLUMNS]
+        if cohen_frames
+        else pd.DataFrame(columns=COHEN_COLUMNS)
+    )
+    if label_codes is not None and len(label_raters):
+        annotator_frame, confusion_annotators = per_annotator(
+            label_codes, list(label_raters), classes, regular, cohen[cohen["variable"] == "label"]
+        )
+    else:
+        annotator_frame = pd.DataFrame(columns=ANNOTATOR_COLUMNS)
+        confusion_annotators = pd.DataFrame(columns=["annotator", "actual", "predicted"])
+
+    confusion_prelabel = pd.DataFrame(columns=["source", "actual", "predicted"])
+    calibration = pd.DataFrame(columns=CALIBRATION_COLUMNS)
+    if predictions is not None:
+        quality = prelabel_quality(predictions, built.consensus, regular, classes, bins=settings.calibration_bins)
+        report["prelabel"] = {}
+        for source_name, values in quality.metrics.items():
+            report["prelabel"][source_name] = {}
+            for key, value in values.items():
+                if isinstance(value, M.Stat):
+                    _put(report, f"prelabel.{source_name}", key, value)
+                else:
+                    report["prelabel"][source_name][key] = value
+        confusion_prelabel, calibration = quality.confusion, quality.calibration
+    if built.disputes.shape[0]:
+        messages.append(f"{len(built.disputes)} disputed image(s) in disputes.csv: adjudicate them in Label Studio")
+    return AgreementResult(
+        metrics=report,
+        consensus=built.consensus,
+        disputes=built.disputes,
+        per_class=per_class,
+        per_annotator=annotator_frame,
+        cohen_kappa=cohen,
+        confusion_annotators=confusion_annotators,
+        confusion_prelabel=confusion_prelabel,
+        calibration=calibration,
+        classes=classes,
+        messages=messages,
+    )
+
+
+def _variable_metrics(
+    codes: np.ndarray,
+    raters: pd.Index,
+    categories: list[str],
+    ordinal: bool,
+    weights: str | None,
+    settings: AgreementParams,
+    on_progress: Callable[[int], None] | None,
+) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
+    """Headline metrics (Stat or int), per-category table and Cohen pairs for one rated variable."""
+    overlap = (codes != M.MISSING).sum(axis=1) >= 2
+    codes = codes[overlap]
+    counts = M.category_counts(codes, len(categories))
+    block: dict[str, Any] = {"n_images": int(overlap.sum()), "n_ratings": int(counts.sum())}
+    fleiss, n_fleiss, m = M.fleiss_kappa(counts, categories)
+    block["percent_agreement"] = M.percent_agreement(counts)
+    block["fleiss_kappa"] = fleiss
+    block["fleiss_kappa_n_images"] = n_fleiss
+    block["fleiss_kappa_ratings_per_image"] = m
+    block["krippendorff_alpha"] = M.krippendorff_alpha(codes, categories, "nominal")
+    if ordinal:
+        block["krippendorff_alpha_ordinal"] = M.krippendorff_alpha(codes, categories, "ordinal")
+    block["gwet_ac1"] = M.gwet_ac1(counts)
+    pairs = M.cohen_kappa_pairs(codes, list(raters), categories, weights=weights)
+    defined = pairs["kappa"].dropna()
+    block["cohen_kappa_n_pairs"] = len(defined)
+    for name, fn in (("mean", np.mean), ("min", np.min), ("max", np.max)):
+        block[f"cohen_kappa_{name}"] = (
+            M.Stat(float(fn(defined))) if len(defined) else M.Stat.undefined(_no_pairs(len(raters), pairs))
+        )
+    total = counts.sum()
+    block["prevalence"] = (
+        {c: float(counts[:, k].sum() / total) for k, c in enumerate(categories)}
+        if total
+        else M.Stat.undefined(M.NO_OVERLAP)
+    )
+
+    low = high = None
+    if len(counts):
+        stats, layout = M.image_statistics(counts, m=m)
+        point = M.metrics_from_sums(stats.sum(axis=0), layout, ordinal=ordinal)
+        if settings.bootstrap:
+            draws = M.bootstrap(
+                stats,
+                layout,
+                n_resamples=settings.bootstrap,
+                confidence=settings.confidence,
+                seed=settings.seed,
+                ordinal=ordinal,
+                on_progress=on_progress,
+            )
+            for key in HEADLINE:
+                if key in draws and isinstance(block.get(key), M.Stat):
+                    lo, hi, n_ok = draws[key]
+                    why = f"undefined in all {settings.bootstrap} resamples"
+                    block[f"{key}_ci_low"] = M.Stat(float(lo)) if n_ok else M.Stat.undefined(why)
+                    block[f"{key}_ci_high"] = M.Stat(float(hi)) if n_ok else M.Stat.undefined(why)
+            block["bootstrap_resamples"] = settings.bootstrap
+            low = {k: draws[k][0] for k in ("specific_agreement", "kappa_one_vs_rest")}
+            high = {k: draws[k][1] for k in ("specific_agreement", "kappa_one_vs_rest")}
+        per_class = _per_class(categories, counts, point, low, high)
+    else:
+        per_class = pd.DataFrame(
+            {"class": categories, "n_ratings": 0, "prevalence": 0.0, "note": M.NO_OVERLAP},
+            columns=PER_CLASS_COLUMNS,
+        )
+    return block, per_class, pairs
+
+
+def _per_class(
+    categories: list[str],
+    counts: np.ndarray,
+    point: dict[str, np.ndarray],
+    low: dict[str, np.ndarray] | None,
+    high: dict[str, np.ndarray] | None,
+) -> pd.DataFrame:
+    n_ratings = counts.sum(axis=0)
+    table = pd.DataFrame(
+        {"class": categories, "n_ratings": n_ratings.astype(int), "prevalence": n_ratings / n_ratings.sum()}
+    )
+    for key in ("specific_agreement", "kappa_one_vs_rest"):
+        table[key] = point[key][0]
+        table[f"{key}_ci_low"] = low[key] if low else np.nan
+        table[f"{key}_ci_high"] = high[key] if high else np.nan
+    notes = []
+    for n in n_ratings:
+        if n == 0:
+            notes.append("no rating of this class on shared images: undefined")
+        elif n == n_ratings.sum():
+            notes.append("every rating is this class: one-vs-rest kappa is 0/0")
+        else:
+            notes.append(None)
+    table["note"] = notes
+    return table[PER_CLASS_COLUMNS]
+
+
+def _no_pairs(n_raters: int, pairs: pd.DataFrame) -> str:
+    if n_raters < 2:
+        return "fewer than two annotators"
+    reasons = sorted(set(pairs["note"].dropna()))
+    return "no annotator pair with a defined kappa: " + "; ".join(reasons[:3])
+
+
+def _consensus_summary(consensus: pd.DataFrame, settings: AgreementParams) -> dict[str, Any]:
+    methods = consensus["method"].value_counts()
+    agreement = consensus.loc[consensus["n_annotators"] >= 2, "agreement"]
+    summary: dict[str, Any] = {
+        "n_images": len(consensus),
+        "n_undecided": int(consensus["label"].isna().sum()),
+        "n_disputed": int(consensus["disputed"].sum()),
+        "min_agreement": settings.min_agreement,
+        "mean_agreement_shared": float(agreement.mean()) if len(agreement) else None,
+    }
+    if summary["mean_agreement_shared"] is None:
+        summary["mean_agreement_shared_note"] = M.NO_OVERLAP
+    for method in ("majority", "dawid_skene", "adjudicated", "single"):
+        summary[f"n_{method}"] = int(methods.get(method, 0))
+    return summary
+
+
+def _put(report: dict[str, Any], path: str, key: str, value: Any) -> None:
+    """Store a metric under ``report[path...][key]``; an undefined Stat becomes null + ``<key>_note``."""
+    target = report
+    for part in path.split("."):
+        target = target.setdefault(part, {})
+    if isinstance(value, M.Stat):
+        target[key] = value.value
+        if value.value is None:
+            target[f"{key}_note"] = value.note
+            report["undefined"].append(f"{path}.{key}")
+    else:
+        target[key] = value
+
+
+# ---------------------------------------------------------------- writers
+
+
+def write_agreement(result: AgreementResult, out_dir: Path, *, report: bool = True) -> list[Path]:
+    """Write every output (atomically) into ``out_dir``; returns the paths written."""
+    out_dir = Path(out_dir)
+    written = [
+        write_json(out_dir / "agreement.json", _clean(result.metrics)),
+        write_parquet(out_dir / "consensus.parquet", _consensus_frame(result.consensus)),
+        write_csv(out_dir / "disputes.csv", result.disputes.reindex(columns=DISPUTE_COLUMNS)),
+        write_csv(out_dir / "per_class.csv", result.per_class.reindex(columns=PER_CLASS_COLUMNS)),
+        write_csv(out_dir / "per_annotator.csv", result.per_annotator.reindex(columns=ANNOTATOR_COLUMNS)),
+        write_csv(out_dir / "cohen_kappa.csv", result.cohen_kappa.reindex(columns=COHEN_COLUMNS)),
+        write_csv(
+            out_dir / "confusion_annotators.csv",
+            result.confusion_annotators.reindex(columns=["actual", "predicted", "annotator"]),
+        ),
+        write_csv(
+            out_dir / "confusion_prelabel.csv",
+            result.confusion_prelabel.reindex(columns=["actual", "predicted", "source"]),
+        ),
+        write_csv(out_dir / "calibration.csv", result.calibration.reindex(columns=CALIBRATION_COLUMNS)),
+    ]
+    if report:
+        from curation.agreement.report import write_report
+
+        written += write_report(result, out_dir)
+    return written
+
+
+def _consensus_frame(consensus: pd.DataFrame) -> pd.DataFrame:
+    frame = consensus.reindex(columns=columns(Consensus))
+    return frame.astype(
+        {
+            "image_id": "string",
+            "label": "string",
+            "severity": "string",
+            "agreement": "float64",
+            "n_annotators": "int64",
+            "method": "string",
+            "disputed": "bool",
+        }
+    )
+
+
+def _clean(value: Any) -> Any:
+    """JSON-safe copy: numpy scalars to Python, NaN (which would be a silent 'NaN' in JSON) is a bug here."""
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clean(v) for v in value]
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not np.isfinite(value):
+        raise ValueError(f"non-finite metric {value!r} would be written to agreement.json")
+    return value

@@ -1,0 +1,377 @@
+"""Consensus, Dawid-Skene, tie policy, adjudication, quality views, bad input, outputs and the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from curation.agreement.cli import agreement_command
+from curation.agreement.stage import AnnotationsError, agreement, write_agreement
+from schemas.params import Params
+from schemas.params_agreement import AgreementParams
+from schemas.records import Consensus, columns
+
+ROOT = Path(__file__).resolve().parents[1]
+CLASSES = ["scratch", "contamination", "dent", "crack", "discoloration", "ok"]
+SEVERITIES = ["minor", "major", "critical"]
+
+
+def settings(**update: object) -> AgreementParams:
+    return AgreementParams(bootstrap=0).model_copy(update=update)
+
+
+def frame(*rows: tuple) -> pd.DataFrame:
+    """Rows of (image_id, annotator, label[, severity])."""
+    names = ["image_id", "annotator", "label", "severity"]
+    return pd.DataFrame([dict(zip(names, row, strict=False)) for row in rows])
+
+
+def run(annotations: pd.DataFrame, **update: object):
+    predictions = update.pop("predictions", None)
+    return agreement(
+        annotations, classes=CLASSES, severities=SEVERITIES, settings=settings(**update), predictions=predictions
+    )
+
+
+def simulated(seed: int, n: int = 300) -> tuple[pd.DataFrame, np.ndarray]:
+    """3 careful annotators on half the images, 1 on the rest; `ok` dominates like real defect data."""
+    rng = np.random.default_rng(seed)
+    truth = rng.choice(len(CLASSES), n, p=[0.06] * 5 + [0.7])
+    rows = []
+    for i in range(n):
+        for who in rng.choice(["a", "b", "c", "d"], 3 if i < n // 2 else 1, replace=False):
+            label = truth[i] if rng.random() > 0.15 else rng.integers(len(CLASSES))
+            severity = None if label == 5 else SEVERITIES[rng.integers(3)]
+            rows.append((f"img{i:04d}", who, CLASSES[label], severity, float(rng.gamma(2, 5)), i))
+    out = pd.DataFrame(rows, columns=["image_id", "annotator", "label", "severity", "lead_time", "task_id"])
+    return out, truth
+
+
+# ---------------------------------------------------------------- consensus and tie policy
+
+
+def test_majority_consensus_invariants() -> None:
+    annotations, _ = simulated(0)
+    result = run(annotations)
+    consensus = result.consensus
+    assert list(consensus.columns) == columns(Consensus)
+    assert consensus["image_id"].is_unique and len(consensus) == annotations["image_id"].nunique()
+    for row in consensus.to_dict("records"):
+        Consensus.model_validate(row)
+    given = annotations.groupby("image_id")["label"].agg(set)
+    decided = consensus.dropna(subset=["label"])
+    assert all(label in given[i] for i, label in zip(decided["image_id"], decided["label"], strict=True))
+    assert consensus["agreement"].between(0, 1).all()
+    single = consensus["n_annotators"] == 1
+    assert (consensus.loc[single, "method"] == "single").all() and (consensus.loc[single, "agreement"] == 1).all()
+    assert (consensus.loc[~single, "method"] == "majority").all()
+    # agreement is the share of annotators giving the consensus label
+    votes = annotations.merge(decided[["image_id", "label"]], on="image_id", suffixes=("", "_c"))
+    share = (votes["label"] == votes["label_c"]).groupby(votes["image_id"]).mean()
+    np.testing.assert_allclose(decided.set_index("image_id")["agreement"], share.reindex(decided["image_id"]))
+
+
+@pytest.mark.parametrize(
+    ("policy", "prelabel", "expected"),
+    [
+        ("dispute", None, None),
+        ("ontology_order", None, "scratch"),  # scratch is listed before dent
+        ("prediction", "dent", "dent"),
+        ("prediction", "ok", None),  # pre-label not among the tied classes
+    ],
+)
+def test_tie_policy(policy: str, prelabel: str | None, expected: str | None) -> None:
+    annotations = frame(("t", "a", "dent"), ("t", "b", "scratch"), ("u", "a", "ok"), ("u", "b", "ok"))
+    predictions = None
+    if prelabel:
+        predictions = pd.DataFrame({"image_id": ["t"], "label": [prelabel], "source": ["zero_shot"]})
+        for c in CLASSES:
+            predictions[f"p_{c}"] = 1.0 if c == prelabel else 0.0
+    result = run(annotations, tie_policy=policy, predictions=predictions)
+    row = result.consensus.set_index("image_id").loc["t"]
+    assert row["label"] == expected and row["disputed"]  # a tie is a dispute whatever the policy
+    disputes = result.disputes.set_index("image_id")
+    assert list(disputes.index) == ["t"] and disputes.loc["t", "reason"] == "tie"
+    assert disputes.loc["t", "votes"] == "dent=1; scratch=1" or disputes.loc["t", "votes"] == "scratch=1; dent=1"
+    assert disputes.loc["t", "ratings"] == "a=dent; b=scratch"
+    assert not result.consensus.set_index("image_id").loc["u", "disputed"]
+
+
+def test_low_agreement_is_a_dispute_and_severity_is_the_upper_median() -> None:
+    annotations = frame(
+        ("v", "a", "dent", "minor"),
+        ("v", "b", "dent", "critical"),
+        ("v", "c", "scratch", "major"),
+        ("v", "d", "crack", "major"),
+        ("v", "e", "ok"),
+        ("w", "a", "dent", "minor"),
+        ("w", "b", "dent", "major"),
+        ("w", "c", "dent", "major"),
+    )
+    result = run(annotations, min_agreement=0.5)
+    consensus = result.consensus.set_index("image_id")
+    assert consensus.loc["v", "label"] == "dent" and consensus.loc["v", "agreement"] == pytest.approx(0.4)
+    assert (
+        consensus.loc["v", "disputed"] and result.disputes.set_index("image_id").loc["v", "reason"] == "low_agreement"
+    )
+    assert consensus.loc["v", "severity"] == "critical"  # dent voters said minor, critical: the more severe middle
+    assert consensus.loc["w", "severity"] == "major" and not consensus.loc["w", "disputed"]
+
+
+def test_dawid_skene_recovers_truth_with_noisy_annotators() -> None:
+    """Two careful annotators and three who guess most of the time: majority vote fails, Dawid-Skene does not."""
+    rng = np.random.default_rng(3)
+    n = 400
+    truth = rng.integers(0, 5, n)
+    accuracy = {"good1": 0.95, "good2": 0.95, "noisy1": 0.25, "noisy2": 0.25, "noisy3": 0.25}
+    rows = []
+    for i in range(n):
+        for who, acc in accuracy.items():
+            label = truth[i] if rng.random() < acc else rng.integers(0, 5)
+            rows.append((f"i{i}", who, CLASSES[label]))
+    annotations = frame(*rows)
+    expected = pd.Series([CLASSES[t] for t in truth], index=[f"i{i}" for i in range(n)])
+
+    def accuracy_of(result) -> float:
+        labels = result.consensus.set_index("image_id")["label"]
+        return float((labels.reindex(expected.index) == expected).mean())
+
+    ds = run(annotations, consensus="dawid_skene")
+    majority = run(annotations, consensus="majority", tie_policy="dispute")
+    assert (ds.consensus["method"] == "dawid_skene").all()
+    assert accuracy_of(ds) > 0.95
+    assert accuracy_of(ds) > accuracy_of(majority) + 0.1
+    assert ds.disputes["posterior"].between(0, 1).all()
+    # the per-annotator view finds the noisy annotators too
+    loo = ds.per_annotator.set_index("annotator")["loo_agreement"]
+    assert loo[["good1", "good2"]].min() > loo[["noisy1", "noisy2", "noisy3"]].max()
+
+
+def test_adjudication_overrides_consensus() -> None:
+    annotations = frame(
+        ("t", "a", "dent"),
+        ("t", "b", "scratch"),
+        ("t", "boss", "crack", "major"),
+        ("u", "a", "ok"),
+        ("u", "b", "dent"),
+        ("u", "c", "dent"),
+    )
+    annotations["adjudicated"] = [False, False, False, False, False, False]
+    extra = pd.DataFrame(
+        [
+            {"image_id": "u", "annotator": "lead", "label": "ok", "adjudicated": True, "updated_at": "2026-01-02"},
+            {
+                "image_id": "u",
+                "annotator": "lead2",
+                "label": "scratch",
+                "adjudicated": True,
+                "updated_at": "2026-01-01",
+            },
+        ]
+    )
+    result = run(pd.concat([annotations, extra], ignore_index=True), adjudicators=["boss"])
+    consensus = result.consensus.set_index("image_id")
+    assert consensus.loc["t", ["label", "severity", "method"]].tolist() == ["crack", "major", "adjudicated"]
+    assert consensus.loc["t", "agreement"] == 0.0 and consensus.loc["t", "n_annotators"] == 2
+    assert consensus.loc["u", "label"] == "ok"  # the latest adjudication wins
+    assert consensus.loc["u", "agreement"] == pytest.approx(1 / 3)
+    assert not consensus["disputed"].any() and result.disputes.empty
+    assert result.metrics["n_adjudications"] == 3 and result.metrics["n_annotators"] == 3
+    assert result.metrics["consensus"]["n_adjudicated"] == 2
+    # adjudicators are left out of agreement: a, b, c only
+    assert set(result.per_annotator["annotator"]) == {"a", "b", "c"}
+
+
+# ---------------------------------------------------------------- per-annotator and pre-label quality
+
+
+def test_per_annotator_leave_one_out_matches_a_loop() -> None:
+    annotations, _ = simulated(1)
+    result = run(annotations)
+    table = result.per_annotator.set_index("annotator")
+    by_image = annotations.groupby("image_id")
+    for who in ["a", "b", "c", "d"]:
+        agree = compared = ties = 0
+        for _, group in by_image:
+            if who not in set(group["annotator"]) or len(group) < 2:
+                continue
+            own = group.loc[group["annotator"] == who, "label"].item()
+            others = group.loc[group["annotator"] != who, "label"].value_counts()
+            if (others == others.max()).sum() > 1:
+                ties += 1
+                continue
+            compared += 1
+            agree += others.idxmax() == own
+        assert table.loc[who, "loo_n_images"] == compared and table.loc[who, "loo_n_ties"] == ties
+        assert abs(table.loc[who, "loo_agreement"] - agree / compared) < 1e-12
+        median = annotations.loc[annotations["annotator"] == who, "lead_time"].median()
+        assert table.loc[who, "median_lead_time_s"] == pytest.approx(median)
+    assert len(result.confusion_annotators) == table["loo_n_images"].sum()
+
+
+def test_prelabel_quality_matches_hand_computation() -> None:
+    annotations, truth = simulated(2, n=200)
+    rng = np.random.default_rng(9)
+    probs = rng.dirichlet(np.ones(len(CLASSES)), len(truth))
+    probs[np.arange(len(truth)), truth] += 1.5
+    probs /= probs.sum(axis=1, keepdims=True)
+    predictions = pd.DataFrame({"image_id": [f"img{i:04d}" for i in range(len(truth))], "source": "zero_shot"}).assign(
+        label=[CLASSES[k] for k in probs.argmax(axis=1)]
+    )
+    for k, c in enumerate(CLASSES):
+        predictions[f"p_{c}"] = probs[:, k]
+    result = run(annotations, predictions=predictions, calibration_bins=10)
+    got = result.metrics["prelabel"]["zero_shot"]
+
+    consensus = result.consensus.dropna(subset=["label"]).set_index("image_id")["label"]
+    pred = predictions.set_index("image_id").loc[consensus.index]
+    correct = (pred["label"] == consensus).to_numpy()
+    assert got["n_images"] == len(consensus)
+    assert abs(got["accuracy"] - correct.mean()) < 1e-12
+    f1s = []
+    for c in sorted(set(consensus) | set(pred["label"])):
+        tp = ((pred["label"] == c) & (consensus == c)).sum()
+        fp = ((pred["label"] == c) & (consensus != c)).sum()
+        fn = ((pred["label"] != c) & (consensus == c)).sum()
+        f1s.append(2 * tp / (2 * tp + fp + fn))
+    assert abs(got["macro_f1"] - np.mean(f1s)) < 1e-12
+    confidence = probs.max(axis=1)[[int(i[3:]) for i in consensus.index]]
+    ece = 0.0
+    for b in range(10):
+        inside = (confidence > b / 10) & (confidence <= (b + 1) / 10)
+        if inside.any():
+            ece += inside.mean() * abs(correct[inside].mean() - confidence[inside].mean())
+    assert abs(got["ece"] - ece) < 1e-12
+    joined = annotations.merge(predictions[["image_id", "label"]], on="image_id", suffixes=("", "_pre"))
+    assert abs(got["accepted_unchanged"] - (joined["label"] == joined["label_pre"]).mean()) < 1e-12
+    assert len(result.confusion_prelabel) == len(consensus)
+    assert result.calibration["count"].sum() == len(consensus)
+
+
+# ---------------------------------------------------------------- bad input and degenerate data
+
+
+def test_unknown_labels_name_rows_and_values() -> None:
+    annotations = frame(("a", "x", "ok"), ("a", "y", "Scratch"), ("b", "x", "rust"), ("b", "y", "rust"))
+    with pytest.raises(AnnotationsError) as err:
+        run(annotations)
+    message = str(err.value)
+    assert "'Scratch' in row 2" in message and "'rust' in rows 3, 4" in message and "ontology.classes" in message
+
+
+def test_unknown_severity_missing_columns_empty_fields_duplicates() -> None:
+    with pytest.raises(AnnotationsError, match=r"unknown severity value\(s\): 'huge' in row 1"):
+        run(frame(("a", "x", "dent", "huge")))
+    with pytest.raises(AnnotationsError, match=r"missing column\(s\) \['annotator'\]"):
+        run(pd.DataFrame({"image_id": ["a"], "label": ["ok"]}))
+    with pytest.raises(AnnotationsError, match="empty annotator in row 2"):
+        run(frame(("a", "x", "ok"), ("a", None, "ok")))
+    with pytest.raises(AnnotationsError, match=r"same image more than once in rows 1, 2 \(x on a\)"):
+        run(frame(("a", "x", "ok"), ("a", "x", "dent"), ("a", "y", "ok")))
+
+
+def test_single_annotator_reports_undefined_metrics() -> None:
+    result = run(frame(("a", "solo", "ok"), ("b", "solo", "dent", "minor")))
+    label = result.metrics["label"]
+    assert label["n_images"] == 0
+    for key in ("percent_agreement", "fleiss_kappa", "krippendorff_alpha", "gwet_ac1", "cohen_kappa_mean"):
+        assert label[key] is None and label[f"{key}_note"], key
+        assert f"label.{key}" in result.metrics["undefined"]
+    assert any("only one annotator (solo)" in m for m in result.messages)
+    assert (result.consensus["method"] == "single").all() and result.consensus["label"].tolist() == ["ok", "dent"]
+
+
+def test_no_overlap_names_the_annotators(tmp_path: Path) -> None:
+    result = run(frame(("a", "x", "ok"), ("b", "y", "dent")))
+    assert any("x, y never labelled the same image" in m for m in result.messages)
+    assert result.metrics["label"]["krippendorff_alpha"] is None
+    write_agreement(result, tmp_path)
+    saved = json.loads((tmp_path / "agreement.json").read_text())
+    assert saved["label"]["krippendorff_alpha"] is None and saved["label"]["krippendorff_alpha_note"]
+    assert "NaN" not in (tmp_path / "agreement.json").read_text()
+
+
+def test_empty_input_writes_empty_outputs(tmp_path: Path) -> None:
+    empty = pd.DataFrame(columns=["image_id", "annotator", "label", "severity"])
+    result = run(empty)
+    assert any("no annotations yet" in m for m in result.messages)
+    write_agreement(result, tmp_path)
+    consensus = pd.read_parquet(tmp_path / "consensus.parquet")
+    assert list(consensus.columns) == columns(Consensus) and consensus.empty
+    assert pd.read_csv(tmp_path / "disputes.csv").empty
+    metrics = json.loads((tmp_path / "agreement.json").read_text())
+    assert metrics["n_annotations"] == 0 and metrics["label"]["gwet_ac1"] is None
+    assert (tmp_path / "report.html").exists()
+
+
+# ---------------------------------------------------------------- outputs and CLI
+
+
+def test_outputs_are_complete_and_report_is_self_contained(tmp_path: Path) -> None:
+    annotations, _ = simulated(4)
+    result = agreement(
+        annotations, classes=CLASSES, severities=SEVERITIES, settings=AgreementParams(bootstrap=200, seed=1)
+    )
+    write_agreement(result, tmp_path)
+    metrics = json.loads((tmp_path / "agreement.json").read_text())
+    for key in ("percent_agreement", "fleiss_kappa", "krippendorff_alpha", "gwet_ac1"):
+        value, low, high = (metrics["label"][k] for k in (key, f"{key}_ci_low", f"{key}_ci_high"))
+        assert -1 <= low <= value <= high <= 1, key
+    assert metrics["severity"]["krippendorff_alpha_ordinal_ci_low"] is not None
+    per_class = pd.read_csv(tmp_path / "per_class.csv")
+    assert per_class["class"].tolist() == CLASSES and per_class["prevalence"].sum() == pytest.approx(1)
+    confusion = pd.read_csv(tmp_path / "confusion_annotators.csv")
+    assert list(confusion.columns[:2]) == ["actual", "predicted"] and set(confusion["actual"]) <= set(CLASSES)
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("data:image/png;base64,") >= 5 and "http://" not in page and "https://" not in page
+    assert (tmp_path / "plots" / "per_class.png").stat().st_size > 1000
+
+
+def cli_app() -> typer.Typer:
+    app = typer.Typer()
+    app.command("agreement")(agreement_command)
+    app.command("noop")(lambda: None)  # two commands, so typer keeps the subcommand name
+    return app
+
+
+def test_cli_writes_outputs_and_reports_bad_labels(tmp_path: Path, params: Params) -> None:
+    annotations, _ = simulated(5, n=120)
+    pull = tmp_path / "pull"
+    pull.mkdir()
+    annotations.to_parquet(pull / "annotations.parquet")
+    out = tmp_path / "out"
+    args = ["agreement", str(pull), str(out), "--params", str(ROOT / "params.yaml")]
+    result = CliRunner().invoke(cli_app(), args)
+    assert result.exit_code == 0, result.output
+    assert "Gwet's AC1" in result.output
+    assert {"agreement.json", "consensus.parquet", "disputes.csv", "per_class.csv", "per_annotator.csv"} <= {
+        p.name for p in out.iterdir()
+    }
+
+    bad = tmp_path / "bad.csv"
+    annotations.assign(label=annotations["label"].replace({"dent": "Dent"})).to_csv(bad, index=False)
+    result = CliRunner().invoke(
+        cli_app(), ["agreement", str(bad), str(tmp_path / "o2"), "--params", str(ROOT / "params.yaml")]
+    )
+    assert result.exit_code == 1 and "unknown label value(s): 'Dent'" in result.output
+    assert not (tmp_path / "o2").exists()
+
+    result = CliRunner().invoke(cli_app(), ["agreement", str(tmp_path / "nope.csv"), str(out)])
+    assert result.exit_code == 1 and "file not found" in result.output
+
+
+def test_cli_empty_file_writes_empty_outputs(tmp_path: Path) -> None:
+    empty = tmp_path / "annotations.csv"
+    empty.write_bytes(b"")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli_app(), ["agreement", str(empty), str(out), "--params", str(ROOT / "params.yaml")])
+    assert result.exit_code == 0, result.output
+    assert "no annotations yet" in result.output
+    assert pd.read_parquet(out / "consensus.parquet").empty
+    assert json.loads((out / "agreement.json").read_text())["n_annotations"] == 0
