@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from curation.agreement.cli import agreement_command
 from curation.errors import CurationError
 from curation.progress import progress
 from schemas.params import LabelFormat, Params, load_params
@@ -96,17 +97,20 @@ def ingest_command(
             on_progress=reporter.advance,
         )
         write_ingest(result, out_dir)
-    _print_report("ingest", result.report)
+    print_report("ingest", result.report)
     console.print(f"outputs in {out_dir}/ (manifest.parquet, quarantine.csv, issues.csv, ingest.json)")
 
 
-def _print_report(title: str, report: dict) -> None:
+def print_report(title: str, report: dict) -> None:
     table = Table(title=title, show_header=False)
     for key, value in report.items():
         if isinstance(value, dict):
             value = ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
         table.add_row(key, str(value))
     console.print(table)
+
+
+_print_report = print_report  # old name, still used by stage modules being integrated
 
 
 def _not_yet(stage: str, issue: int) -> NoReturn:
@@ -136,12 +140,6 @@ def pull_command(out_dir: Path) -> None:
     _not_yet("pull", 4)
 
 
-@app.command("agreement")
-def agreement_command(annotations: Path, out_dir: Path) -> None:
-    """Inter-annotator agreement, consensus labels and disputes (not implemented yet)."""
-    _not_yet("agreement", 5)
-
-
 @app.command("split")
 def split_command(out_dir: Path) -> None:
     """Stratified, leak-free 7:2:1 split (not implemented yet)."""
@@ -165,6 +163,8 @@ def fiftyone_command(out_dir: Path) -> None:
     """Build the FiftyOne dataset of this version (not implemented yet)."""
     _not_yet("fiftyone", 7)
 
+
+app.command("agreement")(agreement_command)
 
 if __name__ == "__main__":
     app()

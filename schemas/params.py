@@ -11,6 +11,7 @@ from pydantic import Field, ValidationError, field_validator
 from curation.errors import ParamsError
 from schemas.base import StrictModel
 from schemas.ontology import Ontology
+from schemas.params_agreement import AgreementParams
 
 LabelFormat = Literal["folders", "voc", "coco", "yolo"]
 
@@ -44,6 +45,7 @@ class Params(StrictModel):
 
     ontology: Ontology
     ingest: IngestParams = IngestParams()
+    agreement: AgreementParams = AgreementParams()
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:
