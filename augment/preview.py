@@ -1,0 +1,57 @@
+"""Preview grid: one row per source image, the original first and then its variants, boxes drawn in."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from augment.run import load_pixels
+from curation.io import atomic_path
+
+TILE = 160  # pixels, the longer side of each thumbnail
+_GAP = 4
+_CAPTION = 14
+_BOX_COLOUR = (255, 40, 40)
+
+
+def preview_grid(rows: Sequence[tuple[str, str, str | None, Sequence[tuple[str, str | None]]]]) -> Image.Image:
+    """Tile originals and variants into one RGB image.
+
+    Args:
+        rows: ``(title, original path, original boxes JSON, [(variant path, variant boxes JSON), ...])`` per
+            source; the title (e.g. class and image id) captions the original.
+    """
+    width = max((1 + len(variants) for *_, variants in rows), default=1)
+    grid = Image.new("RGB", (width * (TILE + _GAP) + _GAP, len(rows) * (TILE + _CAPTION + _GAP) + _GAP), "white")
+    draw = ImageDraw.Draw(grid)
+    for r, (title, path, boxes, variants) in enumerate(rows):
+        cells = [(path, boxes, title), *((p, b, f"variant {i}") for i, (p, b) in enumerate(variants))]
+        for c, (cell_path, cell_boxes, caption) in enumerate(cells):
+            left = _GAP + c * (TILE + _GAP)
+            top = _GAP + r * (TILE + _CAPTION + _GAP)
+            grid.paste(_thumbnail(cell_path, cell_boxes), (left, top + _CAPTION))
+            draw.text((left, top), caption, fill=(0, 0, 0))
+    return grid
+
+
+def _thumbnail(path: str, boxes: str | None) -> Image.Image:
+    image = Image.fromarray(load_pixels(path)).convert("RGB")
+    scale = TILE / max(image.size)
+    image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+    draw = ImageDraw.Draw(image)
+    for box in json.loads(boxes) if boxes else []:
+        x, y, w, h = (np.array([box["x"], box["y"], box["w"], box["h"]]) * scale).tolist()
+        draw.rectangle([x, y, x + w, y + h], outline=_BOX_COLOUR, width=2)
+    tile = Image.new("RGB", (TILE, TILE), (230, 230, 230))
+    tile.paste(image, ((TILE - image.width) // 2, (TILE - image.height) // 2))
+    return tile
+
+
+def save_png(image: Image.Image, path: Path) -> None:
+    """Write ``image`` as PNG atomically."""
+    with atomic_path(path) as tmp:
+        image.save(tmp, format="PNG")

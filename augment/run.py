@@ -1,0 +1,179 @@
+"""Apply a recipe to many images in parallel: N seeded variants per image, boxes followed and dropped boxes counted.
+
+Each variant's seed comes from (seed, image id, variant index), so the output bytes do not depend on the number of
+workers or the order in which they finish. Workers are forked, as in ingest: ``curation.progress`` draws from the
+caller's thread, so no other thread holds a lock at fork time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from augment.recipe import BOX_FIELD, apply, build_pipeline, variant_seed
+from schemas.params_dataset import AugmentParams
+
+_SERIAL_BELOW = 16  # fewer images than this are augmented in-process: starting workers would cost more
+_MAX_ARRAY = 16  # sampled parameters with more values than this are recorded by shape only
+_NATIVE_MODES = ("RGB", "L")  # other modes (RGBA, CMYK, P, 16-bit) are converted to RGB first
+
+
+@dataclass(frozen=True)
+class Source:
+    """One train image to augment. ``boxes`` are COCO ``[x, y, w, h]`` pixels with one class label each."""
+
+    image_id: str
+    path: str
+    boxes: tuple[tuple[float, float, float, float], ...] = ()
+    box_labels: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One written output: where it came from, how it was made, and what happened to the boxes."""
+
+    image_id: str  # "<source id>_a<variant>"
+    source_image_id: str
+    variant: int
+    file: str  # relative to the output images folder
+    sha256: str
+    width: int
+    height: int
+    seed: int
+    applied: str  # JSON list of [transform name, sampled parameters] actually applied
+    boxes: str | None  # JSON list of {x, y, w, h, label} after the transform, or null without boxes
+    boxes_in: int
+    boxes_dropped: int
+
+
+def augment_all(
+    sources: Sequence[Source],
+    settings: AugmentParams,
+    images_dir: Path,
+    *,
+    on_progress: Callable[[int], None] | None = None,
+) -> Iterator[Variant]:
+    """Write ``settings.variants`` augmented copies of every source into ``images_dir``; yield their records.
+
+    Records come in ``sources`` order, variants in index order.
+    """
+    images_dir = Path(images_dir)
+    images_dir.mkdir(parents=True, exist_ok=True)
+    pipeline = build_pipeline(settings.recipe, min_visibility=settings.min_visibility, min_area=settings.min_area)
+    workers = settings.workers or os.cpu_count() or 1
+    job = _Job(settings, str(images_dir), pipeline)
+    if workers == 1 or len(sources) < _SERIAL_BELOW:
+        results: Iterator[list[Variant]] = map(job, sources)
+        executor = None
+    else:
+        method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+        executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+        chunk = max(1, min(32, len(sources) // (workers * 8)))
+        results = executor.map(job, sources, chunksize=chunk)
+    try:
+        for variants in results:
+            if on_progress:
+                on_progress(1)
+            yield from variants
+    finally:
+        if executor is not None:
+            executor.shutdown(cancel_futures=True)
+
+
+def load_pixels(path: str) -> np.ndarray:
+    """Decode an image as stored (no EXIF rotation, so prior boxes still match) into RGB or grayscale uint8."""
+    with Image.open(path) as image:
+        if image.mode not in _NATIVE_MODES:
+            image = image.convert("RGB")
+        return np.asarray(image)
+
+
+def encode(pixels: np.ndarray, image_format: str, jpeg_quality: int) -> bytes:
+    """PNG (lossless) or JPEG bytes of ``pixels``; Pillow's encoders give the same bytes for the same pixels."""
+    buffer = io.BytesIO()
+    if image_format == "png":
+        Image.fromarray(pixels).save(buffer, format="PNG", compress_level=3)
+    else:
+        Image.fromarray(pixels).save(buffer, format="JPEG", quality=jpeg_quality)
+    return buffer.getvalue()
+
+
+class _Job:
+    """Picklable worker callable carrying the checked pipeline (built once, pickled with each chunk of work)."""
+
+    def __init__(self, settings: AugmentParams, images_dir: str, pipeline: Any) -> None:
+        self.settings = settings
+        self.images_dir = images_dir
+        self._pipeline = pipeline
+
+    def __call__(self, source: Source) -> list[Variant]:
+        settings = self.settings
+        pixels = load_pixels(source.path)
+        boxes = [list(b) for b in source.boxes]
+        out = []
+        for variant in range(settings.variants):
+            seed = variant_seed(settings.seed, source.image_id, variant)
+            result = apply(self._pipeline, pixels, boxes, seed)
+            image = np.ascontiguousarray(result["image"])
+            data = encode(image, settings.image_format, settings.jpeg_quality)
+            name = f"{source.image_id}_a{variant}"
+            file = f"{name}.{settings.image_format}"
+            with open(os.path.join(self.images_dir, file), "wb") as handle:
+                handle.write(data)
+            kept = [int(i) for i in result[BOX_FIELD]]
+            out_boxes = [
+                {"x": _px(x), "y": _px(y), "w": _px(w), "h": _px(h), "label": source.box_labels[i]}
+                for (x, y, w, h), i in zip(np.asarray(result["bboxes"]).reshape(-1, 4), kept, strict=True)
+            ]
+            applied = [[name_, _plain(params)] for name_, params in result["applied_transforms"]]
+            out.append(
+                Variant(
+                    image_id=name,
+                    source_image_id=source.image_id,
+                    variant=variant,
+                    file=file,
+                    sha256=hashlib.sha256(data).hexdigest(),
+                    width=int(image.shape[1]),
+                    height=int(image.shape[0]),
+                    seed=seed,
+                    applied=json.dumps(applied, sort_keys=True),
+                    boxes=json.dumps(out_boxes, sort_keys=True) if source.boxes else None,
+                    boxes_in=len(boxes),
+                    boxes_dropped=len(boxes) - len(kept),
+                )
+            )
+        return out
+
+
+def _px(value: float) -> float:
+    """Box coordinates to 1/1000 pixel: albumentations computes in float32, finer digits are noise."""
+    return round(float(value), 3)
+
+
+def _plain(value: Any) -> Any:
+    """Sampled parameters as small JSON-able values. Large arrays (a noise field, a blur kernel) are recorded by
+    shape only: they follow from the seed, and writing them out would cost more than the augmentation."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items() if k != "shape"}
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist()) if value.size <= _MAX_ARRAY else f"array{list(value.shape)}"
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value] if len(value) <= _MAX_ARRAY else f"sequence[{len(value)}]"
+    if isinstance(value, np.generic):
+        return _plain(value.item())
+    if isinstance(value, float):
+        return round(value, 6)
+    if value is None or isinstance(value, (int, str, bool)):
+        return value
+    return repr(value)

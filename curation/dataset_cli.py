@@ -1,0 +1,233 @@
+"""Commands of the dataset stages: ``split``, ``augment``, ``export`` and ``release``.
+
+Plain typer command functions; ``register(app)`` mounts them on the ``curation`` app. Heavy imports (pandas,
+albumentations, pycocotools) happen inside the commands, so ``curation --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Literal
+
+import typer
+
+from curation.console import ParamsOption, console, load_or_exit, user_errors
+from schemas.params_dataset import AugmentParams, ExportParams, SplitParams
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+
+def split_command(
+    manifest: Annotated[Path, typer.Argument(help="manifest.parquet from ingest.")],
+    out_dir: Annotated[Path, typer.Argument(help="Folder for splits.parquet, split.json, class_counts.csv.")],
+    consensus: Annotated[
+        Path, typer.Option(help="consensus.parquet from agreement; used when the file exists.")
+    ] = Path("data/agreement/consensus.parquet"),
+    prior_labels: Annotated[
+        Path, typer.Option(help="prior_labels.parquet from ingest; used when there is no consensus file.")
+    ] = Path("data/ingest/prior_labels.parquet"),
+    previous: Annotated[
+        Path | None, typer.Option(help="splits.parquet of the last release to pin (default: split.previous).")
+    ] = None,
+    no_previous: Annotated[bool, typer.Option("--no-previous", help="Pin nothing: cut everything afresh.")] = False,
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Stratified, grouped 7:2:1 split that keeps earlier assignments as the dataset grows."""
+    from curation.split import image_labels, read_previous, split, write_split
+
+    params = load_or_exit(params_path)
+    settings: SplitParams = params.split
+    with user_errors():
+        frame = _read_parquet(manifest, "run `curation ingest` first")
+        source = "none"
+        labels_consensus = labels_prior = None
+        if consensus.is_file():
+            labels_consensus, source = _read_parquet(consensus, ""), f"consensus ({consensus})"
+        if prior_labels.is_file():
+            labels_prior = _read_parquet(prior_labels, "")
+            if labels_consensus is None and len(labels_prior):
+                source = f"prior labels ({prior_labels})"
+        labels = image_labels(
+            frame, consensus=labels_consensus, prior=labels_prior, class_names=params.ontology.class_names
+        )
+        pinned_from = None if no_previous else (previous or settings.previous)
+        if previous is not None and not previous.is_file():
+            raise _input_error(f"{previous}: file not found; drop --previous or give the last release's splits")
+        result = split(frame, labels, settings, previous=read_previous(pinned_from))
+        write_split(result, out_dir)
+    console.print(f"labels from {source}; pinned {result.report['pinned']} image(s) from {pinned_from}")
+    _print_counts(result.report)
+    for warning in result.warnings:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    console.print(f"outputs in {out_dir}/ (splits.parquet, split.json, class_counts.csv)")
+
+
+def augment_command(
+    splits: Annotated[Path, typer.Argument(help="splits.parquet from the split stage.")],
+    manifest: Annotated[Path, typer.Argument(help="manifest.parquet from ingest (image paths).")],
+    out_dir: Annotated[Path, typer.Argument(help="Folder for images/, augmented.parquet, augment.json, preview.png.")],
+    variants: Annotated[
+        int | None, typer.Option(min=0, help="Variants per train image (default augment.variants).")
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(min=0, help="Processes, 0 = one per core (default augment.workers).")
+    ] = None,
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Augment the train split with the albumentations recipe in params (val and test are never touched)."""
+    from curation.augment_stage import augment, write_augment
+    from curation.export import staged_dir
+    from curation.progress import progress
+
+    params = load_or_exit(params_path)
+    settings: AugmentParams = params.augment
+    overrides = {k: v for k, v in {"variants": variants, "workers": workers}.items() if v is not None}
+    settings = settings.model_copy(update=overrides)
+    with user_errors():
+        frame = _read_parquet(splits, "run `curation split` first")
+        images = _read_parquet(manifest, "run `curation ingest` first")
+        with staged_dir(out_dir, "augment.json") as staging, progress("augment", console) as reporter:
+            result = augment(frame, images, settings, staging, on_start=reporter.start, on_progress=reporter.advance)
+            write_augment(result, staging)
+    report = result.report
+    console.print(
+        f"{report['augmented_images']} variants of {report['source_images']} train images "
+        f"(recipe {report['recipe_hash']}); boxes dropped: {report['boxes_dropped']} of {report['boxes_in']}"
+    )
+    console.print(f"outputs in {out_dir}/ (images/, augmented.parquet, augment.json, preview.png)")
+
+
+def export_command(
+    splits: Annotated[Path, typer.Argument(help="splits.parquet from the split stage.")],
+    manifest: Annotated[Path, typer.Argument(help="manifest.parquet from ingest.")],
+    out_dir: Annotated[Path, typer.Argument(help="Folder for <split>/labels.json, labels.csv, data/, export.json.")],
+    augment_dir: Annotated[
+        Path, typer.Option("--augmented", help="Augment stage folder; used when it holds augmented.parquet.")
+    ] = Path("data/augment"),
+    predictions: Annotated[
+        Path, typer.Option(help="predictions.parquet (descriptions, model versions); used when it exists.")
+    ] = Path("data/prelabel/predictions.parquet"),
+    link: Annotated[
+        Literal["copy", "hardlink", "symlink"] | None, typer.Option(help="Place images by copy, hardlink or symlink.")
+    ] = None,
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Export COCO JSON and CSV per split; images keep their exact bytes."""
+    from curation.export import export, file_sha256, staged_dir
+    from curation.progress import progress
+
+    params = load_or_exit(params_path)
+    settings: ExportParams = params.export
+    if link is not None:
+        settings = settings.model_copy(update={"link": link})
+    augmented_file = augment_dir / "augmented.parquet"
+    with user_errors():
+        frame = _read_parquet(splits, "run `curation split` first")
+        images = _read_parquet(manifest, "run `curation ingest` first")
+        augmented = _read_parquet(augmented_file, "") if augmented_file.is_file() else None
+        preds = _read_parquet(predictions, "") if predictions.is_file() else None
+        dumped = {name: getattr(params, name).model_dump(mode="json") for name in ("split", "augment", "export")}
+        dumped["classes"] = params.ontology.class_names
+        provenance = {
+            "params": dumped,
+            "params_sha256": hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest(),
+            "inputs": {str(p): file_sha256(p) for p in (manifest, splits, augmented_file, predictions) if p.is_file()},
+        }
+        with staged_dir(out_dir, "export.json") as staging, progress("export", console) as reporter:
+            result = export(
+                frame,
+                images,
+                staging,
+                settings,
+                class_names=params.ontology.class_names,
+                augmented=augmented,
+                augment_dir=augment_dir,
+                predictions=preds,
+                provenance=provenance,
+                on_start=reporter.start,
+                on_progress=reporter.advance,
+            )
+    counts = ", ".join(f"{k} {v['images']}" for k, v in result.report["splits"].items())
+    console.print(f"dataset version {result.version}: {counts} images; every labels.json loads in pycocotools")
+    console.print(f"outputs in {out_dir}/ (<split>/labels.json, labels.csv, data/; export.json, provenance.json)")
+
+
+def release_command(
+    name: Annotated[str, typer.Argument(help="Release name, used as the git tag, e.g. v1.0.")],
+    repo: Annotated[Path, typer.Option(help="Root of the git + DVC repository.")] = Path("."),
+    message: Annotated[str | None, typer.Option(help="Extra text for the commit and tag message.")] = None,
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Push the data to the DVC remote, write DATASET.md, commit dvc.lock and tag the release."""
+    from curation.release import release
+
+    params = load_or_exit(params_path)
+    with user_errors():
+        result = release(
+            repo,
+            name,
+            params.release,
+            ontology=params.ontology,
+            split_settings=params.split,
+            message=message,
+        )
+    console.print(
+        f"released {result.name} (dataset version {result.version}) at commit {result.commit[:10]}; data pushed to "
+        f"DVC remote '{result.remote}' ({result.remote_url}); card {result.card}"
+    )
+    console.print(f"get it back: git checkout {result.name} && dvc pull")
+
+
+def register(app: typer.Typer) -> None:
+    """Mount the four commands on ``app``."""
+    app.command("split")(split_command)
+    app.command("augment")(augment_command)
+    app.command("export")(export_command)
+    app.command("release")(release_command)
+
+
+def _read_parquet(path: Path, hint: str) -> pd.DataFrame:
+    import pandas as pd
+
+    from curation.errors import InputError
+
+    if not Path(path).is_file():
+        raise InputError(f"{path}: file not found" + (f"; {hint}" if hint else ""))
+    try:
+        return pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        raise InputError(f"{path}: cannot read it as Parquet ({err}); re-run the stage that writes it") from err
+
+
+def _input_error(message: str) -> Exception:
+    from curation.errors import InputError
+
+    return InputError(message)
+
+
+def _print_counts(report: dict) -> None:
+    from rich.table import Table
+
+    table = Table(title="split (images per class)")
+    for column in ("class", "train", "val", "test", "total", "max deviation"):
+        table.add_column(column, justify="left" if column == "class" else "right")
+    for name, row in report["classes"].items():
+        table.add_row(
+            name,
+            str(row["train"]),
+            str(row["val"]),
+            str(row["test"]),
+            str(row["images"]),
+            str(row["max_deviation_images"]),
+        )
+    table.add_row("all", *(str(report["splits"][s]) for s in ("train", "val", "test")), str(report["images"]), "")
+    console.print(table)
+
+
+if __name__ == "__main__":
+    _app = typer.Typer(pretty_exceptions_enable=False, no_args_is_help=True)
+    register(_app)
+    _app()

@@ -1,0 +1,381 @@
+"""Split: stratified by class, grouped, deterministic, and stable as the dataset grows.
+
+How an image gets its split:
+
+1. **Groups.** Images that share a near-duplicate group (``dup_group`` from ingest) or a value of any column in
+   ``split.group_by`` (e.g. ``meta_line``, a part serial) are joined into one group (connected components), and a
+   group never crosses splits.
+2. **Strata.** Each group is stratified by its majority class (ties: first class name); unlabeled images form an
+   ``unlabeled`` stratum, or are left out (``split.unlabeled: drop``) and counted.
+3. **Order by content id.** Within a stratum, groups are ordered by ``sha256(seed:group key)``, where the group key
+   is the smallest image id in the group: a content id, not a row position, so the order of the input never matters.
+4. **Cut at the ratios.** Walking that order, a group goes to the split whose cumulative interval
+   ``[0, train*n) [train*n, (train+val)*n) ...`` holds the midpoint of the group's images. With single-image
+   groups every split is within one image of its target per class.
+5. **Stability.** A re-cut on a larger dataset would move old images, so assignments of the last release
+   (``split.previous``, written by ``curation release``) are pinned: every image found there keeps its split, a new
+   image that joins a pinned group follows the group, and only the new groups are cut, against each split's
+   remaining deficit (``ratio * n_class - pinned``), so the ratios stay on target as the dataset grows. A new image
+   that bridges groups pinned to different splits cannot keep both intact: old images keep their split (a test
+   image never moves into training), the new images follow the most held-out split, and the group is reported.
+
+Outputs (``write_split``): ``splits.parquet`` (:data:`SPLIT_COLUMNS`), ``split.json`` (DVC metrics: counts per
+split and class, achieved ratios, warnings) and ``class_counts.csv`` (a DVC bar plot: class, split, images).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from curation.errors import InputError
+from curation.io import write_csv, write_json, write_parquet
+from schemas.params_dataset import SPLITS, SplitParams
+
+UNLABELED = "unlabeled"
+HELD_OUT_ORDER = ("test", "val", "train")  # a contested new image goes to the first of these that claims it
+SPLIT_COLUMNS = [
+    "image_id",
+    "split",
+    "group",
+    "label",
+    "severity",
+    "label_source",
+    "disputed",
+    "boxes",
+    "pinned",
+]
+
+
+class SplitError(InputError):
+    """Inputs of the split stage cannot be used as they are."""
+
+
+@dataclass(frozen=True)
+class SplitResult:
+    splits: pd.DataFrame
+    report: dict[str, Any]
+    warnings: list[str]
+
+
+def image_labels(
+    manifest: pd.DataFrame,
+    *,
+    consensus: pd.DataFrame | None = None,
+    prior: pd.DataFrame | None = None,
+    class_names: Sequence[str],
+) -> pd.DataFrame:
+    """One label row per manifest image: from consensus when given, else prior labels, else none.
+
+    Boxes come from prior labels (consensus rows carry none); with consensus, a prior box is kept only when its
+    class equals the image's consensus label.
+
+    Returns:
+        Frame indexed like ``manifest`` with ``label`` (null = unlabeled), ``severity``, ``label_source``
+        (``consensus`` | ``prior`` | ``none``), ``disputed`` and ``boxes`` (JSON list of ``{x, y, w, h, label}`` in
+        pixels, or null).
+    """
+    known = set(class_names)
+    ids = manifest["image_id"]
+    out = pd.DataFrame({"image_id": ids.to_numpy()})
+    out["label"] = None
+    out["severity"] = None
+    out["label_source"] = "none"
+    out["disputed"] = False
+    boxes = _prior_boxes(prior) if prior is not None and len(prior) else {}
+    if consensus is not None:
+        _require_columns(consensus, ["image_id", "label"], "consensus")
+        table = consensus.drop_duplicates("image_id", keep="last").set_index("image_id")
+        _check_labels(table["label"], known, "consensus")
+        out["label"] = ids.map(table["label"]).astype(object).where(ids.isin(table.index), None).to_numpy()
+        if "severity" in table:
+            out["severity"] = ids.map(table["severity"]).astype(object).to_numpy()
+        if "disputed" in table:
+            out["disputed"] = ids.map(table["disputed"]).fillna(False).astype(bool).to_numpy()
+        out.loc[ids.isin(table.index).to_numpy(), "label_source"] = "consensus"
+    elif prior is not None and len(prior):
+        _require_columns(prior, ["image_id", "label"], "prior labels")
+        mapped = prior.dropna(subset=["label"])
+        _check_labels(mapped["label"], known, "prior labels")
+        majority = (
+            mapped.groupby(["image_id", "label"])
+            .size()
+            .rename("n")
+            .reset_index()
+            # most rows first, then the class name: one deterministic label per image
+            .sort_values(["image_id", "n", "label"], ascending=[True, False, True])
+            .drop_duplicates("image_id")
+            .set_index("image_id")["label"]
+        )
+        out["label"] = ids.map(majority).astype(object).to_numpy()
+        out.loc[ids.isin(majority.index).to_numpy(), "label_source"] = "prior"
+    same_class = consensus is not None
+    out["boxes"] = [
+        _boxes_for(i, label, boxes, same_class) for i, label in zip(out["image_id"], out["label"], strict=True)
+    ]
+    return out
+
+
+def split(
+    manifest: pd.DataFrame,
+    labels: pd.DataFrame,
+    settings: SplitParams,
+    *,
+    previous: pd.DataFrame | None = None,
+) -> SplitResult:
+    """Assign every (labelled) manifest image to train, val or test.
+
+    Args:
+        manifest: ``manifest.parquet`` rows (``image_id``, ``dup_group`` and the ``group_by`` columns).
+        labels: :func:`image_labels` output for the same images.
+        settings: Ratios, seed, group columns, unlabeled policy.
+        previous: ``splits.parquet`` of an earlier version; its assignments are kept (see the module docstring).
+
+    Returns:
+        ``splits`` sorted by ``image_id`` with :data:`SPLIT_COLUMNS`; ``report`` for ``split.json``;
+        ``warnings`` (also in the report) for classes too small to split and groups broken by pins.
+    """
+    group_columns = list(dict.fromkeys(["dup_group", *settings.group_by]))
+    _require_columns(manifest, ["image_id", *group_columns], "manifest")
+    if manifest["image_id"].duplicated().any():
+        dup = manifest.loc[manifest["image_id"].duplicated(), "image_id"].iloc[0]
+        raise SplitError(f"manifest: image_id {dup!r} occurs more than once; re-run ingest to rebuild the manifest")
+    frame = manifest[["image_id"]].reset_index(drop=True).copy()
+    label_table = labels.set_index("image_id")
+    for column in ("label", "severity", "label_source", "disputed", "boxes"):
+        frame[column] = frame["image_id"].map(label_table[column]).to_numpy()
+    frame["group"] = _groups(manifest.reset_index(drop=True), group_columns)
+    frame["stratum"] = frame["label"].where(frame["label"].notna(), UNLABELED)
+    frame["stratum"] = frame["group"].map(_majority(frame))
+
+    n_dropped = 0
+    if settings.unlabeled == "drop":
+        keep = frame["label"].notna()
+        n_dropped = int((~keep).sum())
+        frame = frame[keep].reset_index(drop=True)
+
+    pins = _pins(previous)
+    frame["split"] = frame["image_id"].map(pins).astype(object)
+    frame["pinned"] = frame["split"].notna()
+    warnings: list[str] = []
+    _follow_pinned_groups(frame, warnings)
+    ratios = settings.ratios
+    for stratum, rows in frame.groupby("stratum", sort=True):
+        free = rows[rows["split"].isna()]
+        if free.empty:
+            continue
+        sizes = free.groupby("group").size()
+        keys = free.groupby("group")["image_id"].min()
+        order = sorted(sizes.index, key=lambda g: (_unit_hash(settings.seed, keys[g]), keys[g]))
+        assigned = rows["split"].value_counts()
+        targets = _deficits(ratios, len(rows), {s: int(assigned.get(s, 0)) for s in SPLITS}, len(free))
+        chosen = _cut([int(sizes[g]) for g in order], targets)
+        frame.loc[free.index, "split"] = free["group"].map(dict(zip(order, chosen, strict=True)))
+        n_groups = rows["group"].nunique()
+        needed = sum(1 for r in ratios.values() if r > 0)
+        if n_groups < needed:
+            warnings.append(
+                f"class {stratum!r} has {len(rows)} image(s) in {n_groups} group(s), fewer than the {needed} "
+                "splits: it cannot appear in every split; label more images of it"
+            )
+
+    frame = frame.sort_values("image_id", kind="stable").reset_index(drop=True)
+    splits = frame[SPLIT_COLUMNS].astype({"pinned": bool, "disputed": bool})
+    report = _report(frame, ratios, n_dropped, len(pins), previous, warnings)
+    return SplitResult(splits, report, warnings)
+
+
+def write_split(result: SplitResult, out_dir: Path) -> None:
+    """Write ``splits.parquet``, ``split.json`` and ``class_counts.csv`` atomically into ``out_dir``."""
+    out_dir = Path(out_dir)
+    write_parquet(out_dir / "splits.parquet", result.splits)
+    write_json(out_dir / "split.json", result.report)
+    counts = result.splits.assign(cls=result.splits["label"].fillna(UNLABELED))
+    table = counts.groupby(["cls", "split"]).size().rename("images").reset_index().rename(columns={"cls": "class"})
+    write_csv(out_dir / "class_counts.csv", table)
+
+
+def read_previous(path: Path | None) -> pd.DataFrame | None:
+    """The previous release's ``splits.parquet``, or None when ``path`` is None or does not exist."""
+    if path is None or not Path(path).is_file():
+        return None
+    try:
+        previous = pd.read_parquet(path)
+    except Exception as err:  # pyarrow raises several types for a damaged file
+        raise SplitError(f"{path}: cannot read the previous splits ({err}); restore it from git") from err
+    _require_columns(previous, ["image_id", "split"], str(path))
+    return previous
+
+
+def _groups(manifest: pd.DataFrame, columns: list[str]) -> np.ndarray:
+    """Connected components over images linked by equal non-null values in ``columns``; named by smallest id."""
+    n = len(manifest)
+    rows, cols = [], []
+    for column in columns:
+        values = manifest[column]
+        present = values.notna().to_numpy()
+        codes = pd.factorize(values[present].astype(str))[0]
+        index = np.flatnonzero(present)
+        # link each image to the first image holding the same value: a star per value, enough for components
+        first = pd.Series(index).groupby(codes).transform("first").to_numpy()
+        rows.append(index)
+        cols.append(first)
+    row = np.concatenate(rows) if rows else np.array([], dtype=int)
+    col = np.concatenate(cols) if cols else np.array([], dtype=int)
+    graph = coo_matrix((np.ones(len(row), dtype=np.int8), (row, col)), shape=(n, n))
+    _, component = connected_components(graph, directed=False)
+    ids = manifest["image_id"].astype(str)
+    names = ids.groupby(component).transform("min")
+    return names.to_numpy()
+
+
+def _majority(frame: pd.DataFrame) -> pd.Series:
+    """Stratum of each group: its most frequent class (ties: first name), so a mixed group is cut once."""
+    counts = frame.groupby(["group", "stratum"]).size().rename("n").reset_index()
+    counts = counts.sort_values(["group", "n", "stratum"], ascending=[True, False, True])
+    return counts.drop_duplicates("group").set_index("group")["stratum"]
+
+
+def _pins(previous: pd.DataFrame | None) -> dict[str, str]:
+    if previous is None:
+        return {}
+    bad = previous.loc[~previous["split"].isin(SPLITS), "split"]
+    if len(bad):
+        raise SplitError(f"previous splits: unknown split {bad.iloc[0]!r}; expected one of {list(SPLITS)}")
+    return dict(zip(previous["image_id"].astype(str), previous["split"].astype(str), strict=True))
+
+
+def _follow_pinned_groups(frame: pd.DataFrame, warnings: list[str]) -> None:
+    """New images in a group with pinned members take the group's split (see the module docstring)."""
+    pinned = frame[frame["pinned"]]
+    if pinned.empty:
+        return
+    by_group = pinned.groupby("group")["split"].agg(lambda s: sorted(set(s), key=HELD_OUT_ORDER.index))
+    crossing = by_group[by_group.map(len) > 1]
+    for group, names in crossing.items():
+        warnings.append(
+            f"group {group!r} now joins images pinned to {names}: old images keep their split, new ones go to "
+            f"{names[0]!r}; review these near-duplicates"
+        )
+    new = frame["split"].isna() & frame["group"].isin(by_group.index)
+    frame.loc[new, "split"] = frame.loc[new, "group"].map(by_group.map(lambda names: names[0]))
+
+
+def _unit_hash(seed: int, key: str) -> float:
+    """Map (seed, key) to [0, 1) through SHA-256: the same on every machine and Python version."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def _deficits(ratios: dict[str, float], n_total: int, assigned: dict[str, int], n_free: int) -> dict[str, float]:
+    """Image counts the free groups should add per split so that each split approaches ``ratio * n_total``."""
+    want = {s: max(0.0, ratios[s] * n_total - assigned[s]) if ratios[s] > 0 else 0.0 for s in SPLITS}
+    total = sum(want.values())
+    if total <= 0:  # every split already at or above target: share the new images by the ratios
+        want = {s: ratios[s] for s in SPLITS}
+        total = 1.0
+    return {s: want[s] * n_free / total for s in SPLITS}
+
+
+def _cut(sizes: list[int], targets: dict[str, float]) -> list[str]:
+    """Walk groups in order; each goes to the split whose cumulative interval holds the group's midpoint."""
+    bounds = np.cumsum([targets[s] for s in SPLITS])
+    chosen, done = [], 0
+    for size in sizes:
+        middle = done + size / 2
+        index = int(np.searchsorted(bounds, middle, side="right"))
+        index = min(index, len(SPLITS) - 1)
+        while targets[SPLITS[index]] <= 0 and index > 0:  # never into a split with ratio 0
+            index -= 1
+        chosen.append(SPLITS[index])
+        done += size
+    return chosen
+
+
+def _report(
+    frame: pd.DataFrame,
+    ratios: dict[str, float],
+    n_dropped: int,
+    n_pins: int,
+    previous: pd.DataFrame | None,
+    warnings: list[str],
+) -> dict[str, Any]:
+    per_class: dict[str, Any] = {}
+    image_class = frame["label"].where(frame["label"].notna(), UNLABELED)
+    for cls, rows in frame.groupby(image_class, sort=True):
+        counts = rows["split"].value_counts()
+        n = len(rows)
+        per_class[str(cls)] = {
+            "images": n,
+            "groups": int(rows["group"].nunique()),
+            **{s: int(counts.get(s, 0)) for s in SPLITS},
+            "ratio": {s: round(counts.get(s, 0) / n, 4) for s in SPLITS},
+            "max_deviation_images": round(max(abs(counts.get(s, 0) - ratios[s] * n) for s in SPLITS), 2),
+        }
+    counts = frame["split"].value_counts()
+    n = len(frame)
+    removed = 0
+    if previous is not None:
+        removed = int((~previous["image_id"].isin(frame["image_id"])).sum())
+    return {
+        "images": n,
+        "groups": int(frame["group"].nunique()),
+        "splits": {s: int(counts.get(s, 0)) for s in SPLITS},
+        "ratio": {s: round(counts.get(s, 0) / n, 4) if n else 0.0 for s in SPLITS},
+        "target": ratios,
+        "classes": per_class,
+        "unlabeled_dropped": n_dropped,
+        "label_sources": {str(k): int(v) for k, v in Counter(frame["label_source"]).most_common()},
+        "pinned": int(frame["pinned"].sum()),
+        "pins_in_previous": n_pins,
+        "previous_images_removed": removed,
+        "warnings": warnings,
+    }
+
+
+def _prior_boxes(prior: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
+    _require_columns(prior, ["image_id", "label", "x", "y", "w", "h"], "prior labels")
+    rows = prior.dropna(subset=["label", "x", "y", "w", "h"])
+    boxes: dict[str, list[dict[str, Any]]] = {}
+    for image_id, label, x, y, w, h in rows[["image_id", "label", "x", "y", "w", "h"]].itertuples(index=False):
+        boxes.setdefault(str(image_id), []).append(
+            {"x": float(x), "y": float(y), "w": float(w), "h": float(h), "label": str(label)}
+        )
+    return boxes
+
+
+def _boxes_for(
+    image_id: str, label: str | None, boxes: dict[str, list[dict[str, Any]]], same_class: bool
+) -> str | None:
+    found = boxes.get(image_id)
+    if not found or pd.isna(label):
+        return None
+    kept = [b for b in found if b["label"] == label] if same_class else found
+    return json.dumps(kept, sort_keys=True) if kept else None
+
+
+def _check_labels(values: pd.Series, known: set[str], what: str) -> None:
+    unknown = sorted(set(values.dropna().astype(str)) - known)
+    if unknown:
+        raise SplitError(
+            f"{what}: label(s) {unknown} are not ontology classes; fix them or add them to ontology.classes"
+        )
+
+
+def _require_columns(frame: pd.DataFrame, needed: list[str], what: str) -> None:
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise SplitError(
+            f"{what}: missing column(s) {missing}; columns present: {list(frame.columns)}"
+            + (" (split.group_by names manifest columns, e.g. dup_group or meta_line)" if what == "manifest" else "")
+        )
