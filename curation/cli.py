@@ -6,19 +6,16 @@ Each command loads params, resolves paths, calls a stage's core function and wri
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, NoReturn
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
 from curation.agreement.cli import agreement_command
-from curation.errors import CurationError
+from curation.console import ParamsOption, console, load_or_exit, print_report, user_errors
+from curation.dataset_cli import register as register_dataset_commands
 from curation.progress import progress
-from schemas.params import LabelFormat, Params, load_params
+from schemas.params import LabelFormat
 
 app = typer.Typer(
     name="curation",
@@ -26,26 +23,6 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
-
-ParamsOption = Annotated[
-    Path, typer.Option("--params", help="The pipeline's params.yaml (ontology and every stage's knobs).")
-]
-
-
-@contextmanager
-def user_errors() -> Iterator[None]:
-    """Turn a CurationError into a clear message and exit code 1, without a traceback."""
-    try:
-        yield
-    except CurationError as err:
-        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-        raise typer.Exit(1) from None
-
-
-def _load(params_path: Path) -> Params:
-    with user_errors():
-        return load_params(params_path)
 
 
 @app.command("sample-data")
@@ -80,7 +57,7 @@ def ingest_command(
     """Validate, hash and de-duplicate raw images; quarantine bad files with a reason."""
     from curation.ingest import ingest, write_ingest
 
-    params = _load(params_path)
+    params = load_or_exit(params_path)
     overrides = {
         "metadata": None if no_metadata else (metadata or params.ingest.metadata),
         "labels": labels or params.ingest.labels,
@@ -99,15 +76,6 @@ def ingest_command(
         write_ingest(result, out_dir)
     print_report("ingest", result.report)
     console.print(f"outputs in {out_dir}/ (manifest.parquet, quarantine.csv, issues.csv, ingest.json)")
-
-
-def print_report(title: str, report: dict) -> None:
-    table = Table(title=title, show_header=False)
-    for key, value in report.items():
-        if isinstance(value, dict):
-            value = ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
-        table.add_row(key, str(value))
-    console.print(table)
 
 
 _print_report = print_report  # old name, still used by stage modules being integrated
@@ -140,24 +108,6 @@ def pull_command(out_dir: Path) -> None:
     _not_yet("pull", 4)
 
 
-@app.command("split")
-def split_command(out_dir: Path) -> None:
-    """Stratified, leak-free 7:2:1 split (not implemented yet)."""
-    _not_yet("split", 6)
-
-
-@app.command("augment")
-def augment_command(out_dir: Path) -> None:
-    """Augment the train split with albumentations (not implemented yet)."""
-    _not_yet("augment", 6)
-
-
-@app.command("export")
-def export_command(out_dir: Path) -> None:
-    """Export COCO JSON and CSV per split (not implemented yet)."""
-    _not_yet("export", 6)
-
-
 @app.command("fiftyone")
 def fiftyone_command(out_dir: Path) -> None:
     """Build the FiftyOne dataset of this version (not implemented yet)."""
@@ -165,6 +115,7 @@ def fiftyone_command(out_dir: Path) -> None:
 
 
 app.command("agreement")(agreement_command)
+register_dataset_commands(app)
 
 if __name__ == "__main__":
     app()

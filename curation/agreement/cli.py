@@ -7,6 +7,9 @@ from typing import Annotated
 
 import typer
 
+from curation.console import ParamsOption, console, load_or_exit, print_report, user_errors
+from curation.progress import progress
+
 
 def agreement_command(
     annotations: Annotated[
@@ -22,18 +25,12 @@ def agreement_command(
         Path | None,
         typer.Option(help="Pre-labels (prelabel's predictions.parquet) to score against the consensus."),
     ] = None,
-    params_path: Annotated[
-        Path, typer.Option("--params", help="The pipeline's params.yaml (ontology and every stage's knobs).")
-    ] = Path("params.yaml"),
+    params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Inter-annotator agreement, consensus labels, disputes, and pre-label quality against consensus."""
     from curation.agreement.stage import agreement, read_table, write_agreement
-    from curation.cli import console, print_report, user_errors
-    from curation.progress import progress
-    from schemas.params import load_params
 
-    with user_errors():
-        params = load_params(params_path)
+    params = load_or_exit(params_path)
     settings = params.agreement
     ontology = params.ontology
     with user_errors():

@@ -1,0 +1,50 @@
+"""What every command shares: the stderr console, user-error handling, params loading and report tables.
+
+Stage command modules import from here (never from ``curation.cli``, which imports them), so there is no cycle.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from curation.errors import CurationError
+from schemas.params import Params, load_params
+
+console = Console(stderr=True)
+
+ParamsOption = Annotated[
+    Path, typer.Option("--params", help="The pipeline's params.yaml (ontology and every stage's knobs).")
+]
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a CurationError into a clear message and exit code 1, without a traceback."""
+    try:
+        yield
+    except CurationError as err:
+        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
+def load_or_exit(params_path: Path) -> Params:
+    """``load_params`` for a command: a bad params.yaml is a one-line error and exit code 1."""
+    with user_errors():
+        return load_params(params_path)
+
+
+def print_report(title: str, report: Mapping[str, Any]) -> None:
+    """A two-column table of a stage's headline numbers (nested dicts on one line)."""
+    table = Table(title=title, show_header=False)
+    for key, value in report.items():
+        if isinstance(value, Mapping):
+            value = ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
+        table.add_row(key, str(value))
+    console.print(table)
