@@ -12,6 +12,7 @@ from curation.errors import ParamsError
 from schemas.base import StrictModel
 from schemas.ontology import Ontology
 from schemas.params_agreement import AgreementParams
+from schemas.params_dataset import AugmentParams, ExportParams, ReleaseParams, SplitParams
 
 LabelFormat = Literal["folders", "voc", "coco", "yolo"]
 
@@ -46,6 +47,10 @@ class Params(StrictModel):
     ontology: Ontology
     ingest: IngestParams = IngestParams()
     agreement: AgreementParams = AgreementParams()
+    split: SplitParams = SplitParams()
+    augment: AugmentParams = AugmentParams()
+    export: ExportParams = ExportParams()
+    release: ReleaseParams = ReleaseParams()
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:
