@@ -1,0 +1,74 @@
+"""``curation prelabel MANIFEST OUT_DIR``: the thin command over :func:`curation.prelabel.stage.prelabel`.
+
+Registered by the main app with ``app.command("prelabel")(prelabel_command)``. Heavy modules (torch,
+transformers, scikit-learn) are imported only when the command runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from curation.console import ParamsOption, console, load_or_exit, print_report, user_errors
+from curation.progress import progress
+
+
+def prelabel_command(
+    manifest: Annotated[Path, typer.Argument(help="ingest's manifest.parquet.")],
+    out_dir: Annotated[Path, typer.Argument(help="Folder for predictions.parquet, embeddings.parquet, prelabel.json.")],
+    force: Annotated[
+        bool, typer.Option("--force", help="Recompute every embedding and caption (ignore the cache).")
+    ] = False,
+    labels: Annotated[
+        Path | None,
+        typer.Option(
+            help="Human labels for few-shot (Parquet/CSV: label + image_id|rel_path|file), e.g. the agreement "
+            "stage's consensus.parquet. Default: prior_labels.parquet beside the manifest, if present."
+        ),
+    ] = None,
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Pre-label images: CLIP zero-shot scores, few-shot refinement from human labels, BLIP captions."""
+    import pandas as pd
+
+    from curation.prelabel.errors import ManifestError
+    from curation.prelabel.fewshot import default_labels_path, read_labels
+    from curation.prelabel.stage import prelabel, write_prelabel
+
+    params = load_or_exit(params_path)
+    settings = params.prelabel
+    with user_errors():
+        root = params_path.resolve().parent
+        cache_dir = settings.cache_dir if settings.cache_dir.is_absolute() else root / settings.cache_dir
+        try:
+            frame = pd.read_parquet(manifest)
+        except FileNotFoundError as err:
+            raise ManifestError(f"{manifest}: not found; run ingest first (dvc repro ingest)") from err
+        except Exception as err:
+            raise ManifestError(f"{manifest}: not a readable Parquet manifest ({type(err).__name__}: {err})") from err
+        labels_path = labels if labels is not None else default_labels_path(manifest)
+        label_set = None
+        if labels_path is not None and settings.fewshot.enabled:
+            label_set = read_labels(labels_path, frame, params.ontology.class_names)
+        with progress("prelabel", console) as reporter:
+            result = prelabel(
+                frame,
+                settings,
+                params.ontology,
+                cache_dir=cache_dir,
+                labels=label_set,
+                force=force,
+                on_start=reporter.start,
+                on_progress=reporter.advance,
+            )
+            write_prelabel(result, out_dir)
+    for note in result.notes:
+        console.print(f"[bold yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+    shown = {k: v for k, v in result.report.items() if k != "notes"}
+    print_report("prelabel", {**shown, "cache": result.cache_stats})
+    console.print(
+        f"outputs in {out_dir}/ (predictions.parquet, embeddings.parquet, prelabel.json, "
+        f"confidence_histogram.csv/png); cache in {cache_dir}"
+    )

@@ -1,0 +1,172 @@
+"""Few-shot refinement: logistic regression on image embeddings, fitted on the human labels that exist so far.
+
+Labels come from the agreement stage's ``consensus.parquet`` when present, else from ingest's
+``prior_labels.parquet``, or from any file given with ``--labels`` (Parquet or CSV with a ``label`` column and an
+``image_id``, ``rel_path`` or ``file`` column). Labelled images get out-of-fold probabilities (from a model that
+never saw them), so their pre-labels and the reported cross-validated accuracy are honest.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from curation.prelabel.errors import ManifestError
+from schemas.params_prelabel import FewShotParams
+
+PRIOR_LABELS = Path("data/ingest/prior_labels.parquet")
+
+
+@dataclass(frozen=True)
+class LabelSet:
+    """One label per image (``labels``: image_id -> class), where it came from, and what was left out and why."""
+
+    labels: dict[str, str]
+    source: str
+    dropped: dict[str, int] = field(default_factory=dict)
+
+
+def default_labels_path(manifest_path: Path) -> Path | None:
+    """The prior labels that ingest wrote beside the manifest, if any.
+
+    Consensus labels are never picked up implicitly: the pipeline passes them with ``--labels`` in its own
+    ``refine`` stage, so every input a stage reads is one DVC tracks.
+    """
+    candidate = Path(manifest_path).parent / PRIOR_LABELS.name
+    return candidate if candidate.is_file() else None
+
+
+def read_labels(path: Path, manifest: pd.DataFrame, class_names: list[str]) -> LabelSet:
+    """Read human labels and resolve them to manifest image ids; one label per image.
+
+    Rows without a label, with a class outside the ontology, for images not in the manifest, and images with
+    conflicting labels (several boxes of different classes) are dropped and counted, never guessed.
+
+    Raises:
+        ManifestError: the file cannot be read or has no usable columns.
+    """
+    path = Path(path)
+    try:
+        frame = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, dtype=str)
+    except FileNotFoundError as err:
+        raise ManifestError(f"{path}: labels file not found; pass --labels PATH or drop the option") from err
+    except Exception as err:
+        raise ManifestError(f"{path}: cannot read labels ({type(err).__name__}: {err}); use Parquet or CSV") from err
+    if "label" not in frame.columns:
+        raise ManifestError(f"{path}: no 'label' column (columns: {list(frame.columns)})")
+    ids = _image_ids(frame, manifest, path)
+    known = set(manifest["image_id"])
+    dropped: Counter[str] = Counter()
+    by_image: dict[str, set[str]] = {}
+    for image_id, label in zip(ids, frame["label"], strict=True):
+        if label is None or (isinstance(label, float) and np.isnan(label)) or str(label).strip() == "":
+            dropped["no_label"] += 1
+        elif str(label) not in class_names:
+            dropped["unknown_class"] += 1
+        elif image_id is None or image_id not in known:
+            dropped["not_in_manifest"] += 1
+        else:
+            by_image.setdefault(image_id, set()).add(str(label))
+    labels = {}
+    for image_id, found in by_image.items():
+        if len(found) == 1:
+            labels[image_id] = next(iter(found))
+        else:
+            dropped["conflicting_labels"] += 1
+    return LabelSet(labels, str(path), dict(sorted(dropped.items())))
+
+
+def _image_ids(frame: pd.DataFrame, manifest: pd.DataFrame, path: Path) -> list[str | None]:
+    if "image_id" in frame.columns:
+        return [None if pd.isna(v) else str(v) for v in frame["image_id"]]
+    key = next((c for c in ("rel_path", "file") if c in frame.columns), None)
+    if key is None:
+        raise ManifestError(f"{path}: needs an image_id, rel_path or file column next to 'label'")
+    by_path = {
+        p: image_id for image_id, paths in zip(manifest["image_id"], manifest["all_paths"], strict=True) for p in paths
+    }
+    return [by_path.get(str(v).replace("\\", "/")) for v in frame[key]]
+
+
+@dataclass(frozen=True)
+class FewShotResult:
+    """Probabilities for every image (rows as given, columns in ``class_names`` order) and how good they are."""
+
+    probabilities: np.ndarray
+    cv_accuracy: float
+    cv_accuracy_std: float
+    n_labels: int
+    per_class: dict[str, int]
+    learnt: list[str]
+    labelled: np.ndarray  # bool per image: True where the probabilities are out-of-fold
+
+
+def label_counts(labels: dict[str, str], class_names: list[str]) -> dict[str, int]:
+    counts = Counter(labels.values())
+    return {name: int(counts.get(name, 0)) for name in class_names}
+
+
+def cap_per_class(labels: dict[str, str], cap: int | None, seed: int) -> dict[str, str]:
+    """At most ``cap`` labels per class, drawn with ``seed`` (ids sorted first, so the draw is reproducible)."""
+    if cap is None:
+        return labels
+    rng = np.random.default_rng(seed)
+    kept: dict[str, str] = {}
+    for name in sorted(set(labels.values())):
+        ids = sorted(i for i, label in labels.items() if label == name)
+        chosen = rng.choice(len(ids), size=min(cap, len(ids)), replace=False)
+        kept.update({ids[i]: name for i in sorted(chosen)})
+    return kept
+
+
+def fit_predict(
+    embeddings: np.ndarray,
+    image_ids: list[str],
+    labels: dict[str, str],
+    class_names: list[str],
+    learnt: list[str],
+    settings: FewShotParams,
+) -> FewShotResult:
+    """Fit logistic regression on the labelled rows of ``embeddings`` (classes in ``learnt`` only), report
+    stratified k-fold accuracy, and return probabilities for every row: out-of-fold for labelled images, from the
+    model fitted on all labels for the rest. Classes not in ``learnt`` get probability 0.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold, cross_val_predict
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rows = [i for i, image_id in enumerate(image_ids) if labels.get(image_id) in learnt]
+    x = embeddings[rows]
+    y = np.array([labels[image_ids[i]] for i in rows])
+    model = make_pipeline(StandardScaler(), LogisticRegression(C=settings.regularization, max_iter=2000))
+    folds = min(settings.cv_folds, min(Counter(y).values()))
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=settings.seed)
+    out_of_fold = cross_val_predict(model, x, y, cv=splitter, method="predict_proba")
+    fold_accuracy = []
+    classes = sorted(set(y))
+    for _, test in splitter.split(x, y):
+        predicted = np.asarray(classes)[out_of_fold[test].argmax(axis=1)]
+        fold_accuracy.append(float((predicted == y[test]).mean()))
+    model.fit(x, y)
+    fitted: Any = model[-1]
+    probabilities = np.zeros((len(image_ids), len(class_names)))
+    columns = [class_names.index(c) for c in fitted.classes_]
+    probabilities[:, columns] = model.predict_proba(embeddings)
+    probabilities[np.ix_(rows, columns)] = out_of_fold
+    labelled = np.zeros(len(image_ids), dtype=bool)
+    labelled[rows] = True
+    return FewShotResult(
+        probabilities=probabilities,
+        cv_accuracy=float(np.mean(fold_accuracy)),
+        cv_accuracy_std=float(np.std(fold_accuracy)),
+        n_labels=len(rows),
+        per_class=label_counts({image_ids[i]: labels[image_ids[i]] for i in rows}, class_names),
+        learnt=list(fitted.classes_),
+        labelled=labelled,
+    )

@@ -1,0 +1,512 @@
+"""The prelabel stage: manifest in, pre-labels, embeddings, metrics and a confidence histogram out.
+
+Flow: load the scorer (CLIP-compatible, or the offline backbone when no CLIP weights can be had) -> image
+embeddings (cache first; decoding threads feed batched forwards) -> zero-shot scores from prompt ensembles, hard
+negatives folded -> few-shot logistic regression when enough human labels exist -> BLIP captions by policy, their
+CLIP check, English/Korean descriptions.
+
+Outputs (:func:`write_prelabel`):
+
+- ``predictions.parquet``: :class:`schemas.records.Prediction` columns, then ``p_<class>`` per ontology class.
+  Zero rows when neither zero-shot (no CLIP) nor few-shot (too few labels) is possible; ``prelabel.json`` says why.
+- ``embeddings.parquet``: ``image_id``, ``model_name`` (``id@revision`` of the encoder), ``embedding``
+  (list<float32>; unit vectors for CLIP, raw pooled features for the offline backbone) for every manifest image.
+- ``prelabel.json``: DVC metrics (class distribution, mean confidence, low-confidence share, few-shot accuracy ...).
+- ``confidence_histogram.csv`` (DVC plot data: ``confidence`` bin start, ``images``) and ``.png``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from curation.io import atomic_path, write_csv, write_json, write_parquet
+from curation.prelabel import captions as caps
+from curation.prelabel.cache import PrelabelCache
+from curation.prelabel.errors import ManifestError, ModelUnavailableError
+from curation.prelabel.fewshot import LabelSet, cap_per_class, fit_predict, label_counts
+from curation.prelabel.images import ImageRef, load_and_prepare, prefetch_batches
+from curation.prelabel.prompts import build_text_classes, ensemble, model_version, settings_hash
+from curation.prelabel.zero_shot import fold_hard_negatives, summarise, text_probabilities
+from schemas.ontology import Ontology
+from schemas.params_prelabel import PrelabelParams
+from schemas.records import Prediction, columns
+
+REQUIRED_COLUMNS = ("image_id", "sha256", "path", "exif_orientation")
+EMBEDDINGS_FILE = "embeddings.parquet"
+
+Callback = Callable[[int], None]
+
+
+@dataclass(frozen=True)
+class PrelabelResult:
+    predictions: pd.DataFrame
+    embeddings: pd.DataFrame
+    histogram: pd.DataFrame
+    report: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+    cache_stats: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class _Progress:
+    on_start: Callback | None
+    on_progress: Callback | None
+    total: int = 0
+
+    def add(self, n: int) -> None:
+        self.total += n
+        if self.on_start:
+            self.on_start(self.total)
+
+    def advance(self, n: int) -> None:
+        if self.on_progress:
+            self.on_progress(n)
+
+
+def prelabel(
+    manifest: pd.DataFrame,
+    settings: PrelabelParams,
+    ontology: Ontology,
+    *,
+    cache_dir: Path,
+    labels: LabelSet | None = None,
+    force: bool = False,
+    on_start: Callback | None = None,
+    on_progress: Callback | None = None,
+) -> PrelabelResult:
+    """Pre-label every image of ``manifest``.
+
+    Args:
+        manifest: ingest's manifest (:class:`schemas.records.ImageRecord` columns; ``path`` is read).
+        settings: the ``prelabel`` params.
+        ontology: classes (prompts, Korean names) and hard negatives.
+        cache_dir: folder of the embedding/caption cache (created if missing).
+        labels: human labels for few-shot refinement (see :func:`curation.prelabel.fewshot.read_labels`).
+        force: recompute every embedding and caption, overwriting the cache.
+        on_start: called with the number of model inputs to compute (again, larger, when captions are added).
+        on_progress: called with the number of inputs computed since the last call.
+
+    Raises:
+        ManifestError: a missing manifest column, or an image that is gone or changed since ingest.
+        ModelUnavailableError: weights missing and ``on_missing_model: error`` (or no embedding model at all).
+    """
+    _check_manifest(manifest)
+    from curation.prelabel.models import select_runtime
+
+    class_names = ontology.class_names
+    runtime = select_runtime(settings.device)
+    notes: list[str] = []
+    progress = _Progress(on_start, on_progress)
+    refs = [
+        ImageRef(str(path), str(sha), int(orientation), row)
+        for row, (path, sha, orientation) in enumerate(
+            zip(manifest["path"], manifest["sha256"], manifest["exif_orientation"].fillna(1), strict=True)
+        )
+    ]
+    image_ids = [str(i) for i in manifest["image_id"]]
+    scorer = _load_scorer(settings, runtime, notes)
+    encoder = scorer if scorer is not None else _load_backbone(settings, runtime)
+
+    with PrelabelCache(cache_dir) as cache:
+        stats: Counter[str] = Counter()
+        embeddings = _embed(encoder, refs, settings, cache, force, progress, stats)
+
+        probabilities, source, version, top_negative = None, None, None, [None] * len(refs)
+        zero_shot_status = "skipped"
+        encode_texts = _text_encoder(scorer, cache, force, stats) if scorer is not None else None
+        if scorer is not None and encode_texts is not None:
+            text_classes = build_text_classes(ontology, settings.clip)
+            text_embeddings = ensemble(encode_texts, text_classes)
+            raw = text_probabilities(
+                embeddings,
+                text_embeddings,
+                logit_scale=_logit_scale(scorer, cache, force),
+                temperature=settings.clip.calibration_temperature,
+            )
+            probabilities, top_negative = fold_hard_negatives(raw, text_classes, class_names)
+            source, version = "zero_shot", model_version(scorer.key, text_classes, settings.clip, settings.preprocess)
+            zero_shot_status = "done"
+
+        few = _few_shot(embeddings, image_ids, labels, class_names, settings, scorer is not None, notes)
+        if few.result is not None:
+            probabilities, source, top_negative = few.result.probabilities, "few_shot", [None] * len(refs)
+            label_hash = settings_hash(sorted(few.labels.items()), settings.fewshot, settings.preprocess)
+            version = f"{encoder.key}+fewshot-{label_hash}"
+        if probabilities is None:
+            notes.append(
+                "no predictions written: zero-shot needs CLIP weights and few-shot needs human labels; "
+                "predictions.parquet has no rows, embeddings.parquet has every image (see the notes above for the fix)"
+            )
+
+        caption_texts: list[str | None] = [None] * len(refs)
+        caption_score: list[float | None] = [None] * len(refs)
+        caption_flag = [False] * len(refs)
+        if probabilities is not None and settings.captions.policy != "none":
+            summary_scores = probabilities.max(axis=1)
+            mask = caps.select_for_captions(settings.captions.policy, summary_scores, settings.low_confidence_below)
+            captioner = _load_captioner(settings, runtime, notes) if mask.any() else None
+            if captioner is not None:
+                chosen = [int(i) for i in np.flatnonzero(mask)]
+                texts = _caption(captioner, [refs[i] for i in chosen], settings, cache, force, progress, stats)
+                for i, text in zip(chosen, texts, strict=True):
+                    caption_texts[i] = text
+                if encode_texts is not None and chosen:
+                    scores = caps.caption_scores(encode_texts(texts), embeddings[chosen])
+                    for i, score in zip(chosen, scores, strict=True):
+                        caption_score[i] = float(score)
+                        caption_flag[i] = bool(score < settings.captions.check_threshold)
+
+    predictions = _predictions_frame(
+        image_ids,
+        probabilities,
+        class_names,
+        source=source,
+        model_name=encoder.name,
+        version=version,
+        top_negative=top_negative,
+        captions=(caption_texts, caption_score, caption_flag),
+        ontology=ontology,
+        settings=settings,
+    )
+    embedding_frame = pd.DataFrame(
+        {"image_id": image_ids, "model_name": encoder.key, "embedding": list(embeddings.astype(np.float32))}
+    )
+    histogram = confidence_histogram(predictions["score"].to_numpy(float), settings.histogram_bins)
+    report = _report(predictions, class_names, settings, zero_shot_status, few.report, encoder.key, len(refs))
+    for note in notes:
+        report.setdefault("notes", []).append(note)
+    return PrelabelResult(predictions, embedding_frame, histogram, report, notes, dict(stats))
+
+
+def write_prelabel(result: PrelabelResult, out_dir: Path) -> None:
+    """Write every output atomically into ``out_dir``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    out_dir = Path(out_dir)
+    write_parquet(out_dir / "predictions.parquet", result.predictions)
+    table = pa.table(
+        {
+            "image_id": pa.array(result.embeddings["image_id"], pa.string()),
+            "model_name": pa.array(result.embeddings["model_name"], pa.string()),
+            "embedding": pa.array(list(result.embeddings["embedding"]), pa.list_(pa.float32())),
+        }
+    )
+    with atomic_path(out_dir / EMBEDDINGS_FILE) as tmp:
+        pq.write_table(table, tmp)
+    write_csv(out_dir / "confidence_histogram.csv", result.histogram)
+    _histogram_png(result.histogram, out_dir / "confidence_histogram.png", result.report)
+    write_json(out_dir / "prelabel.json", result.report)
+
+
+def confidence_histogram(scores: np.ndarray, bins: int) -> pd.DataFrame:
+    """Counts of top-class probability in ``bins`` equal bins over [0, 1] (DVC plot data)."""
+    counts, edges = np.histogram(scores, bins=bins, range=(0.0, 1.0))
+    return pd.DataFrame(
+        {"confidence": np.round(edges[:-1], 4), "confidence_to": np.round(edges[1:], 4), "images": counts}
+    )
+
+
+def _check_manifest(manifest: pd.DataFrame) -> None:
+    missing = [c for c in REQUIRED_COLUMNS if c not in manifest.columns]
+    if missing:
+        raise ManifestError(
+            f"the manifest lacks columns {missing} (has {list(manifest.columns)}); pass ingest's manifest.parquet"
+        )
+    repeated = manifest["image_id"][manifest["image_id"].duplicated()].tolist()
+    if repeated:
+        raise ManifestError(f"the manifest repeats image_id {repeated[:5]}; re-run ingest")
+
+
+def _load_scorer(settings: PrelabelParams, runtime: Any, notes: list[str]) -> Any:
+    from curation.prelabel.models import ClipScorer, resolve_checkpoint
+
+    try:
+        checkpoint = resolve_checkpoint(
+            settings.clip.model, settings.clip.revision, section="clip", allow_download=settings.allow_download
+        )
+        return ClipScorer(checkpoint, runtime)
+    except ModelUnavailableError as err:
+        if settings.on_missing_model == "error" or settings.offline_backbone is None:
+            raise
+        notes.append(
+            f"zero-shot skipped, embeddings from the offline backbone {settings.offline_backbone} instead "
+            f"(never random weights): {err}"
+        )
+        return None
+
+
+def _load_backbone(settings: PrelabelParams, runtime: Any) -> Any:
+    from curation.prelabel.models import OfflineBackbone
+
+    return OfflineBackbone(runtime)
+
+
+def _load_captioner(settings: PrelabelParams, runtime: Any, notes: list[str]) -> Any:
+    from curation.prelabel.models import Captioner, resolve_checkpoint
+
+    try:
+        checkpoint = resolve_checkpoint(
+            settings.captions.model,
+            settings.captions.revision,
+            section="captions",
+            allow_download=settings.allow_download,
+        )
+        return Captioner(checkpoint, runtime)
+    except ModelUnavailableError as err:
+        if settings.on_missing_model == "error":
+            raise
+        notes.append(f"captions skipped (or set prelabel.captions.policy: none): {err}")
+        return None
+
+
+def _embed(
+    encoder: Any,
+    refs: list[ImageRef],
+    settings: PrelabelParams,
+    cache: PrelabelCache,
+    force: bool,
+    progress: _Progress,
+    stats: Counter[str],
+) -> np.ndarray:
+    namespace = "embed-" + settings_hash(encoder.key, encoder.spec.__dict__, settings.preprocess)
+    hashes = [ref.sha256 for ref in refs]
+    found = {} if force else cache.get_embeddings(namespace, hashes)
+    todo = [ref for ref in refs if ref.sha256 not in found]
+    stats["embeddings_cached"] += len(refs) - len(todo)
+    stats["embeddings_computed"] += len(todo)
+    progress.add(len(todo))
+    work = partial(_prepare_one, specs=(encoder.spec,), settings=settings)
+    batch_size = settings.clip.batch_size
+    for batch, arrays in prefetch_batches(todo, work, batch_size=batch_size, workers=settings.decode_workers):
+        vectors = encoder.encode_images(np.stack(arrays))
+        cache.put_embeddings(namespace, zip((ref.sha256 for ref in batch), vectors, strict=True))
+        found.update({ref.sha256: vector for ref, vector in zip(batch, vectors, strict=True)})
+        progress.advance(len(batch))
+    if not refs:
+        return np.zeros((0, 0), np.float32)
+    return np.stack([found[sha] for sha in hashes]).astype(np.float32)
+
+
+def _text_encoder(
+    scorer: Any, cache: PrelabelCache, force: bool, stats: Counter[str]
+) -> Callable[[list[str]], np.ndarray]:
+    """``scorer.encode_texts`` through the cache: prompts are encoded once per model, not once per run."""
+    namespace = "text-" + settings_hash(scorer.key)
+
+    def encode(texts: list[str]) -> np.ndarray:
+        found = {} if force else cache.get_texts(namespace, texts)
+        todo = list(dict.fromkeys(t for t in texts if t not in found))
+        if todo:
+            vectors = scorer.encode_texts(todo)
+            cache.put_texts(namespace, zip(todo, vectors, strict=True))
+            found.update(zip(todo, vectors, strict=True))
+        stats["texts_computed"] += len(todo)
+        return np.stack([found[t] for t in texts]) if texts else np.zeros((0, 0), np.float32)
+
+    return encode
+
+
+def _logit_scale(scorer: Any, cache: PrelabelCache, force: bool) -> float:
+    namespace = "text-" + settings_hash(scorer.key)
+    value = None if force else cache.get_scalar(namespace, "logit_scale")
+    if value is None:
+        value = scorer.logit_scale
+        cache.put_scalar(namespace, "logit_scale", value)
+    return value
+
+
+def _prepare_one(ref: ImageRef, *, specs: tuple, settings: PrelabelParams) -> np.ndarray:
+    return load_and_prepare(ref, specs, settings.preprocess)[0]
+
+
+def _caption(
+    captioner: Any,
+    refs: list[ImageRef],
+    settings: PrelabelParams,
+    cache: PrelabelCache,
+    force: bool,
+    progress: _Progress,
+    stats: Counter[str],
+) -> list[str]:
+    generation = caps.generation_kwargs(settings.captions)
+    namespace = "caption-" + settings_hash(
+        captioner.key, captioner.spec.__dict__, settings.preprocess, generation, settings.captions.prompt
+    )
+    hashes = [ref.sha256 for ref in refs]
+    found = {} if force else cache.get_captions(namespace, hashes)
+    todo = [ref for ref in refs if ref.sha256 not in found]
+    stats["captions_cached"] += len(refs) - len(todo)
+    stats["captions_computed"] += len(todo)
+    progress.add(len(todo))
+    work = partial(_prepare_one, specs=(captioner.spec,), settings=settings)
+    batch_size = settings.captions.batch_size
+    for batch, arrays in prefetch_batches(todo, work, batch_size=batch_size, workers=settings.decode_workers):
+        texts = captioner.caption(np.stack(arrays), generation, settings.captions.prompt)
+        cache.put_captions(namespace, zip((ref.sha256 for ref in batch), texts, strict=True))
+        found.update({ref.sha256: text for ref, text in zip(batch, texts, strict=True)})
+        progress.advance(len(batch))
+    return [found[sha] for sha in hashes]
+
+
+@dataclass(frozen=True)
+class _FewShotOutcome:
+    report: dict[str, Any]
+    result: Any = None  # FewShotResult when few-shot replaces zero-shot
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def _few_shot(
+    embeddings: np.ndarray,
+    image_ids: list[str],
+    labels: LabelSet | None,
+    class_names: list[str],
+    settings: PrelabelParams,
+    have_zero_shot: bool,
+    notes: list[str],
+) -> _FewShotOutcome:
+    """Decide whether few-shot replaces zero-shot, and fit it when it does (or to report its accuracy)."""
+    few = settings.fewshot
+    if not few.enabled:
+        return _FewShotOutcome({"status": "disabled"})
+    if labels is None or not labels.labels:
+        where = f" in {labels.source}" if labels is not None else " (no consensus or prior labels file found)"
+        notes.append(f"few-shot skipped: no usable human labels{where}")
+        return _FewShotOutcome({"status": "no_labels", "labels_source": labels.source if labels else None})
+    chosen = cap_per_class(labels.labels, few.max_per_class, few.seed)
+    counts = label_counts(chosen, class_names)
+    enough = [c for c in class_names if counts[c] >= few.min_per_class]
+    short = [f"{c} ({counts[c]})" for c in class_names if counts[c] < few.min_per_class]
+    report: dict[str, Any] = {
+        "labels_source": labels.source,
+        "labels": sum(counts.values()),
+        "labels_per_class": counts,
+        "labels_dropped": labels.dropped,
+        "min_per_class": few.min_per_class,
+    }
+    if len(enough) < 2:
+        kept = "zero-shot kept" if have_zero_shot else "no predictions"
+        notes.append(
+            f"few-shot skipped ({kept}): too few labels per class, need {few.min_per_class} for at least two classes; "
+            f"short: {', '.join(short)}"
+        )
+        return _FewShotOutcome({**report, "status": "too_few_labels"})
+    result = fit_predict(embeddings, image_ids, chosen, class_names, enough, few)
+    report.update(
+        cv_accuracy=round(result.cv_accuracy, 4),
+        cv_accuracy_std=round(result.cv_accuracy_std, 4),
+        classes_learnt=result.learnt,
+    )
+    if have_zero_shot and short:
+        notes.append(
+            f"few-shot not used, zero-shot kept: classes {', '.join(short)} have fewer than {few.min_per_class} labels "
+            f"and few-shot could never predict them (cross-validated accuracy on the others: {result.cv_accuracy:.3f})"
+        )
+        return _FewShotOutcome({**report, "status": "reported_only"})
+    if short:
+        notes.append(f"few-shot cannot predict classes with too few labels: {', '.join(short)} (probability 0)")
+    return _FewShotOutcome({**report, "status": "used"}, result, chosen)
+
+
+def _predictions_frame(
+    image_ids: list[str],
+    probabilities: np.ndarray | None,
+    class_names: list[str],
+    *,
+    source: str | None,
+    model_name: str,
+    version: str | None,
+    top_negative: list[str | None],
+    captions: tuple[list, list, list],
+    ontology: Ontology,
+    settings: PrelabelParams,
+) -> pd.DataFrame:
+    probability_columns = [f"p_{c}" for c in class_names]
+    if probabilities is None:
+        empty = pd.DataFrame(columns=[*columns(Prediction), *probability_columns])
+        return empty.astype({c: "float64" for c in ["score", "margin", "entropy", *probability_columns]})
+    summary = summarise(probabilities, class_names)
+    texts, scores, flags = captions
+    rows = []
+    for i, image_id in enumerate(image_ids):
+        label, confidence = summary.labels[i], float(summary.scores[i])
+        description_en, description_ko = caps.describe(label, confidence, texts[i], ontology, settings.description)
+        record = Prediction(
+            image_id=image_id,
+            label=label,
+            score=confidence,
+            margin=float(summary.margins[i]),
+            entropy=float(summary.entropies[i]),
+            top_hard_negative=top_negative[i],
+            source=source,
+            model_name=model_name,
+            model_version=version,
+            caption=texts[i],
+            caption_score=scores[i],
+            caption_flag=flags[i],
+            description_en=description_en,
+            description_ko=description_ko,
+        ).model_dump()
+        record.update(zip(probability_columns, map(float, probabilities[i]), strict=True))
+        rows.append(record)
+    frame = pd.DataFrame(rows, columns=[*columns(Prediction), *probability_columns])
+    return frame.astype({"caption_score": "float64"})
+
+
+def _report(
+    predictions: pd.DataFrame,
+    class_names: list[str],
+    settings: PrelabelParams,
+    zero_shot_status: str,
+    few_shot: dict[str, Any],
+    embedding_model: str,
+    n_images: int,
+) -> dict[str, Any]:
+    scores = predictions["score"].to_numpy(float)
+    low = scores < settings.low_confidence_below
+    counts = predictions["label"].value_counts()
+    negatives = predictions["top_hard_negative"].dropna().value_counts()
+    return {
+        "images": n_images,
+        "predicted": len(predictions),
+        "by_source": {str(k): int(v) for k, v in predictions["source"].value_counts().sort_index().items()},
+        "class_distribution": {c: int(counts.get(c, 0)) for c in class_names},
+        "mean_confidence": round(float(scores.mean()), 4) if len(scores) else None,
+        "low_confidence_share": round(float(low.mean()), 4) if len(scores) else None,
+        "low_confidence_below": settings.low_confidence_below,
+        "hard_negative_wins": {str(k): int(v) for k, v in negatives.sort_index().items()},
+        "captioned": int(predictions["caption"].notna().sum()),
+        "captions_flagged": int(predictions["caption_flag"].astype(bool).sum()),
+        "zero_shot": zero_shot_status,
+        "few_shot": few_shot,
+        "embedding_model": embedding_model,
+        "model_version": str(predictions["model_version"].iloc[0]) if len(predictions) else None,
+    }
+
+
+def _histogram_png(histogram: pd.DataFrame, path: Path, report: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)
+    widths = histogram["confidence_to"] - histogram["confidence"]
+    axes.bar(histogram["confidence"], histogram["images"], width=widths, align="edge", edgecolor="white")
+    axes.axvline(report["low_confidence_below"], color="tab:red", linestyle="--", label="low-confidence threshold")
+    axes.set(xlim=(0, 1), xlabel="top-class probability", ylabel="images")
+    sources = ", ".join(f"{k} {v}" for k, v in report["by_source"].items()) or "no predictions"
+    axes.set_title(f"Pre-label confidence ({sources})", fontsize=10)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    plt.close(figure)
