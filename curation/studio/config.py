@@ -1,0 +1,167 @@
+"""The labeling interface generated from the ontology, and the project found by title or created.
+
+Control names are a contract between push (predictions), the UI and pull (annotations):
+``label`` (Choices, the defect class), ``severity`` (Choices), ``description`` (TextArea, pre-filled) and
+``boxes`` (RectangleLabels, only with ``labelstudio.boxes: true``), all on the ``image`` object.
+"""
+
+from __future__ import annotations
+
+import html
+import xml.etree.ElementTree as ET
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from curation.studio.client import Connection, translate
+from schemas.ontology import Ontology
+from schemas.params_studio import LabelStudioParams
+
+if TYPE_CHECKING:
+    from label_studio_sdk.client import LabelStudio
+
+IMAGE = "image"
+LABEL = "label"
+SEVERITY = "severity"
+DESCRIPTION = "description"
+BOXES = "boxes"
+
+VIEW_UNCERTAIN = "Most uncertain first"
+VIEW_ADJUDICATE = "Adjudication"
+SAMPLING = "Sequential sampling"  # follows the tab's order: the "most uncertain first" tab
+
+
+def label_config(ontology: Ontology, *, boxes: bool = False) -> str:
+    """Label Studio XML for the ontology: class and severity choices with hints, a description box, and
+    rectangle labels when ``boxes``. Built with ElementTree, so definitions with quotes or ``<`` stay valid."""
+    view = ET.Element("View")
+    ET.SubElement(view, "Image", name=IMAGE, value=f"${IMAGE}", zoom="true", zoomControl="true")
+    if boxes:
+        rects = ET.SubElement(view, "RectangleLabels", name=BOXES, toName=IMAGE, strokeWidth="2")
+        for defect in ontology.classes:
+            ET.SubElement(rects, "Label", value=defect.name, hint=f"{defect.name_en} / {defect.name_ko}")
+    ET.SubElement(view, "Header", value="Defect class / 결함 유형")
+    classes = ET.SubElement(
+        view, "Choices", name=LABEL, toName=IMAGE, choice="single-radio", required="true", showInline="true"
+    )
+    for defect in ontology.classes:
+        ET.SubElement(classes, "Choice", value=defect.name, hint=_class_hint(defect))
+    ET.SubElement(view, "Header", value="Severity / 심각도")
+    severity = ET.SubElement(view, "Choices", name=SEVERITY, toName=IMAGE, choice="single-radio", showInline="true")
+    for level in ontology.severities:
+        ET.SubElement(severity, "Choice", value=level.name, hint=f"{level.name_ko}: {level.definition}")
+    ET.SubElement(view, "Header", value="Description (pre-filled by the model; edit it) / 설명")
+    ET.SubElement(view, "TextArea", name=DESCRIPTION, toName=IMAGE, rows="3", editable="true", maxSubmissions="1")
+    ET.indent(view)
+    return ET.tostring(view, encoding="unicode")
+
+
+def _class_hint(defect) -> str:
+    parts = [f"{defect.name_en} / {defect.name_ko}: {defect.definition}"]
+    if defect.include:
+        parts.append("Include: " + "; ".join(defect.include))
+    if defect.exclude:
+        parts.append("Exclude: " + "; ".join(defect.exclude))
+    return " | ".join(parts)
+
+
+def instructions(ontology: Ontology) -> str:
+    """HTML shown by Label Studio's Instructions panel: each class's definition, inclusion and exclusion
+    criteria, and the severity levels."""
+    out = ["<h3>Defect classes / 결함 유형</h3>"]
+    for defect in ontology.classes:
+        out.append(
+            f"<p><b>{html.escape(defect.name)}</b> — {html.escape(defect.name_en)} / {html.escape(defect.name_ko)}"
+            f"<br>{html.escape(defect.definition)}</p>"
+        )
+        for title, items in (("Include", defect.include), ("Exclude", defect.exclude)):
+            if items:
+                listed = "".join(f"<li>{html.escape(item)}</li>" for item in items)
+                out.append(f"<p>{title}:</p><ul>{listed}</ul>")
+    out.append("<h3>Severity / 심각도</h3><ul>")
+    out.extend(
+        f"<li><b>{html.escape(s.name)}</b> ({html.escape(s.name_ko)}): {html.escape(s.definition)}</li>"
+        for s in ontology.severities
+    )
+    out.append("</ul>")
+    return "\n".join(out)
+
+
+@dataclass(frozen=True)
+class ProjectInfo:
+    id: int
+    title: str
+    created: bool
+    updated: tuple[str, ...]
+
+
+def project_settings(ontology: Ontology, settings: LabelStudioParams) -> dict:
+    """The project fields push manages; anything else people change in the UI is left alone."""
+    overlap = settings.maximum_annotations > 1 and settings.agreement_sample > 0
+    return {
+        "label_config": label_config(ontology, boxes=settings.boxes),
+        "expert_instruction": instructions(ontology),
+        "show_instruction": True,
+        "maximum_annotations": settings.maximum_annotations if overlap else 1,
+        "overlap_cohort_percentage": round(settings.agreement_sample * 100) if overlap else 100,
+        "show_overlap_first": settings.overlap_first,
+        "show_collab_predictions": True,  # pre-fill the editor with the prediction
+        "sampling": SAMPLING,
+    }
+
+
+def find_project(client: LabelStudio, conn: Connection, title: str) -> int | None:
+    """The id of the project with exactly this title (the oldest one if several), or None."""
+    with translate(f"looking up project {title!r}", conn):
+        found = [p.id for p in client.projects.list(title=title) if p.title == title]
+    return min(found) if found else None
+
+
+def ensure_project(
+    client: LabelStudio, conn: Connection, ontology: Ontology, settings: LabelStudioParams
+) -> ProjectInfo:
+    """Find the project by title or create it; update the managed fields that differ (e.g. a changed ontology)."""
+    wanted = project_settings(ontology, settings)
+    title = settings.project_title
+    project_id = find_project(client, conn, title)
+    if project_id is None:
+        with translate(f"creating project {title!r}", conn):
+            project = client.projects.create(title=title, **wanted)
+        _ensure_views(client, conn, project.id)
+        return ProjectInfo(project.id, title, created=True, updated=())
+    with translate(f"reading project {title!r}", conn):
+        current = client.projects.get(id=project_id)
+    changed = {k: v for k, v in wanted.items() if _differs(getattr(current, k, None), v)}
+    if changed:
+        with translate(f"updating project {title!r} ({', '.join(sorted(changed))})", conn):
+            client.projects.update(id=project_id, **changed)
+    _ensure_views(client, conn, project_id)
+    return ProjectInfo(project_id, title, created=False, updated=tuple(sorted(changed)))
+
+
+def _differs(current: object, wanted: object) -> bool:
+    if isinstance(wanted, str) and isinstance(current, str):
+        return current.strip() != wanted.strip()
+    return current != wanted
+
+
+def _ensure_views(client: LabelStudio, conn: Connection, project_id: int) -> None:
+    """Data Manager tabs: tasks ordered most uncertain first (the labeling queue follows the tab's order), and
+    the tasks flagged for adjudication."""
+    wanted = {
+        VIEW_UNCERTAIN: {"title": VIEW_UNCERTAIN, "ordering": ["tasks:data.margin"]},
+        VIEW_ADJUDICATE: {
+            "title": VIEW_ADJUDICATE,
+            "ordering": ["tasks:data.margin"],
+            "filters": {
+                "conjunction": "and",
+                "items": [
+                    {"filter": "filter:tasks:data.adjudicate", "operator": "equal", "type": "Boolean", "value": True}
+                ],
+            },
+        },
+    }
+    with translate("setting up the Data Manager tabs", conn):
+        existing = {(v.data or {}).get("title") for v in client.views.list(project=project_id)}
+        for title, data in wanted.items():
+            if title not in existing:
+                client.views.create(project=project_id, data=data)

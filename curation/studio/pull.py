@@ -1,0 +1,191 @@
+"""pull: reviews from Label Studio into ``annotations.parquet`` (one row per annotator and task).
+
+Columns are exactly :class:`schemas.records.Annotation`. Cancelled (skipped) annotations are left out but
+counted; when an annotator has several annotations on one task, the latest (by ``updated_at``, then id) wins
+and the others are counted as superseded. Rows are sorted and typed the same way every time, and ``pull.json``
+holds no timestamps, so an unchanged project gives byte-identical outputs and DVC does not re-run downstream
+stages. With no project or no reviews yet the outputs are empty (with the same columns) and the report says so.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from curation.io import write_json, write_parquet
+from curation.studio.client import Connection, translate
+from curation.studio.config import BOXES, DESCRIPTION, LABEL, SEVERITY, find_project
+from schemas.records import Annotation, columns
+
+if TYPE_CHECKING:
+    from label_studio_sdk.client import LabelStudio
+
+ANNOTATION_DTYPES = {  # schemas.records.Annotation's columns, in order (a test checks it)
+    "image_id": "string",
+    "task_id": "Int64",
+    "annotation_id": "Int64",
+    "annotator": "string",
+    "label": "string",
+    "severity": "string",
+    "description": "string",
+    "boxes": "string",
+    "lead_time": "Float64",
+    "created_at": "string",
+    "updated_at": "string",
+}
+
+
+@dataclass(frozen=True)
+class PullResult:
+    annotations: pd.DataFrame
+    report: dict[str, Any]
+
+    @property
+    def empty(self) -> bool:
+        return self.annotations.empty
+
+
+def empty_annotations() -> pd.DataFrame:
+    return _typed(pd.DataFrame(columns=columns(Annotation)))
+
+
+def _typed(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[list(ANNOTATION_DTYPES)].astype(ANNOTATION_DTYPES).reset_index(drop=True)
+
+
+def pull(client: LabelStudio, conn: Connection, *, project_title: str) -> PullResult:
+    """Export the project's tasks and turn their annotations into :class:`Annotation` rows."""
+    project_id = find_project(client, conn, project_title)
+    if project_id is None:
+        report = {"project_found": False, "tasks": 0, "annotations": 0, "note": "no project yet: run push first"}
+        return PullResult(empty_annotations(), _full_report(report))
+    with translate("exporting the project's tasks", conn):
+        raw = b"".join(client.projects.exports.download_sync(project_id, export_type="JSON"))
+        users = {u.id: (u.email or f"user-{u.id}") for u in client.users.list()}
+    return annotations_from_export(json.loads(raw), users)
+
+
+def annotations_from_export(tasks: Iterable[Mapping[str, Any]], users: Mapping[int, str]) -> PullResult:
+    """Rows from a Label Studio JSON export (pure: tested without a server).
+
+    Args:
+        tasks: The export: tasks with ``data`` and ``annotations``.
+        users: User id -> e-mail, to name annotators.
+    """
+    counts: Counter[str] = Counter()
+    candidates: dict[tuple[int, str], list[dict]] = {}
+    tasks = list(tasks)
+    for task in tasks:
+        image_id = (task.get("data") or {}).get("image_id")
+        if image_id is None:
+            counts["foreign_tasks"] += 1
+            continue
+        for annotation in task.get("annotations") or []:
+            if annotation.get("was_cancelled"):
+                counts["cancelled"] += 1
+                continue
+            row = _row(task, image_id, annotation, users)
+            if row["label"] is None:
+                counts["without_class"] += 1
+                continue
+            candidates.setdefault((row["task_id"], row["annotator"]), []).append(row)
+    rows = []
+    for group in candidates.values():
+        group.sort(key=lambda r: (r["updated_at"] or "", r["annotation_id"]))
+        rows.append(group[-1])
+        counts["superseded"] += len(group) - 1
+    frame = pd.DataFrame(rows, columns=columns(Annotation)) if rows else pd.DataFrame(columns=columns(Annotation))
+    frame = _typed(frame.sort_values(["image_id", "annotator", "task_id"], kind="stable"))
+    report = {
+        "project_found": True,
+        "tasks": len(tasks),
+        "annotations": len(frame),
+        "cancelled": counts["cancelled"],
+        "superseded": counts["superseded"],
+        "without_class": counts["without_class"],
+        "foreign_tasks": counts["foreign_tasks"],
+        "reviewed_images": int(frame["image_id"].nunique()),
+        "annotators": int(frame["annotator"].nunique()),
+        "images_with_2plus_reviews": int((frame.groupby("image_id").size() >= 2).sum()) if len(frame) else 0,
+        "note": "" if len(frame) else "no reviews yet: annotations.parquet is empty",
+    }
+    return PullResult(frame, _full_report(report))
+
+
+def _full_report(report: dict) -> dict:
+    keys = (
+        "tasks",
+        "annotations",
+        "cancelled",
+        "superseded",
+        "without_class",
+        "foreign_tasks",
+        "reviewed_images",
+        "annotators",
+        "images_with_2plus_reviews",
+    )
+    return {**dict.fromkeys(keys, 0), "note": "", **report}
+
+
+def _row(task: Mapping, image_id: str, annotation: Mapping, users: Mapping[int, str]) -> dict[str, Any]:
+    by = annotation.get("completed_by")
+    if isinstance(by, Mapping):  # some exports expand the user
+        annotator = by.get("email") or users.get(by.get("id"), f"user-{by.get('id')}")
+    else:
+        annotator = users.get(by, f"user-{by}")
+    parsed = parse_result(annotation.get("result") or [])
+    return {
+        "image_id": image_id,
+        "task_id": task.get("id"),
+        "annotation_id": annotation.get("id"),
+        "annotator": annotator,
+        **parsed,
+        "lead_time": annotation.get("lead_time"),
+        "created_at": annotation.get("created_at"),
+        "updated_at": annotation.get("updated_at"),
+    }
+
+
+def parse_result(result: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    """Label, severity, description and boxes (JSON, pixels) from one annotation's result list."""
+    out: dict[str, Any] = {"label": None, "severity": None, "description": None, "boxes": None}
+    boxes = []
+    for item in result:
+        name, value = item.get("from_name"), item.get("value") or {}
+        if name == LABEL and value.get("choices"):
+            out["label"] = value["choices"][0]
+        elif name == SEVERITY and value.get("choices"):
+            out["severity"] = value["choices"][0]
+        elif name == DESCRIPTION and value.get("text"):
+            out["description"] = "\n".join(str(t) for t in value["text"])
+        elif name == BOXES and item.get("type") == "rectanglelabels":
+            boxes.append(box_to_pixels(item))
+    if boxes:
+        out["boxes"] = json.dumps(boxes, sort_keys=True)
+    return out
+
+
+def box_to_pixels(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A rectangle result (percent of the image) in pixels of the original image."""
+    value = item["value"]
+    width, height = float(item.get("original_width") or 0), float(item.get("original_height") or 0)
+    labels = value.get("rectanglelabels") or [None]
+    return {
+        "x": round(value["x"] * width / 100, 2),
+        "y": round(value["y"] * height / 100, 2),
+        "w": round(value["width"] * width / 100, 2),
+        "h": round(value["height"] * height / 100, 2),
+        "label": labels[0],
+    }
+
+
+def write_pull(result: PullResult, out_dir: Path) -> None:
+    out_dir = Path(out_dir)
+    write_parquet(out_dir / "annotations.parquet", result.annotations)
+    write_json(out_dir / "pull.json", result.report)

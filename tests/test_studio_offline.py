@@ -1,0 +1,252 @@
+"""The Label Studio round trip's pure parts, without a server: config XML, tasks, export parsing, simulation."""
+
+from __future__ import annotations
+
+import json
+import re
+import xml.etree.ElementTree as ET
+from collections import Counter
+
+import httpx
+import pandas as pd
+import pytest
+from label_studio_sdk.core.api_error import ApiError
+
+from curation.errors import InputError
+from curation.studio.cli import studio_settings
+from curation.studio.client import Connection, scrub, translate
+from curation.studio.config import BOXES, DESCRIPTION, LABEL, SEVERITY, instructions, label_config, project_settings
+from curation.studio.errors import StudioAuthError, StudioRequestError, StudioUnavailable
+from curation.studio.pull import ANNOTATION_DTYPES, annotations_from_export, box_to_pixels
+from curation.studio.push import build_tasks, describe, local_files_url, storage_folders
+from curation.studio.simulate import Truth, reviewers_for, simulated_annotation
+from schemas.ontology import Ontology
+from schemas.params_studio import LabelStudioParams, SimulationParams
+from schemas.records import Annotation, columns
+from tests.studio_fixture import make_inputs
+
+TOKEN = "0123456789abcdef0123456789abcdef01234567"
+
+
+def _controls(xml: str) -> dict[str, ET.Element]:
+    return {e.get("name"): e for e in ET.fromstring(xml).iter() if e.get("name")}
+
+
+def test_label_config_follows_the_ontology(params) -> None:
+    ontology = params.ontology
+    plain, with_boxes = label_config(ontology), label_config(ontology, boxes=True)
+    controls = _controls(plain)
+    assert [c.get("value") for c in controls[LABEL]] == ontology.class_names
+    assert [c.get("value") for c in controls[SEVERITY]] == ontology.severity_names
+    assert controls[LABEL].get("required") == "true"
+    assert controls[DESCRIPTION].tag == "TextArea"
+    assert BOXES not in controls
+    boxes = _controls(with_boxes)[BOXES]
+    assert boxes.tag == "RectangleLabels" and [b.get("value") for b in boxes] == ontology.class_names
+    scratch = next(c for c in controls[LABEL] if c.get("value") == "scratch")
+    for text in [
+        ontology.get("scratch").definition,
+        *ontology.get("scratch").include,
+        *ontology.get("scratch").exclude,
+    ]:
+        assert text in scratch.get("hint")
+
+
+def test_label_config_and_instructions_escape_markup(params) -> None:
+    raw = params.ontology.model_dump()
+    raw["classes"][0]["definition"] = 'A "line" <b>cut</b> & scuffed'
+    raw["classes"][0]["exclude"] = ["grain < 2 mm wide"]
+    ontology = Ontology.model_validate(raw)
+    hint = _controls(label_config(ontology))[LABEL][0].get("hint")
+    assert 'A "line" <b>cut</b> & scuffed' in hint and "grain < 2 mm wide" in hint
+    text = instructions(ontology)
+    assert "&lt;b&gt;cut&lt;/b&gt; &amp; scuffed" in text and "<b>cut</b>" not in text
+    assert all(c.definition.replace("'", "&#x27;") in text for c in ontology.classes[1:])
+
+
+def test_project_settings_overlap_from_params(params) -> None:
+    sample = project_settings(params.ontology, LabelStudioParams(agreement_sample=0.25, maximum_annotations=3))
+    assert (sample["maximum_annotations"], sample["overlap_cohort_percentage"]) == (3, 25)
+    once = project_settings(params.ontology, LabelStudioParams(agreement_sample=0.0, maximum_annotations=3))
+    assert (once["maximum_annotations"], once["overlap_cohort_percentage"]) == (1, 100)
+
+
+def test_build_tasks_orders_most_uncertain_first(tmp_path, params) -> None:
+    manifest, predictions = make_inputs(tmp_path / "imgs", params.ontology, 12)
+    specs = build_tasks(manifest, predictions, ontology=params.ontology, document_root=tmp_path, disputes=["x"])
+    margins = [s.data["margin"] for s in specs]
+    assert margins == sorted(margins)
+    assert sorted(s.image_id for s in specs) == sorted(manifest["image_id"])
+    first = specs[0]
+    row = predictions.set_index("image_id").loc[first.image_id]
+    (prediction,) = first.predictions
+    assert prediction["model_version"] == "clip-test@abc123" and prediction["score"] == pytest.approx(row["score"])
+    assert prediction["result"][0]["value"]["choices"] == [row["label"]]
+    assert prediction["result"][1]["value"]["text"] == [f"{row['description_en']}\n{row['description_ko']}"]
+    assert first.data["image"].startswith("/data/local-files/?d=imgs/line%20")
+    assert "%EC%9D%B4%EB%AF%B8%EC%A7%80" in first.data["image"]  # 이미지, percent-encoded
+    assert not any(s.data["adjudicate"] for s in specs)
+
+
+def test_images_without_predictions_come_last(tmp_path, params) -> None:
+    manifest, predictions = make_inputs(tmp_path / "imgs", params.ontology, 5)
+    specs = build_tasks(manifest, predictions.iloc[:3], ontology=params.ontology, document_root=tmp_path)
+    assert [len(s.predictions) for s in specs] == [1, 1, 1, 0, 0]
+    assert "margin" not in specs[-1].data
+
+
+def test_build_tasks_rejects_bad_predictions_naming_rows(tmp_path, params) -> None:
+    manifest, predictions = make_inputs(tmp_path / "imgs", params.ontology, 6)
+    kwargs = {"ontology": params.ontology, "document_root": tmp_path, "predictions_name": "preds.parquet"}
+    stale = predictions.copy()
+    stale.loc[4, "image_id"] = "feedfacefeedface"
+    with pytest.raises(InputError, match=r"preds.parquet: rows 5 \(1-based\) are for images not in the manifest"):
+        build_tasks(manifest, stale, **kwargs)
+    wrong = predictions.copy()
+    wrong.loc[[1, 2], "label"] = "rust"
+    with pytest.raises(InputError, match=r"rows 2, 3 have labels \['rust'\]"):
+        build_tasks(manifest, wrong, **kwargs)
+    twice = pd.concat([predictions, predictions.iloc[[0]]], ignore_index=True)
+    with pytest.raises(InputError, match="repeat an"):
+        build_tasks(manifest, twice, **kwargs)
+    with pytest.raises(InputError, match=r"missing column\(s\) \['margin'\]"):
+        build_tasks(manifest, predictions.drop(columns="margin"), **kwargs)
+
+
+def test_images_outside_the_document_root_are_an_error(tmp_path, params) -> None:
+    manifest, predictions = make_inputs(tmp_path / "imgs", params.ontology, 2)
+    with pytest.raises(InputError, match=r"outside Label Studio's document root .*labelstudio\.document_root"):
+        build_tasks(manifest, predictions, ontology=params.ontology, document_root=tmp_path / "elsewhere")
+    assert local_files_url(tmp_path / "a b" / "c.png", tmp_path) == "/data/local-files/?d=a%20b/c.png"
+
+
+def test_storage_folders_cover_images_below_the_root(tmp_path, params) -> None:
+    manifest, predictions = make_inputs(tmp_path / "imgs", params.ontology, 4)
+    specs = build_tasks(manifest, predictions, ontology=params.ontology, document_root=tmp_path)
+    assert storage_folders(specs, tmp_path) == [tmp_path / "imgs"]
+    specs_two = build_tasks(manifest, predictions, ontology=params.ontology, document_root=tmp_path / "imgs")
+    assert storage_folders(specs_two, tmp_path / "imgs") == [tmp_path / "imgs" / "line 0", tmp_path / "imgs" / "line 1"]
+
+
+def test_describe_languages() -> None:
+    row = {"caption": "a scratch", "description_en": None, "description_ko": "스크래치"}
+    assert describe(row, "en") == "a scratch"
+    assert describe(row, "ko") == "스크래치"
+    assert describe(row, "both") == "a scratch\n스크래치"
+    assert describe({"caption": float("nan")}, "both") == ""
+
+
+def _annotation(aid, by, label, *, updated="2024-01-01T00:00:00Z", cancelled=False, extra=()):
+    result = [{"from_name": LABEL, "to_name": "image", "type": "choices", "value": {"choices": [label]}}, *extra]
+    return {
+        "id": aid,
+        "completed_by": by,
+        "result": [] if cancelled else result,
+        "was_cancelled": cancelled,
+        "lead_time": 2.5,
+        "created_at": "2024-01-01T00:00:00Z",
+        "updated_at": updated,
+    }
+
+
+def test_export_parsing_latest_wins_cancelled_counted() -> None:
+    box = {
+        "from_name": BOXES,
+        "to_name": "image",
+        "type": "rectanglelabels",
+        "original_width": 200,
+        "original_height": 100,
+        "value": {"x": 10, "y": 20, "width": 50, "height": 25, "rotation": 0, "rectanglelabels": ["dent"]},
+    }
+    severity = {"from_name": SEVERITY, "to_name": "image", "type": "choices", "value": {"choices": ["major"]}}
+    tasks = [
+        {
+            "id": 7,
+            "data": {"image_id": "b"},
+            "annotations": [
+                _annotation(1, 1, "scratch", updated="2024-01-01T00:00:00Z"),
+                _annotation(2, 1, "crack", updated="2024-01-02T00:00:00Z", extra=[severity, box]),
+                _annotation(3, 2, "ok", cancelled=True),
+            ],
+        },
+        {"id": 8, "data": {"image_id": "a"}, "annotations": [_annotation(4, {"id": 2, "email": "x@y.z"}, "dent")]},
+        {"id": 9, "data": {"image": "/x.png"}, "annotations": [_annotation(5, 1, "dent")]},
+    ]
+    result = annotations_from_export(tasks, {1: "one@test.local", 2: "two@test.local"})
+    frame = result.annotations
+    assert list(frame.columns) == columns(Annotation) == list(ANNOTATION_DTYPES)
+    assert frame[["image_id", "annotation_id", "annotator", "label"]].values.tolist() == [
+        ["a", 4, "x@y.z", "dent"],
+        ["b", 2, "one@test.local", "crack"],
+    ]
+    latest = frame.iloc[1]
+    assert latest["severity"] == "major" and latest["task_id"] == 7
+    assert json.loads(latest["boxes"]) == [{"x": 20.0, "y": 20.0, "w": 100.0, "h": 25.0, "label": "dent"}]
+    report = result.report
+    assert (report["cancelled"], report["superseded"], report["foreign_tasks"]) == (1, 1, 1)
+    assert report["annotations"] == 2 and report["note"] == ""
+
+
+def test_empty_export_gives_typed_empty_frame() -> None:
+    result = annotations_from_export([{"id": 1, "data": {"image_id": "a"}, "annotations": []}], {})
+    assert result.empty and list(result.annotations.columns) == columns(Annotation)
+    assert result.annotations.dtypes.astype(str).to_dict() == {k: str(v) for k, v in ANNOTATION_DTYPES.items()}
+    assert "no reviews yet" in result.report["note"]
+
+
+def test_box_to_pixels() -> None:
+    item = {"original_width": 640, "original_height": 480, "value": {"x": 50, "y": 50, "width": 25, "height": 10}}
+    assert box_to_pixels(item) == {"x": 320.0, "y": 240.0, "w": 160.0, "h": 48.0, "label": None}
+
+
+def _task(image_id: str, overlap: int = 1, label: str = "dent") -> dict:
+    prediction = {"id": 1, "result": [{"from_name": LABEL, "value": {"choices": [label]}}]}
+    return {
+        "id": 1,
+        "overlap": overlap,
+        "data": {"image_id": image_id, "file": f"{image_id}.png"},
+        "predictions": [prediction],
+    }
+
+
+def test_simulated_reviewers_are_seeded_and_noisy_at_the_set_rate(params) -> None:
+    settings = SimulationParams(noise=0.3, skip_rate=0.0, seed=5, truth=None)
+    truth = {f"{i}.png": Truth("scratch", "minor") for i in range(600)}
+    labels = [
+        simulated_annotation(_task(str(i)), 1, ontology=params.ontology, settings=settings, truth=truth)["result"][0]
+        for i in range(600)
+    ]
+    wrong = sum(r["value"]["choices"][0] != "scratch" for r in labels) / len(labels)
+    assert 0.24 < wrong < 0.36
+    again = simulated_annotation(_task("7"), 1, ontology=params.ontology, settings=settings, truth=truth)
+    assert again == simulated_annotation(_task("7"), 1, ontology=params.ontology, settings=settings, truth=truth)
+    quiet = SimulationParams(noise=0.0, skip_rate=0.0, truth=None)
+    from_model = simulated_annotation(_task("z", label="crack"), 2, ontology=params.ontology, settings=quiet, truth={})
+    assert from_model["result"][0]["value"]["choices"] == ["crack"] and not from_model["was_cancelled"]
+
+
+def test_reviewers_follow_task_overlap() -> None:
+    settings = SimulationParams(reviewers=4, truth=None)
+    counts = Counter(len(reviewers_for(_task(str(i), overlap=o), settings)) for i in range(50) for o in (1, 3, 9))
+    assert counts == {1: 50, 3: 50, 4: 50}
+    assert all(set(reviewers_for(_task(str(i), overlap=3), settings)) <= {1, 2, 3, 4} for i in range(20))
+
+
+def test_translate_keeps_the_token_out_and_says_how_to_fix() -> None:
+    conn = Connection("http://127.0.0.1:9", TOKEN, "remote")
+    with pytest.raises(StudioAuthError) as auth, translate("listing", conn):
+        raise ApiError(status_code=401, body={"detail": f"Invalid token {TOKEN}"})
+    assert TOKEN not in str(auth.value) and "LABEL_STUDIO_API_KEY" in str(auth.value)
+    with pytest.raises(StudioRequestError) as bad, translate("importing", conn):
+        raise ApiError(status_code=400, body={"detail": f"bad {TOKEN}"})
+    assert TOKEN not in str(bad.value) and "HTTP 400" in str(bad.value)
+    reach = re.escape("cannot reach Label Studio at http://127.0.0.1:9 while pulling")
+    with pytest.raises(StudioUnavailable, match=reach), translate("pulling", conn):
+        raise httpx.ConnectError("refused")
+    assert scrub(f"x {TOKEN} y", TOKEN) == "x *** y"
+    assert TOKEN not in repr(conn)
+
+
+def test_studio_settings_come_from_params(params) -> None:
+    assert studio_settings(params) is params.labelstudio
+    assert params.labelstudio.agreement_sample == LabelStudioParams().agreement_sample
