@@ -7,8 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STUDIO_VENV := .venv-studio
 PIP := $(BIN)/python -m pip --disable-pip-version-check
-# Stages that exist; later issues add theirs until this is the whole pipeline.
-DEMO_STAGES := ingest
+# The last stage `make demo` runs (the whole pipeline once every stage is built).
+DEMO_TARGET := export
 
 export NO_ALBUMENTATIONS_UPDATE := 1
 export FIFTYONE_DO_NOT_TRACK := true
@@ -48,11 +48,21 @@ $(STUDIO_VENV)/.installed: scripts/studio-requirements.txt
 
 demo: setup
 	curation sample-data data/sample
-	dvc repro $(DEMO_STAGES)
+	curation studio start
+	# ingest -> prelabel -> pull (no reviews yet) -> agreement (empty) -> refine -> push
+	dvc repro push
+	# DEMO ONLY: no human is here, so clearly labelled simulated reviewers annotate through the API
+	curation simulate
+	# pull -> agreement -> refine (few-shot from the consensus) -> push -> split -> augment -> export
+	dvc repro $(DEMO_TARGET)
 	dvc metrics show
+	curation studio status
 	@echo
-	@echo "Results: data/ingest/ (manifest.parquet, quarantine.csv, issues.csv, ingest.json)."
-	@echo "Point ingest.raw_dir in params.yaml at your own images and run: . $(BIN)/activate && dvc repro $(DEMO_STAGES)"
+	@echo "Results under data/: ingest/ (manifest, quarantine), prelabel/ and refine/ (predictions),"
+	@echo "  agreement/report.html (agreement, consensus, disputes), split/, augment/preview.png, export/<split>/."
+	@echo "Label Studio: the URL above; log in with the e-mail and password in .studio/credentials.json."
+	@echo "Stop it with: . $(BIN)/activate && curation studio stop"
+	@echo "Your own images: set ingest.raw_dir in params.yaml, then: . $(BIN)/activate && dvc repro push"
 
 lint:
 	ruff check .

@@ -13,8 +13,10 @@ import typer
 
 from curation.agreement.cli import agreement_command
 from curation.console import ParamsOption, console, load_or_exit, print_report, user_errors
-from curation.dataset_cli import register as register_dataset_commands
+from curation.dataset_cli import augment_command, export_command, release_command, split_command
+from curation.prelabel.cli import prelabel_command
 from curation.progress import progress
+from curation.studio.cli import pull_command, push_command, simulate_command, studio_app
 from schemas.params import LabelFormat
 
 app = typer.Typer(
@@ -78,44 +80,31 @@ def ingest_command(
     console.print(f"outputs in {out_dir}/ (manifest.parquet, quarantine.csv, issues.csv, ingest.json)")
 
 
-_print_report = print_report  # old name, still used by stage modules being integrated
-
-
 def _not_yet(stage: str, issue: int) -> NoReturn:
     console.print(
-        f"[bold red]error:[/] the {stage} stage is declared in dvc.yaml but not implemented yet (issue {issue}); "
-        "`dvc repro ingest` runs the stages that exist",
+        f"[bold red]error:[/] the {stage} stage is declared in dvc.yaml but not implemented yet (issue {issue})",
         highlight=False,
     )
     raise typer.Exit(1)
 
 
-@app.command("prelabel")
-def prelabel_command(manifest: Path, out_dir: Path) -> None:
-    """Pre-label images with CLIP zero-shot scores and BLIP captions (not implemented yet)."""
-    _not_yet("prelabel", 3)
-
-
-@app.command("push")
-def push_command(predictions: Path, out_dir: Path) -> None:
-    """Push images and pre-annotations to Label Studio (not implemented yet)."""
-    _not_yet("push", 4)
-
-
-@app.command("pull")
-def pull_command(out_dir: Path) -> None:
-    """Pull reviews back from Label Studio (not implemented yet)."""
-    _not_yet("pull", 4)
-
-
-@app.command("fiftyone")
 def fiftyone_command(out_dir: Path) -> None:
     """Build the FiftyOne dataset of this version (not implemented yet)."""
     _not_yet("fiftyone", 7)
 
 
+# The stages in pipeline order (each command lives in its stage's module).
+app.command("prelabel")(prelabel_command)
+app.add_typer(studio_app, name="studio")
+app.command("push")(push_command)
+app.command("simulate")(simulate_command)
+app.command("pull")(pull_command)
 app.command("agreement")(agreement_command)
-register_dataset_commands(app)
+app.command("split")(split_command)
+app.command("augment")(augment_command)
+app.command("export")(export_command)
+app.command("fiftyone")(fiftyone_command)
+app.command("release")(release_command)
 
 if __name__ == "__main__":
     app()

@@ -1,6 +1,6 @@
 """Commands of the dataset stages: ``split``, ``augment``, ``export`` and ``release``.
 
-Plain typer command functions; ``register(app)`` mounts them on the ``curation`` app. Heavy imports (pandas,
+Plain typer command functions, registered on the ``curation`` app by ``curation.cli``. Heavy imports (pandas,
 albumentations, pycocotools) happen inside the commands, so ``curation --help`` stays fast.
 """
 
@@ -181,14 +181,6 @@ def release_command(
     console.print(f"get it back: git checkout {result.name} && dvc pull")
 
 
-def register(app: typer.Typer) -> None:
-    """Mount the four commands on ``app``."""
-    app.command("split")(split_command)
-    app.command("augment")(augment_command)
-    app.command("export")(export_command)
-    app.command("release")(release_command)
-
-
 def _read_parquet(path: Path, hint: str) -> pd.DataFrame:
     import pandas as pd
 
@@ -225,9 +217,3 @@ def _print_counts(report: dict) -> None:
         )
     table.add_row("all", *(str(report["splits"][s]) for s in ("train", "val", "test")), str(report["images"]), "")
     console.print(table)
-
-
-if __name__ == "__main__":
-    _app = typer.Typer(pretty_exceptions_enable=False, no_args_is_help=True)
-    register(_app)
-    _app()

@@ -13,6 +13,8 @@ from schemas.base import StrictModel
 from schemas.ontology import Ontology
 from schemas.params_agreement import AgreementParams
 from schemas.params_dataset import AugmentParams, ExportParams, ReleaseParams, SplitParams
+from schemas.params_prelabel import PrelabelParams
+from schemas.params_studio import LabelStudioParams
 
 LabelFormat = Literal["folders", "voc", "coco", "yolo"]
 
@@ -46,6 +48,8 @@ class Params(StrictModel):
 
     ontology: Ontology
     ingest: IngestParams = IngestParams()
+    prelabel: PrelabelParams = PrelabelParams()
+    labelstudio: LabelStudioParams = LabelStudioParams()
     agreement: AgreementParams = AgreementParams()
     split: SplitParams = SplitParams()
     augment: AugmentParams = AugmentParams()

@@ -68,7 +68,7 @@ def test_user_errors_are_one_line_messages_not_tracebacks(tmp_path) -> None:
     assert "missing key 'ontology'" in result.output
 
 
-@pytest.mark.parametrize("stage", ["fiftyone", "pull"])
+@pytest.mark.parametrize("stage", ["fiftyone"])
 def test_stages_not_built_yet_say_so(stage, tmp_path) -> None:
     result = runner.invoke(app, [stage, str(tmp_path)])
     assert result.exit_code == 1

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -108,4 +109,6 @@ def test_params_hold_no_secrets(raw_params: dict) -> None:
 
     found = keys(raw_params)
     assert "raw_dir" in found  # the walk sees nested keys
-    assert not [k for k in found if any(word in k for word in ("token", "password", "api_key", "secret"))]
+    secret = re.compile(r"(^|_)(token|password|api_key|secret)($|_)")
+    assert not [k for k in found if secret.search(k)]
+    assert secret.search("label_studio_token") and not secret.search("max_new_tokens")
