@@ -1,0 +1,86 @@
+"""Saved views: what users look at first, listed in the App's saved-view menu.
+
+| view | samples | order |
+|---|---|---|
+| ``disputes`` | consensus flagged as disputed | lowest agreement first |
+| ``low-agreement`` | agreement below ``browse.low_agreement`` | lowest first |
+| ``low-confidence-prelabels`` | pre-label score below ``browse.low_confidence`` | lowest first |
+| ``likely-label-errors`` | mistakenness above ``browse.mistakenness_threshold`` | most likely first |
+| ``near-duplicates`` | near-duplicate groups of two or more images | by group |
+| ``cross-split-duplicates`` | near-duplicate groups spread over more than one split (leaks) | by group |
+| ``split-<name>`` | each split | manifest order |
+| ``augmented`` | augmented variants | by source image |
+
+A view is saved only when the fields it needs exist (its stage ran); all views except ``augmented`` show original
+images only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from schemas.params_browse import BrowseParams
+
+
+def originals(dataset: Any) -> Any:
+    """The dataset without augmented variants."""
+    from fiftyone import ViewField as F
+
+    return dataset.match(F("is_augmented") == False)  # noqa: E712 (a MongoDB expression, not a Python comparison)
+
+
+def view_builders(settings: BrowseParams) -> dict[str, tuple[tuple[str, ...], Callable[[Any], Any]]]:
+    """Saved view name -> (fields it needs, function of the original images giving the view)."""
+    from fiftyone import ViewField as F
+
+    return {
+        "disputes": (("disputed", "agreement"), lambda v: v.match(F("disputed") == True).sort_by("agreement")),  # noqa: E712
+        "low-agreement": (
+            ("agreement",),
+            lambda v: v.match(F("agreement") < settings.low_agreement).sort_by("agreement"),
+        ),
+        "low-confidence-prelabels": (
+            ("prelabel",),
+            lambda v: v.match(F("prelabel.confidence") < settings.low_confidence).sort_by("prelabel.confidence"),
+        ),
+        "likely-label-errors": (
+            ("mistakenness",),
+            lambda v: v.match(F("mistakenness") > settings.mistakenness_threshold).sort_by(
+                "mistakenness", reverse=True
+            ),
+        ),
+        "near-duplicates": (("dup_group_size",), lambda v: v.match(F("dup_group_size") > 1).sort_by("dup_group")),
+        "cross-split-duplicates": (
+            ("dup_cross_split",),
+            lambda v: v.match(F("dup_cross_split") == True).sort_by("dup_group"),  # noqa: E712
+        ),
+    }
+
+
+def save_views(dataset: Any, *, settings: BrowseParams) -> dict[str, int]:
+    """Save every view whose fields exist on ``dataset``, replacing older ones of the same name.
+
+    Returns:
+        Saved view name -> number of samples in it.
+    """
+    from fiftyone import ViewField as F
+
+    schema = dataset.get_field_schema()
+    base = originals(dataset)
+    wanted: dict[str, Any] = {}
+    for name, (needs, build) in view_builders(settings).items():
+        if all(field in schema for field in needs):
+            wanted[name] = build(base)
+    if "split" in schema:
+        for split in sorted(s for s in base.distinct("split") if s):
+            wanted[f"split-{split}"] = base.match_tags(split)
+    if "source_image_id" in schema:
+        wanted["augmented"] = dataset.match(F("is_augmented") == True).sort_by("source_image_id")  # noqa: E712
+    counts = {}
+    for name, view in wanted.items():
+        if dataset.has_saved_view(name):
+            dataset.delete_saved_view(name)
+        dataset.save_view(name, view)
+        counts[name] = len(view)
+    return counts
