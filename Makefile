@@ -7,8 +7,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 STUDIO_VENV := .venv-studio
 PIP := $(BIN)/python -m pip --disable-pip-version-check
-# The last stage `make demo` runs (the whole pipeline once every stage is built).
-DEMO_TARGET := export
+# The last stage `make demo` runs: the whole pipeline.
+DEMO_TARGET := fiftyone
 
 export NO_ALBUMENTATIONS_UPDATE := 1
 export FIFTYONE_DO_NOT_TRACK := true
@@ -53,15 +53,16 @@ demo: setup
 	dvc repro push
 	# DEMO ONLY: no human is here, so clearly labelled simulated reviewers annotate through the API
 	curation simulate
-	# pull -> agreement -> refine (few-shot from the consensus) -> push -> split -> augment -> export
+	# pull -> agreement -> refine (few-shot from the consensus) -> push -> split -> augment -> export -> fiftyone
 	dvc repro $(DEMO_TARGET)
-	dvc metrics show
 	curation studio status
 	@echo
 	@echo "Results under data/: ingest/ (manifest, quarantine), prelabel/ and refine/ (predictions),"
 	@echo "  agreement/report.html (agreement, consensus, disputes), split/, augment/preview.png, export/<split>/."
 	@echo "Label Studio: the URL above; log in with the e-mail and password in .studio/credentials.json."
 	@echo "Stop it with: . $(BIN)/activate && curation studio stop"
+	@echo "Browse the dataset in FiftyOne: . $(BIN)/activate && curation browse   (prints a 127.0.0.1 URL)"
+	@echo "All numbers: dvc metrics show; plots: dvc plots show (writes dvc_plots/index.html)"
 	@echo "Your own images: set ingest.raw_dir in params.yaml, then: . $(BIN)/activate && dvc repro push"
 
 lint:

@@ -7,11 +7,12 @@ Each command loads params, resolves paths, calls a stage's core function and wri
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated
 
 import typer
 
 from curation.agreement.cli import agreement_command
+from curation.browse.cli import browse_command, database_command, fiftyone_command, search_command
 from curation.console import ParamsOption, console, load_or_exit, print_report, user_errors
 from curation.dataset_cli import augment_command, export_command, release_command, split_command
 from curation.prelabel.cli import prelabel_command
@@ -80,19 +81,6 @@ def ingest_command(
     console.print(f"outputs in {out_dir}/ (manifest.parquet, quarantine.csv, issues.csv, ingest.json)")
 
 
-def _not_yet(stage: str, issue: int) -> NoReturn:
-    console.print(
-        f"[bold red]error:[/] the {stage} stage is declared in dvc.yaml but not implemented yet (issue {issue})",
-        highlight=False,
-    )
-    raise typer.Exit(1)
-
-
-def fiftyone_command(out_dir: Path) -> None:
-    """Build the FiftyOne dataset of this version (not implemented yet)."""
-    _not_yet("fiftyone", 7)
-
-
 # The stages in pipeline order (each command lives in its stage's module).
 app.command("prelabel")(prelabel_command)
 app.add_typer(studio_app, name="studio")
@@ -104,6 +92,9 @@ app.command("split")(split_command)
 app.command("augment")(augment_command)
 app.command("export")(export_command)
 app.command("fiftyone")(fiftyone_command)
+app.command("browse")(browse_command)
+app.command("search")(search_command)
+app.command("fiftyone-db")(database_command)
 app.command("release")(release_command)
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from curation.errors import ParamsError
 from schemas.base import StrictModel
 from schemas.ontology import Ontology
 from schemas.params_agreement import AgreementParams
+from schemas.params_browse import BrowseParams
 from schemas.params_dataset import AugmentParams, ExportParams, ReleaseParams, SplitParams
 from schemas.params_prelabel import PrelabelParams
 from schemas.params_studio import LabelStudioParams
@@ -55,6 +56,7 @@ class Params(StrictModel):
     augment: AugmentParams = AugmentParams()
     export: ExportParams = ExportParams()
     release: ReleaseParams = ReleaseParams()
+    browse: BrowseParams = BrowseParams()
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:

@@ -68,13 +68,6 @@ def test_user_errors_are_one_line_messages_not_tracebacks(tmp_path) -> None:
     assert "missing key 'ontology'" in result.output
 
 
-@pytest.mark.parametrize("stage", ["fiftyone"])
-def test_stages_not_built_yet_say_so(stage, tmp_path) -> None:
-    result = runner.invoke(app, [stage, str(tmp_path)])
-    assert result.exit_code == 1
-    assert "not implemented yet" in result.output
-
-
 def test_console_script_is_installed() -> None:
     curation = Path(sys.executable).parent / "curation"
     completed = subprocess.run([str(curation), "--help"], capture_output=True, text=True, check=True)
