@@ -605,3 +605,18 @@ def test_app_grid_shows_the_samples(app_url: str, app_dataset: str, tmp_path: Pa
     # 12 thumbnails fill a good part of a 1280x900 grid; a blank or error page has none
     assert magenta > 0.10, f"only {magenta:.1%} of the screenshot shows sample thumbnails"
     assert len(np.unique(pixels.reshape(-1, 3), axis=0)) > 50  # a rendered UI, not a flat page
+
+
+def test_augment_stage_output_is_read_with_paths_beside_it(tmp_path: Path) -> None:
+    manifest = pd.DataFrame({"image_id": ["a"], "path": [str(tmp_path / "a.png")]})
+    manifest.to_parquet(tmp_path / "manifest.parquet")
+    augment_dir = tmp_path / "augment"
+    augment_dir.mkdir()
+    # the augment stage's shape: each variant's file relative to its own folder, no `path` column
+    pd.DataFrame({"image_id": ["a_a0"], "source_image_id": ["a"], "file": ["images/a_a0.png"]}).to_parquet(
+        augment_dir / "augmented.parquet"
+    )
+    inputs = read_inputs(
+        {"manifest": tmp_path / "manifest.parquet", "augmented": augment_dir / "augmented.parquet"}, on_skip=None
+    )
+    assert inputs.augmented["path"].tolist() == [str(augment_dir / "images" / "a_a0.png")]

@@ -140,6 +140,10 @@ def read_inputs(paths: Mapping[str, Path | None], *, on_skip: Callable[[str], No
             raise BrowseInputError(
                 f"{path}: cannot be read as Parquet ({err}); re-run the stage that writes it"
             ) from err
+        augmented = frames[name]
+        if name == "augmented" and "path" not in augmented.columns and "file" in augmented.columns:
+            # the augment stage records each variant's file relative to its own output folder
+            frames[name] = augmented.assign(path=[str(Path(path).parent / f) for f in augmented["file"]])
         sources[name] = str(path)
     inputs = BrowseInputs(**frames, sources=sources)  # type: ignore[arg-type]
     check_inputs(inputs)
