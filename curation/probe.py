@@ -16,22 +16,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import imagehash
-import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from curation.imaging import HIGH_DEPTH_MODES, stretch_to_8bit, upright
+
 EXIF_ORIENTATION_TAG = 0x0112
-_HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 _HASH_INPUT = 64
-# EXIF orientation -> the transpose that makes the image upright (the table ImageOps.exif_transpose uses).
-_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
 
 
 @dataclass(frozen=True)
@@ -109,19 +99,14 @@ def _for_hashing(image: Image.Image, orientation: int) -> Image.Image:
     The image is first shrunk with a box filter to at most ~2x the hash's 32 px input, so hashing costs little
     next to decoding; imagehash then applies its own resize and DCT.
     """
-    if image.mode in _HIGH_DEPTH_MODES:
-        pixels = np.asarray(image, dtype=np.float64)
-        low, high = float(pixels.min()), float(pixels.max())
-        scaled = (pixels - low) * (255.0 / (high - low)) if high > low else np.zeros_like(pixels)
-        image = Image.fromarray(scaled.astype(np.uint8), mode="L")
+    if image.mode in HIGH_DEPTH_MODES:
+        image = stretch_to_8bit(image)
     elif image.mode not in ("L", "RGB", "RGBA"):
         image = image.convert("RGBA" if image.mode in ("P", "PA", "LA") else "RGB")
     factor = min(image.size) // _HASH_INPUT
     if factor > 1:
         image = image.reduce(factor)
-    if orientation in _TRANSPOSE:
-        image = image.transpose(_TRANSPOSE[orientation])
-    return image.convert("L")
+    return upright(image, orientation).convert("L")
 
 
 def _fail(base: Probe, reason: str, detail: str) -> Probe:

@@ -18,21 +18,9 @@ from typing import TypeVar
 import numpy as np
 from PIL import Image
 
+from curation.imaging import HIGH_DEPTH_MODES, stretch_to_8bit, upright
 from curation.prelabel.errors import ManifestError
 from schemas.params_prelabel import PreprocessParams
-
-# EXIF orientation -> the transpose that makes the image upright (the table Pillow's ImageOps.exif_transpose uses);
-# the manifest already holds the tag, so the file's EXIF block is not parsed again.
-_TRANSPOSE = {
-    2: Image.Transpose.FLIP_LEFT_RIGHT,
-    3: Image.Transpose.ROTATE_180,
-    4: Image.Transpose.FLIP_TOP_BOTTOM,
-    5: Image.Transpose.TRANSPOSE,
-    6: Image.Transpose.ROTATE_270,
-    7: Image.Transpose.TRANSVERSE,
-    8: Image.Transpose.ROTATE_90,
-}
-_HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 
 
 @dataclass(frozen=True)
@@ -76,18 +64,12 @@ def load_rgb(ref: ImageRef) -> np.ndarray:
             image = _to_rgb(image)
     except Exception as err:  # any decoder failure on a file ingest accepted: name it, never skip it silently
         raise ManifestError(f"{where}: does not decode any more ({type(err).__name__}: {err}); re-run ingest") from err
-    transpose = _TRANSPOSE.get(int(ref.exif_orientation))
-    if transpose is not None:
-        image = image.transpose(transpose)
-    return np.asarray(image)
+    return np.asarray(upright(image, ref.exif_orientation))
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode in _HIGH_DEPTH_MODES:  # 16-bit/float greyscale: stretch to 8 bits instead of clipping at 255
-        values = np.asarray(image, dtype=np.float32)
-        low, high = float(values.min()), float(values.max())
-        scaled = (values - low) * (255.0 / (high - low)) if high > low else np.zeros_like(values)
-        return Image.fromarray(scaled.astype(np.uint8)).convert("RGB")
+    if image.mode in HIGH_DEPTH_MODES:
+        return stretch_to_8bit(image).convert("RGB")
     if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
