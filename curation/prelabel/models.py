@@ -154,12 +154,13 @@ def _normalised(tensor: Any) -> np.ndarray:
     return array / np.maximum(np.linalg.norm(array, axis=1, keepdims=True), 1e-12)
 
 
-class ClipScorer:
-    """A CLIP-compatible model: image and text embeddings in one space, plus the learnt logit scale.
+class _LazyCheckpoint:
+    """A checkpoint whose processor (input size, normalisation, tokenizer) loads at once and whose weights load on
+    first use, so a re-run whose outputs are all cached never pays for loading them. Subclasses name the model
+    class, the kind of checkpoint expected, and the params key that fixes a wrong one."""
 
-    The processor (input size, normalisation, tokenizer) loads at once; the weights only when first needed, so a
-    re-run whose embeddings are all cached never pays for loading them.
-    """
+    what = "model"
+    fix = "check that the folder holds a complete checkpoint"
 
     def __init__(self, checkpoint: Checkpoint, runtime: Runtime) -> None:
         from transformers import AutoProcessor
@@ -169,15 +170,7 @@ class ClipScorer:
         self.version = checkpoint.version
         self.checkpoint = checkpoint
         self.runtime = runtime
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.processor = AutoProcessor.from_pretrained(checkpoint.folder)
-        except Exception as err:
-            raise ModelUnavailableError(
-                f"the processor of model {checkpoint.name!r} in {checkpoint.folder} did not load "
-                f"({type(err).__name__}: {err}); check that the folder holds a complete CLIP-compatible checkpoint"
-            ) from err
+        self.processor = self._from_folder(AutoProcessor, "the processor of ")
         self.spec = _input_spec(self.processor)
         self._model: Any = None
 
@@ -188,28 +181,48 @@ class ClipScorer:
     @property
     def model(self) -> Any:
         if self._model is None:
-            self._model = self._load()
+            import torch
+
+            model = self._check(self._from_folder(self._model_class(), ""))
+            self._model = model.to(device=self.runtime.device, dtype=getattr(torch, self.runtime.dtype)).eval()
         return self._model
 
-    def _load(self) -> Any:
-        import torch
-        from transformers import AutoModel
+    def _model_class(self) -> Any:
+        raise NotImplementedError
 
+    def _check(self, model: Any) -> Any:
+        return model
+
+    def _from_folder(self, loader: Any, prefix: str) -> Any:
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
-                model = AutoModel.from_pretrained(self.checkpoint.folder)
+                return loader.from_pretrained(self.checkpoint.folder)
         except Exception as err:
             raise ModelUnavailableError(
-                f"model {self.name!r} in {self.checkpoint.folder} did not load ({type(err).__name__}: {err}); "
-                "check that the folder holds a complete CLIP-compatible checkpoint"
+                f"{prefix}{self.what} {self.name!r} in {self.checkpoint.folder} did not load "
+                f"({type(err).__name__}: {err}); {self.fix}"
             ) from err
+
+
+class ClipScorer(_LazyCheckpoint):
+    """A CLIP-compatible model: image and text embeddings in one space, plus the learnt logit scale."""
+
+    what = "model"
+    fix = "check that the folder holds a complete CLIP-compatible checkpoint"
+
+    def _model_class(self) -> Any:
+        from transformers import AutoModel
+
+        return AutoModel
+
+    def _check(self, model: Any) -> Any:
         if not hasattr(model, "get_image_features") or not hasattr(model, "get_text_features"):
             raise ModelUnavailableError(
                 f"model {self.name!r} is a {type(model).__name__}, not a CLIP-compatible image-text model; "
                 "set prelabel.clip.model to a CLIP, SigLIP or multilingual CLIP checkpoint"
             )
-        return model.to(device=self.runtime.device, dtype=getattr(torch, self.runtime.dtype)).eval()
+        return model
 
     @property
     def logit_scale(self) -> float:
@@ -244,50 +257,16 @@ class ClipScorer:
         return np.concatenate(parts) if parts else np.zeros((0, 0), np.float32)
 
 
-class Captioner:
+class Captioner(_LazyCheckpoint):
     """A BLIP captioning model (``BlipForConditionalGeneration``); weights load on first use, like ClipScorer."""
 
-    def __init__(self, checkpoint: Checkpoint, runtime: Runtime) -> None:
-        from transformers import AutoProcessor
+    what = "captioning model"
+    fix = "set prelabel.captions.model to a BLIP captioning checkpoint"
 
-        _quiet_transformers()
-        self.name = checkpoint.name
-        self.version = checkpoint.version
-        self.checkpoint = checkpoint
-        self.runtime = runtime
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                self.processor = AutoProcessor.from_pretrained(checkpoint.folder)
-        except Exception as err:
-            raise ModelUnavailableError(
-                f"the processor of captioning model {checkpoint.name!r} in {checkpoint.folder} did not load "
-                f"({type(err).__name__}: {err}); set prelabel.captions.model to a BLIP captioning checkpoint"
-            ) from err
-        self.spec = _input_spec(self.processor)
-        self._model: Any = None
+    def _model_class(self) -> Any:
+        from transformers import BlipForConditionalGeneration
 
-    @property
-    def key(self) -> str:
-        return f"{self.name}@{self.version}"
-
-    @property
-    def model(self) -> Any:
-        if self._model is None:
-            import torch
-            from transformers import BlipForConditionalGeneration
-
-            try:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    model = BlipForConditionalGeneration.from_pretrained(self.checkpoint.folder)
-            except Exception as err:
-                raise ModelUnavailableError(
-                    f"captioning model {self.name!r} in {self.checkpoint.folder} did not load "
-                    f"({type(err).__name__}: {err}); set prelabel.captions.model to a BLIP captioning checkpoint"
-                ) from err
-            self._model = model.to(device=self.runtime.device, dtype=getattr(torch, self.runtime.dtype)).eval()
-        return self._model
+        return BlipForConditionalGeneration
 
     def caption(self, pixels: np.ndarray, generation: dict[str, Any], prompt: str | None = None) -> list[str]:
         """(N, 3, S, S) inputs -> one caption each (the prompt, if any, is kept: BLIP continues it)."""
