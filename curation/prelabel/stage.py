@@ -278,22 +278,53 @@ def _embed(
     stats: Counter[str],
 ) -> np.ndarray:
     namespace = "embed-" + settings_hash(encoder.key, encoder.spec.__dict__, settings.preprocess)
-    hashes = [ref.sha256 for ref in refs]
-    found = {} if force else cache.get_embeddings(namespace, hashes)
-    todo = [ref for ref in refs if ref.sha256 not in found]
-    stats["embeddings_cached"] += len(refs) - len(todo)
-    stats["embeddings_computed"] += len(todo)
-    progress.add(len(todo))
-    work = partial(_prepare_one, specs=(encoder.spec,), settings=settings)
-    batch_size = settings.clip.batch_size
-    for batch, arrays in prefetch_batches(todo, work, batch_size=batch_size, workers=settings.decode_workers):
-        vectors = encoder.encode_images(np.stack(arrays))
-        cache.put_embeddings(namespace, zip((ref.sha256 for ref in batch), vectors, strict=True))
-        found.update({ref.sha256: vector for ref, vector in zip(batch, vectors, strict=True)})
-        progress.advance(len(batch))
+    found = _through_cache(
+        refs,
+        kind="embeddings",
+        get=lambda hashes: cache.get_embeddings(namespace, hashes),
+        put=lambda pairs: cache.put_embeddings(namespace, pairs),
+        compute=encoder.encode_images,
+        spec=encoder.spec,
+        batch_size=settings.clip.batch_size,
+        settings=settings,
+        force=force,
+        progress=progress,
+        stats=stats,
+    )
     if not refs:
         return np.zeros((0, 0), np.float32)
-    return np.stack([found[sha] for sha in hashes]).astype(np.float32)
+    return np.stack([found[ref.sha256] for ref in refs]).astype(np.float32)
+
+
+def _through_cache(
+    refs: list[ImageRef],
+    *,
+    kind: str,
+    get: Callable[[list[str]], dict[str, Any]],
+    put: Callable[[Any], None],
+    compute: Callable[[np.ndarray], Any],
+    spec: Any,
+    batch_size: int,
+    settings: PrelabelParams,
+    force: bool,
+    progress: _Progress,
+    stats: Counter[str],
+) -> dict[str, Any]:
+    """Per-image outputs by content hash: cached ones read back, the rest decoded (in parallel with the model),
+    computed in batches and stored batch by batch, so a killed run resumes where it stopped."""
+    hashes = [ref.sha256 for ref in refs]
+    found = {} if force else get(hashes)
+    todo = [ref for ref in refs if ref.sha256 not in found]
+    stats[f"{kind}_cached"] += len(refs) - len(todo)
+    stats[f"{kind}_computed"] += len(todo)
+    progress.add(len(todo))
+    work = partial(_prepare_one, specs=(spec,), settings=settings)
+    for batch, arrays in prefetch_batches(todo, work, batch_size=batch_size, workers=settings.decode_workers):
+        outputs = compute(np.stack(arrays))
+        put(zip((ref.sha256 for ref in batch), outputs, strict=True))
+        found.update({ref.sha256: output for ref, output in zip(batch, outputs, strict=True)})
+        progress.advance(len(batch))
+    return found
 
 
 def _text_encoder(
@@ -341,20 +372,20 @@ def _caption(
     namespace = "caption-" + settings_hash(
         captioner.key, captioner.spec.__dict__, settings.preprocess, generation, settings.captions.prompt
     )
-    hashes = [ref.sha256 for ref in refs]
-    found = {} if force else cache.get_captions(namespace, hashes)
-    todo = [ref for ref in refs if ref.sha256 not in found]
-    stats["captions_cached"] += len(refs) - len(todo)
-    stats["captions_computed"] += len(todo)
-    progress.add(len(todo))
-    work = partial(_prepare_one, specs=(captioner.spec,), settings=settings)
-    batch_size = settings.captions.batch_size
-    for batch, arrays in prefetch_batches(todo, work, batch_size=batch_size, workers=settings.decode_workers):
-        texts = captioner.caption(np.stack(arrays), generation, settings.captions.prompt)
-        cache.put_captions(namespace, zip((ref.sha256 for ref in batch), texts, strict=True))
-        found.update({ref.sha256: text for ref, text in zip(batch, texts, strict=True)})
-        progress.advance(len(batch))
-    return [found[sha] for sha in hashes]
+    found = _through_cache(
+        refs,
+        kind="captions",
+        get=lambda hashes: cache.get_captions(namespace, hashes),
+        put=lambda pairs: cache.put_captions(namespace, pairs),
+        compute=lambda pixels: captioner.caption(pixels, generation, settings.captions.prompt),
+        spec=captioner.spec,
+        batch_size=settings.captions.batch_size,
+        settings=settings,
+        force=force,
+        progress=progress,
+        stats=stats,
+    )
+    return [found[ref.sha256] for ref in refs]
 
 
 @dataclass(frozen=True)
