@@ -39,6 +39,11 @@ class BrowseParams(StrictModel):
         None, description="Local CLIP checkpoint for text search; None = the model_name that made the embeddings."
     )
     uniqueness: bool = Field(True, description="Compute uniqueness from the embeddings.")
+    uniqueness_max_images: Annotated[int, Field(ge=1)] = Field(
+        20_000,
+        description="Skip uniqueness (with a note) above this many images: fiftyone-brain compares every image with "
+        "every other, which did not finish within 11 minutes at 100,000 here.",
+    )
     low_agreement: Probability = Field(0.7, description="'low-agreement' view: agreement below this.")
     low_confidence: Probability = Field(0.5, description="'low-confidence-prelabels' view: pre-label score below.")
     mistakenness_threshold: Probability = Field(0.75, description="'likely-label-errors' view: mistakenness above.")

@@ -620,3 +620,12 @@ def test_augment_stage_output_is_read_with_paths_beside_it(tmp_path: Path) -> No
         {"manifest": tmp_path / "manifest.parquet", "augmented": augment_dir / "augmented.parquet"}, on_skip=None
     )
     assert inputs.augmented["path"].tolist() == [str(augment_dir / "images" / "a_a0.png")]
+
+
+def test_uniqueness_is_skipped_with_a_reason_above_the_cap() -> None:
+    from curation.browse.build import uniqueness_skipped
+
+    settings = BrowseParams(uniqueness_max_images=1000)
+    assert uniqueness_skipped(1000, settings) is None
+    assert "browse.uniqueness_max_images" in uniqueness_skipped(1001, settings)
+    assert uniqueness_skipped(10**6, BrowseParams(uniqueness=False)) is None

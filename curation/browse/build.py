@@ -550,12 +550,25 @@ def _brain_runs(dataset: Any, originals: Any, settings: BrowseParams, summary: B
         **model_args,
     )
     runs = [settings.similarity_key]
-    if settings.uniqueness:
+    skip = uniqueness_skipped(len(with_embedding), settings)
+    if skip:
+        summary.issues.append(skip)
+    elif settings.uniqueness:
         # not similarity_index=settings.similarity_key: the brain's sklearn helper centres the index's embedding
         # array in place while computing neighbours, which would skew later distances of the saved index
         fob.compute_uniqueness(with_embedding, embeddings="embedding", progress=False)
         runs.append("uniqueness")
     return runs
+
+
+def uniqueness_skipped(n_images: int, settings: BrowseParams) -> str | None:
+    """Why uniqueness is not computed for ``n_images`` (None when it is, or when it is switched off)."""
+    if settings.uniqueness and n_images > settings.uniqueness_max_images:
+        return (
+            f"uniqueness skipped: {n_images:,} images > browse.uniqueness_max_images "
+            f"({settings.uniqueness_max_images:,}); its cost grows with the square of the image count"
+        )
+    return None
 
 
 def _evaluate(originals: Any, classes: list[str], summary: BuildSummary) -> dict[str, Any]:
