@@ -24,7 +24,7 @@ from tests.test_export import CLASSES, make_inputs
 DVC_YAML = """\
 stages:
   split:
-    cmd: python -m curation.dataset_cli split data/ingest/manifest.parquet data/split --consensus none.parquet
+    cmd: curation split data/ingest/manifest.parquet data/split --consensus none.parquet
       --prior-labels data/ingest/prior_labels.parquet
     deps: [data/ingest/manifest.parquet, data/ingest/prior_labels.parquet]
     outs: [data/split/splits.parquet]
@@ -32,7 +32,7 @@ stages:
       - data/split/split.json:
           cache: false
   export:
-    cmd: python -m curation.dataset_cli export data/split/splits.parquet data/ingest/manifest.parquet data/export
+    cmd: curation export data/split/splits.parquet data/ingest/manifest.parquet data/export
     deps: [data/split/splits.parquet, data/ingest/manifest.parquet]
     outs: [data/export/train, data/export/val, data/export/test, data/export/provenance.json]
     metrics:
