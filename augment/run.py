@@ -78,7 +78,9 @@ def augment_all(
         executor = None
     else:
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        executor = ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context(method))
+        executor = ProcessPoolExecutor(
+            max_workers=workers, mp_context=multiprocessing.get_context(method), initializer=_one_thread_each
+        )
         chunk = max(1, min(32, len(sources) // (workers * 8)))
         results = executor.map(job, sources, chunksize=chunk)
     try:
@@ -89,6 +91,14 @@ def augment_all(
     finally:
         if executor is not None:
             executor.shutdown(cancel_futures=True)
+
+
+def _one_thread_each() -> None:
+    """Each worker is one CPU's worth of work: OpenCV's own thread pool (one thread per core by default) would
+    oversubscribe the machine and cancel the gain from more processes."""
+    import cv2
+
+    cv2.setNumThreads(1)
 
 
 def load_pixels(path: str) -> np.ndarray:
