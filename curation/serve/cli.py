@@ -1,0 +1,179 @@
+"""``curation serve`` (the service in the foreground) and ``connect-backend`` (register it with the Label Studio
+project), plus :func:`running`, the service in a background thread for tests and benchmarks.
+
+Registered by ``curation.cli``: ``app.command("serve")(serve_command)`` and
+``studio_app.command("connect-backend")(connect_backend_command)``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from curation.console import ParamsOption, console, load_or_exit, user_errors
+from curation.serve.errors import ServeError
+from curation.studio.server import LOCAL_BACKEND_ENV
+from schemas.params import Params
+
+if TYPE_CHECKING:
+    from label_studio_sdk.client import LabelStudio
+
+    from curation.studio.client import Connection
+
+BACKEND_TITLE = "defect-curation pre-labeler"
+
+_START_TIMEOUT_S = 30.0
+
+
+def build_app(params: Params) -> Any:
+    from curation.serve.app import create_app
+
+    return create_app(
+        params.serve,
+        params.prelabel,
+        params.ontology,
+        description_language=params.labelstudio.description_language,
+    )
+
+
+@contextmanager
+def running(app: Any, *, host: str = "127.0.0.1", port: int = 0) -> Iterator[str]:
+    """Run ``app`` with uvicorn in a background thread; yield its URL; stop it on exit."""
+    import uvicorn
+
+    from curation.studio.server import free_port
+
+    config = uvicorn.Config(app, host=host, port=port or free_port(), log_level="warning", lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, name="curation-serve", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + _START_TIMEOUT_S
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            server.should_exit = True
+            thread.join(timeout=5)
+            raise ServeError(f"the service did not start on {host}:{config.port} (is the port taken?)")
+        time.sleep(0.02)
+    try:
+        yield f"http://{host}:{config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=_START_TIMEOUT_S)
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def serve_command(
+    host: Annotated[str | None, typer.Option(help="Bind address (default serve.host, 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default serve.port).", min=1, max=65535)] = None,
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Serve the pre-labeler over HTTP: Label Studio ML backend (/health, /setup, /predict) and /score."""
+    import uvicorn
+
+    params = load_or_exit(params_path)
+    settings = params.serve
+    host = host or settings.host
+    port = port or settings.port
+    if not _is_loopback(host):
+        console.print(
+            f"[yellow]warning:[/] binding {host}: the service has no authentication; anyone who can reach this "
+            "address can use it. Prefer 127.0.0.1 behind an authenticating proxy.",
+            highlight=False,
+        )
+    with user_errors():
+        app = build_app(params)
+    names = ", ".join(f"{m.name} ({m.kind})" for m in settings.models)
+    console.print(f"serving on http://{host}:{port} - models (loaded on first use): {names}", highlight=False)
+    uvicorn.run(app, host=host, port=port, log_level="info")
+
+
+# ---------------------------------------------------------------------------------------------- Label Studio
+
+
+def connect_backend(
+    client: LabelStudio, conn: Connection, project_id: int, url: str, *, title: str = BACKEND_TITLE
+) -> dict[str, Any]:
+    """Register ``url`` as the project's ML backend (once: an existing registration of that URL is kept), so
+    tasks without predictions get one when opened. Label Studio calls /health and /setup while registering.
+
+    Raises:
+        StudioError: Label Studio refused (its message says why, e.g. the backend did not answer).
+    """
+    from curation.studio.client import translate
+    from curation.studio.errors import StudioRequestError
+
+    url = url.rstrip("/")
+    with translate("listing the project's ML backends", conn):
+        existing = [b for b in client.ml.list(project=project_id) if (b.url or "").rstrip("/") == url]
+    if existing:
+        backend = existing[0]
+        created = False
+    else:
+        from label_studio_sdk.core.api_error import ApiError
+
+        with translate(f"connecting the ML backend {url}", conn):
+            try:
+                backend = client.ml.create(project=project_id, url=url, title=title, is_interactive=False)
+            except ApiError as err:  # a 403 here is the SSRF guard, not the token: say so before translate
+                if "reserved network address" not in str(err.body):
+                    raise
+                settings = " and ".join(LOCAL_BACKEND_ENV)
+                raise StudioRequestError(
+                    f"Label Studio at {conn.url} refuses the ML backend {url}: it is on a reserved network address "
+                    f"(loopback). Run Label Studio with {settings} set as in curation.studio.server.LOCAL_BACKEND_ENV "
+                    "(the local server started by `curation studio start` has them; every other reserved range "
+                    "stays banned), restart it, and connect again"
+                ) from None
+        created = True
+    return {
+        "project_id": project_id,
+        "backend_id": backend.id,
+        "url": url,
+        "title": backend.title,
+        "created": created,
+        "state": str(backend.state) if backend.state is not None else None,
+        "model_version": backend.model_version,
+    }
+
+
+def connect_backend_command(
+    url: Annotated[str, typer.Argument(help="The service's URL, e.g. http://127.0.0.1:9090 (`curation serve`).")],
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """Connect a running `curation serve` to the Label Studio project, so tasks without predictions get one."""
+    from curation.studio.cli import studio_settings
+    from curation.studio.client import connection, make_client
+    from curation.studio.config import find_project
+
+    params = load_or_exit(params_path)
+    settings = studio_settings(params)
+    with user_errors():
+        conn = connection(settings)
+        client = make_client(conn, retries=settings.retries, timeout_s=settings.timeout_s)
+        project_id = find_project(client, conn, settings.project_title)
+        if project_id is None:
+            raise ServeError(
+                f"no Label Studio project titled {settings.project_title!r} on {conn.url}; run `curation push` first"
+            )
+        report = connect_backend(client, conn, project_id, url)
+    verb = "connected" if report["created"] else "already connected"
+    console.print(
+        f"{verb}: {url} is the ML backend of project {project_id} ({settings.project_title!r}), model version "
+        f"{report['model_version'] or '-'}",
+        highlight=False,
+    )
