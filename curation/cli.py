@@ -17,6 +17,7 @@ from curation.console import ParamsOption, console, load_or_exit, print_report, 
 from curation.dataset_cli import augment_command, export_command, release_command, split_command
 from curation.prelabel.cli import prelabel_command
 from curation.progress import progress
+from curation.serve.cli import connect_backend_command, serve_command
 from curation.studio.cli import pull_command, push_command, simulate_command, studio_app
 from schemas.params import LabelFormat
 
@@ -96,6 +97,8 @@ app.command("browse")(browse_command)
 app.command("search")(search_command)
 app.command("fiftyone-db")(database_command)
 app.command("release")(release_command)
+app.command("serve")(serve_command)
+studio_app.command("connect-backend")(connect_backend_command)
 
 if __name__ == "__main__":
     app()

@@ -15,6 +15,7 @@ from schemas.params_agreement import AgreementParams
 from schemas.params_browse import BrowseParams
 from schemas.params_dataset import AugmentParams, ExportParams, ReleaseParams, SplitParams
 from schemas.params_prelabel import PrelabelParams
+from schemas.params_serve import ServeParams
 from schemas.params_studio import LabelStudioParams
 
 LabelFormat = Literal["folders", "voc", "coco", "yolo"]
@@ -57,6 +58,7 @@ class Params(StrictModel):
     export: ExportParams = ExportParams()
     release: ReleaseParams = ReleaseParams()
     browse: BrowseParams = BrowseParams()
+    serve: ServeParams = ServeParams()
 
 
 def load_params(path: Path | str = "params.yaml") -> Params:

@@ -159,6 +159,19 @@ def server_version(venv: Path) -> str:
     return found[-1].name.removeprefix("label_studio-").removesuffix(".dist-info")
 
 
+# The local server lets ML backends on loopback through (`curation serve` binds 127.0.0.1): Label Studio's SSRF
+# guard bans loopback among other reserved ranges and checks both the ML backend URL and the webhook it registers
+# beside it, so such a backend is refused (HTTP 403). These settings keep every default-banned range banned
+# except 127.0.0.0/8.
+_SSRF_BANNED = (
+    "0.0.0.0/8,10.0.0.0/8,100.64.0.0/10,169.254.0.0/16,172.16.0.0/12,192.0.0.0/24,192.0.2.0/24,192.88.99.0/24,"
+    "192.168.0.0/16,198.18.0.0/15,198.51.100.0/24,203.0.113.0/24,224.0.0.0/4,233.252.0.0/24,240.0.0.0/4,"
+    "255.255.255.255/32,::/128,::1/128,::ffff:0:0/96,::ffff:0:0:0/96,64:ff9b::/96,64:ff9b:1::/48,100::/64,"
+    "2001:0000::/32,2001:20::/28,2001:db8::/32,2002::/16,fc00::/7,fe80::/10,ff00::/8"
+)
+LOCAL_BACKEND_ENV = {"USE_DEFAULT_BANNED_SUBNETS": "false", "USER_ADDITIONAL_BANNED_SUBNETS": _SSRF_BANNED}
+
+
 def _server_env(data_dir: Path, document_root: Path, creds: Credentials | None) -> dict[str, str]:
     """Environment for the server: ours only. Label Studio also reads bare USERNAME/PASSWORD/PORT/HOST/...
     (``get_env`` tries the unprefixed name last), so those and any LABEL_STUDIO_* from the caller are dropped."""
@@ -182,6 +195,7 @@ def _server_env(data_dir: Path, document_root: Path, creds: Credentials | None) 
             "LABEL_STUDIO_COLLECT_ANALYTICS": "false",
             "SENTRY_DSN": "",
             "FRONTEND_SENTRY_DSN": "",
+            **LOCAL_BACKEND_ENV,
         }
     )
     if creds is not None:
