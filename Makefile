@@ -7,8 +7,6 @@ VENV := .venv
 BIN := $(VENV)/bin
 STUDIO_VENV := .venv-studio
 PIP := $(BIN)/python -m pip --disable-pip-version-check
-# The last stage `make demo` runs: the whole pipeline.
-DEMO_TARGET := fiftyone
 
 export NO_ALBUMENTATIONS_UPDATE := 1
 export FIFTYONE_DO_NOT_TRACK := true
@@ -55,7 +53,7 @@ demo: setup
 	# DEMO ONLY: no human is here, so clearly labelled simulated reviewers annotate through the API
 	curation simulate
 	# pull -> agreement -> refine (few-shot from the consensus) -> push -> split -> augment -> export -> fiftyone
-	dvc repro $(DEMO_TARGET)
+	dvc repro
 	curation studio status
 	@echo
 	@echo "Results under data/: ingest/ (manifest, quarantine), prelabel/ and refine/ (predictions),"
