@@ -26,7 +26,7 @@ from rich.table import Table
 from curation.progress import progress
 from curation.studio.client import Connection, make_client
 from curation.studio.push import build_tasks, push
-from curation.studio.server import StudioHome, load_credentials, start, stop
+from curation.studio.server import StudioHome, load_credentials, start_local, stop
 from schemas.params import load_params
 from schemas.params_studio import LabelStudioParams
 
@@ -79,21 +79,22 @@ def main() -> None:
     specs = build_tasks(manifest, predictions, ontology=ontology, document_root=document_root)
 
     with tempfile.TemporaryDirectory(prefix="bench-push-") as tmp:
-        home = StudioHome(Path(tmp) / "home")
         defaults = LabelStudioParams()
-        console.print("starting a Label Studio server for the benchmark ...")
-        state = start(
-            home,
+        settings = LabelStudioParams(
+            project_title="bench batched",
+            batch_size=args.batch_size,
+            home=Path(tmp) / "home",
             venv=ROOT / defaults.venv,
             template_dir=ROOT / defaults.template_dir,
             document_root=document_root,
-            on_status=console.print,
         )
+        home = StudioHome(settings.home)
+        console.print("starting a Label Studio server for the benchmark ...")
+        state = start_local(settings, on_status=console.print)
         try:
             creds = load_credentials(home)
             conn = Connection(state.url, creds.token, "local", document_root)
             client = make_client(conn, retries=4, timeout_s=600)
-            settings = LabelStudioParams(project_title="bench batched", batch_size=args.batch_size)
 
             with progress(f"push {args.n} tasks", console) as bar:
                 began = time.perf_counter()

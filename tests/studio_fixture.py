@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 
 from curation.studio.client import Connection, make_client
-from curation.studio.server import ServerState, StudioHome, free_port, load_credentials, start, stop
+from curation.studio.server import ServerState, StudioHome, free_port, load_credentials, start_local, stop
 from schemas.ontology import Ontology
 from schemas.params_studio import LabelStudioParams
 from schemas.records import Prediction, columns
@@ -52,18 +52,7 @@ class Studio:
 
     def restart(self) -> None:
         stop(self.home)
-        self.state = _start(self.home, self.settings)
-
-
-def _start(home: StudioHome, settings: LabelStudioParams) -> ServerState:
-    return start(
-        home,
-        venv=settings.venv,
-        template_dir=settings.template_dir,
-        document_root=settings.document_root,
-        port=settings.port,
-        timeout_s=settings.start_timeout_s,
-    )
+        self.state = start_local(self.settings)
 
 
 @pytest.fixture(scope="session", name="studio")
@@ -85,7 +74,7 @@ def studio_server(tmp_path_factory) -> Iterator[Studio]:
     saved = {k: os.environ.pop(k) for k in ("LABEL_STUDIO_URL", "LABEL_STUDIO_API_KEY") if k in os.environ}
     home = StudioHome(settings.home)
     try:
-        yield Studio(home, _start(home, settings), settings, document_root)
+        yield Studio(home, start_local(settings), settings, document_root)
     finally:
         stop(home)
         os.environ.update(saved)

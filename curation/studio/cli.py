@@ -50,7 +50,7 @@ def _say(message: str) -> None:
 @studio_app.command("start")
 def start_command(params_path: ParamsOption = Path("params.yaml")) -> None:
     """Start the local Label Studio server (or report the running one) and print how to log in."""
-    from curation.studio.server import StudioHome, start
+    from curation.studio.server import StudioHome, start_local
 
     _, settings = _load(params_path)
     remote = _remote()
@@ -59,15 +59,7 @@ def start_command(params_path: ParamsOption = Path("params.yaml")) -> None:
         return
     home = StudioHome(settings.home)
     with user_errors():
-        state = start(
-            home,
-            venv=settings.venv,
-            template_dir=settings.template_dir,
-            document_root=settings.document_root,
-            port=settings.port,
-            timeout_s=settings.start_timeout_s,
-            on_status=_say,
-        )
+        state = start_local(settings, on_status=_say)
     _say(f"Label Studio is running: {state.url}  (pid {state.pid}, files served from {state.document_root})")
     _say(f"log in as the e-mail and password in {home.credentials} (readable by you only)")
 

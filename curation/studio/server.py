@@ -33,8 +33,12 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from curation.studio.errors import StudioError
+
+if TYPE_CHECKING:
+    from schemas.params_studio import LabelStudioParams
 
 LOOPBACK = "127.0.0.1"
 ADMIN_EMAIL = "admin@studio.local"
@@ -421,6 +425,19 @@ def start(
         home.state.unlink(missing_ok=True)
         raise
     return state
+
+
+def start_local(settings: LabelStudioParams, *, on_status: Status = _quiet) -> ServerState:
+    """:func:`start` with the ``labelstudio`` params (home, venv, template dir, document root, port, timeout)."""
+    return start(
+        StudioHome(settings.home),
+        venv=settings.venv,
+        template_dir=settings.template_dir,
+        document_root=settings.document_root,
+        port=settings.port,
+        timeout_s=settings.start_timeout_s,
+        on_status=on_status,
+    )
 
 
 def _wait_healthy(process: subprocess.Popen, state: ServerState, home: StudioHome, timeout_s: float) -> None:
