@@ -43,7 +43,15 @@ class LabelStudioParams(StrictModel):
     maximum_annotations: Annotated[int, Field(ge=1, le=20)] = 3
     overlap_first: bool = Field(False, description="Serve the agreement sample before uncertain tasks.")
     keep_old_predictions: bool = Field(True, description="Keep earlier model versions' predictions on tasks.")
-    batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
+    batch_size: Annotated[int, Field(ge=1, le=250_000)] = Field(
+        500, description="Tasks (or predictions) per import request; Label Studio takes at most 250,000."
+    )
+    max_request_mb: Annotated[float, Field(gt=0, le=200)] = Field(
+        50.0, description="Largest JSON body of one import request, in MB (10^6 bytes); the server takes 200."
+    )
+    max_tasks_per_project: Annotated[int, Field(ge=1, le=1_000_000)] = Field(
+        100_000, description="Tasks per project; beyond it push adds '<project_title> (part 2)', (part 3) ..."
+    )
     retries: Annotated[int, Field(ge=0, le=10)] = 4
     timeout_s: Annotated[float, Field(gt=0)] = 120.0
     disputes: Path = Field(

@@ -6,6 +6,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from collections import Counter
+from itertools import pairwise
 
 import httpx
 import pandas as pd
@@ -15,10 +16,30 @@ from label_studio_sdk.core.api_error import ApiError
 from curation.errors import InputError
 from curation.studio.cli import studio_settings
 from curation.studio.client import Connection, scrub, translate
-from curation.studio.config import BOXES, DESCRIPTION, LABEL, SEVERITY, instructions, label_config, project_settings
+from curation.studio.config import (
+    BOXES,
+    DESCRIPTION,
+    LABEL,
+    SEVERITY,
+    TITLE_MAX_CHARS,
+    instructions,
+    label_config,
+    part_number,
+    part_title,
+    project_settings,
+)
 from curation.studio.errors import StudioAuthError, StudioRequestError, StudioUnavailable
 from curation.studio.pull import ANNOTATION_DTYPES, annotations_from_export, box_to_pixels
-from curation.studio.push import build_tasks, describe, local_files_url, storage_folders
+from curation.studio.push import (
+    assign_parts,
+    build_tasks,
+    describe,
+    json_size,
+    local_files_url,
+    request_batches,
+    storage_folders,
+    task_request,
+)
 from curation.studio.simulate import Truth, reviewers_for, simulated_annotation
 from schemas.ontology import Ontology
 from schemas.params_studio import LabelStudioParams, SimulationParams
@@ -250,3 +271,76 @@ def test_translate_keeps_the_token_out_and_says_how_to_fix() -> None:
 def test_studio_settings_come_from_params(params) -> None:
     assert studio_settings(params) is params.labelstudio
     assert params.labelstudio.agreement_sample == LabelStudioParams().agreement_sample
+
+
+def _sized(sizes: list[int], **caps) -> list[list[int]]:
+    """Batches of item indexes, item i being sizes[i] bytes of JSON."""
+    return request_batches(list(range(len(sizes))), size=lambda i: sizes[i], name=lambda i: f"item {i}", **caps)
+
+
+def test_request_batches_cut_by_count_and_by_bytes() -> None:
+    assert _sized([1] * 7, max_items=3, max_bytes=10**6) == [[0, 1, 2], [3, 4, 5], [6]]
+    # a body is "[" + items joined by "," + "]": three 10-byte items make 2 + 30 + 2 = 34 bytes
+    assert _sized([10, 10, 10, 10], max_items=100, max_bytes=34) == [[0, 1, 2], [3]]
+    assert _sized([10, 10, 10, 10], max_items=100, max_bytes=33) == [[0, 1], [2, 3]]
+    assert _sized([30, 1, 1, 30], max_items=100, max_bytes=36) == [[0, 1, 2], [3]]  # 2 + 30 + 1 + 1 + 2 = 36
+    assert _sized([], max_items=5, max_bytes=100) == []
+    for sizes in ([5, 40, 3, 3, 38, 1, 20, 20, 20], [1] * 50, [12, 30, 7]):
+        for max_items in (1, 2, 4, 100):
+            batches = _sized(sizes, max_items=max_items, max_bytes=42)
+            assert [i for batch in batches for i in batch] == list(range(len(sizes)))  # in order, each once
+            for batch in batches:
+                assert len(batch) <= max_items and 2 + sum(sizes[i] for i in batch) + len(batch) - 1 <= 42
+            for batch, following in pairwise(batches):  # cut only when the next would not fit
+                full = len(batch) == max_items
+                assert full or 2 + sum(sizes[i] for i in batch) + len(batch) + sizes[following[0]] > 42
+
+
+def test_request_batches_reject_one_item_over_the_cap_naming_it() -> None:
+    with pytest.raises(InputError, match=r"item 1 is 99 bytes of JSON.*raise labelstudio\.max_request_mb"):
+        _sized([10, 99, 10], max_items=10, max_bytes=100)
+
+
+def test_json_size_is_the_body_the_sdk_sends(tmp_path, params) -> None:
+    manifest, predictions = make_inputs(tmp_path / "imgs", params.ontology, 4)
+    specs = build_tasks(manifest, predictions, ontology=params.ontology, document_root=tmp_path)
+    requests = [task_request(s) for s in specs]
+    sent = httpx.Request("POST", "http://127.0.0.1/api/projects/1/import", json=requests).content
+    assert len(sent) == 2 + sum(json_size(r) for r in requests) + len(requests) - 1
+    assert json_size({"d": "금속"}) == len('{"d":"금속"}'.encode())  # UTF-8, not \u escapes
+
+
+def test_assign_parts_fills_the_lowest_part_with_room_then_adds_parts() -> None:
+    assert assign_parts(12, {}, 5) == [(1, 5), (2, 5), (3, 2)]
+    assert assign_parts(0, {1: 5, 2: 5, 3: 2}, 5) == []
+    assert assign_parts(4, {1: 5, 2: 5, 3: 2}, 5) == [(3, 3), (4, 1)]
+    assert assign_parts(3, {1: 4, 2: 5, 3: 1}, 5) == [(1, 1), (3, 2)]  # room left by deleted tasks is used first
+    assert assign_parts(2, {1: 9}, 5) == [(2, 2)]  # a part over the cap (the cap was lowered) takes nothing
+    assert assign_parts(2, {1: 5, 3: 5}, 5) == [(4, 2)]  # a missing part is not re-made: numbering goes on
+    for new in range(0, 23):
+        plan = assign_parts(new, {1: 3, 2: 0}, 5)
+        assert sum(n for _, n in plan) == new and all(0 < n <= 5 for _, n in plan)
+
+
+def test_part_titles_fit_label_studio_and_are_recognised() -> None:
+    assert part_title("Defect review", 1) == "Defect review"
+    assert part_title("Defect review", 2) == "Defect review (part 2)"
+    long = "x" * 45 + " yyyy"
+    assert len(long) == TITLE_MAX_CHARS
+    for part in (2, 10, 123, 9999):
+        title = part_title(long, part)
+        assert len(title) <= TITLE_MAX_CHARS and title.endswith(f" (part {part})")
+        assert part_number(long, title) == part
+    assert part_title("x" * 40 + "    abc", 2) == "x" * 40 + " (part 2)"  # the cut drops trailing spaces
+    assert part_number("Defect review", "Defect review") == 1
+    for other in ("Defect review (part 1)", "Defect review (part 02)", "Defect reviews (part 2)", "defect review"):
+        assert part_number("Defect review", other) is None
+
+
+def test_studio_params_bound_requests_and_projects() -> None:
+    defaults = LabelStudioParams()
+    assert defaults.batch_size <= 250_000 and defaults.max_request_mb < 200
+    assert defaults.max_tasks_per_project == 100_000
+    for bad in ({"max_request_mb": 201}, {"max_request_mb": 0}, {"batch_size": 250_001}, {"max_tasks_per_project": 0}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            LabelStudioParams(**bad)

@@ -157,13 +157,17 @@ def push_command(
         write_push(result, out_dir)
     report = result.report
     _say(note)
+    where = f"project {report['project_title']!r} (id {report['project_id']})"
+    if report["project_count"] > 1:
+        where = f"{report['project_count']} projects of {settings.project_title!r}"
     _say(
-        f"project {report['project_title']!r} (id {report['project_id']}) on {conn.url}: "
+        f"{where} on {conn.url}: "
         f"{report['tasks_created']} tasks created, {report['tasks_existing']} already there, "
         f"{report['predictions_added']} predictions added, {report['tasks_with_overlap']} tasks in the agreement "
         f"sample; outputs in {out_dir}/ (tasks.parquet, push.json)"
     )
-    _say(f"review at {conn.url}/projects/{report['project_id']}/data")
+    for part in report["projects"].values():
+        _say(f"review {part['title']!r} ({part['tasks']} tasks) at {conn.url}/projects/{part['project_id']}/data")
 
 
 def _read_parquet(path: Path, name: str) -> pd.DataFrame:
@@ -201,6 +205,8 @@ def pull_command(
             f"{report['reviewed_images']} images ({report['cancelled']} skipped/cancelled left out, "
             f"{report['superseded']} superseded); outputs in {out_dir}/"
         )
+    if report.get("project_count", 1) > 1:
+        _say(f"merged from {report['project_count']} projects of {settings.project_title!r}")
 
 
 def simulate_command(
@@ -237,5 +243,6 @@ def simulate_command(
     source = f"truth from {sim.truth}" if known else "the model's labels (no truth file)"
     _say(
         f"SIMULATED reviewers {', '.join(report['reviewers'])} made {report['annotations_created']} annotations "
-        f"({report['skipped']} skipped) starting from {source}, noise {sim.noise}, seed {sim.seed}"
+        f"({report['skipped']} skipped) starting from {source}, noise {sim.noise}, seed {sim.seed}, on "
+        f"{report['tasks']} tasks in {len(report['project_ids'])} project(s)"
     )

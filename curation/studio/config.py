@@ -1,18 +1,27 @@
-"""The labeling interface generated from the ontology, and the project found by title or created.
+"""The labeling interface generated from the ontology, and the set of projects found by title or created.
 
 Control names are a contract between push (predictions), the UI and pull (annotations):
 ``label`` (Choices, the defect class), ``severity`` (Choices), ``description`` (TextArea, pre-filled) and
 ``boxes`` (RectangleLabels, only with ``labelstudio.boxes: true``), all on the ``image`` object.
+
+Project set: Label Studio's maintainers advise about 100,000 tasks per project, so the tasks of one
+``labelstudio.project_title`` may be spread over several projects, its *parts*. Part 1 is titled exactly
+``project_title`` (a project made before there were parts is part 1); part ``n >= 2`` is titled
+``"<project_title> (part n)"`` (:func:`part_title`), the title cut so the whole fits Label Studio's 50 characters.
+Every part gets the same label config, settings and Data Manager tabs. Which tasks go to which part is push's
+rule (:mod:`curation.studio.push`).
 """
 
 from __future__ import annotations
 
 import html
+import re
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from curation.studio.client import Connection, translate
+from curation.studio.errors import StudioError
 from schemas.ontology import Ontology
 from schemas.params_studio import LabelStudioParams
 
@@ -28,6 +37,10 @@ BOXES = "boxes"
 VIEW_UNCERTAIN = "Most uncertain first"
 VIEW_ADJUDICATE = "Adjudication"
 SAMPLING = "Sequential sampling"  # follows the tab's order: the "most uncertain first" tab
+
+TITLE_MAX_CHARS = 50  # Label Studio's PROJECT_TITLE_MAX_LEN
+MAX_PARTS = 9999  # part titles stay findable by one search for the title's first 38 characters
+_PART_SUFFIX = re.compile(r" \(part ([1-9][0-9]*)\)$")
 
 
 def label_config(ontology: Ontology, *, boxes: bool = False) -> str:
@@ -92,6 +105,7 @@ class ProjectInfo:
     title: str
     created: bool
     updated: tuple[str, ...]
+    part: int = 1
 
 
 def project_settings(ontology: Ontology, settings: LabelStudioParams) -> dict:
@@ -109,25 +123,98 @@ def project_settings(ontology: Ontology, settings: LabelStudioParams) -> dict:
     }
 
 
+def part_title(title: str, part: int) -> str:
+    """The title of part ``part`` of the set ``title``: ``title`` itself for part 1, else ``"<title> (part n)"``
+    with ``title`` cut (and trailing spaces dropped) so the whole is at most 50 characters."""
+    if part == 1:
+        return title
+    suffix = f" (part {part})"
+    return title[: TITLE_MAX_CHARS - len(suffix)].rstrip() + suffix
+
+
+def part_number(title: str, candidate: str) -> int | None:
+    """Which part of the set ``title`` a project titled ``candidate`` is, or None if it is not one."""
+    if candidate == title:
+        return 1
+    found = _PART_SUFFIX.search(candidate)
+    if found is None:
+        return None
+    part = int(found.group(1))
+    return part if part >= 2 and part_title(title, part) == candidate else None
+
+
+def find_project_set(client: LabelStudio, conn: Connection, title: str) -> dict[int, int]:
+    """Part number -> project id for every project of the set ``title``, in part order (the oldest project when
+    several have one part's title); {} when there is none."""
+    shared = part_title(title, MAX_PARTS)[: -len(f" (part {MAX_PARTS})")]  # in every part's title
+    found: dict[int, int] = {}
+    with translate(f"looking up the projects of {title!r}", conn):
+        for project in client.projects.list(title=shared, include="id,title"):  # title: case-insensitive substring
+            part = part_number(title, project.title or "")
+            if part is not None:
+                found[part] = min(found.get(part, project.id), project.id)
+    return dict(sorted(found.items()))
+
+
+def find_projects(client: LabelStudio, conn: Connection, title: str) -> list[int]:
+    """Project ids of every part of the set ``title``, part 1 first; [] when there is none."""
+    return list(find_project_set(client, conn, title).values())
+
+
 def find_project(client: LabelStudio, conn: Connection, title: str) -> int | None:
     """The id of the project with exactly this title (the oldest one if several), or None."""
     with translate(f"looking up project {title!r}", conn):
-        found = [p.id for p in client.projects.list(title=title) if p.title == title]
+        found = [p.id for p in client.projects.list(title=title, include="id,title") if p.title == title]
     return min(found) if found else None
 
 
 def ensure_project(
     client: LabelStudio, conn: Connection, ontology: Ontology, settings: LabelStudioParams
 ) -> ProjectInfo:
-    """Find the project by title or create it; update the managed fields that differ (e.g. a changed ontology)."""
+    """Find part 1 of the set (the project titled ``project_title``) or create it; update the managed fields
+    that differ (e.g. a changed ontology)."""
+    project_id = find_project(client, conn, settings.project_title)
+    return _ensure(client, conn, project_settings(ontology, settings), settings.project_title, 1, project_id)
+
+
+def ensure_projects(
+    client: LabelStudio, conn: Connection, ontology: Ontology, settings: LabelStudioParams
+) -> list[ProjectInfo]:
+    """Every part of the set ``project_title`` with its managed fields brought up to date, part 1 first; part 1
+    is created when the set has no project yet."""
     wanted = project_settings(ontology, settings)
-    title = settings.project_title
-    project_id = find_project(client, conn, title)
+    parts = find_project_set(client, conn, settings.project_title) or {1: None}
+    return [
+        _ensure(client, conn, wanted, part_title(settings.project_title, part), part, project_id)
+        for part, project_id in parts.items()
+    ]
+
+
+def add_part(
+    client: LabelStudio, conn: Connection, ontology: Ontology, settings: LabelStudioParams, part: int
+) -> ProjectInfo:
+    """Create part ``part`` of the set, with the same settings as every other part.
+
+    Raises:
+        StudioError: ``part`` is beyond :data:`MAX_PARTS`.
+    """
+    if part > MAX_PARTS:
+        raise StudioError(
+            f"project set {settings.project_title!r} would need more than {MAX_PARTS} projects; raise "
+            "labelstudio.max_tasks_per_project"
+        )
+    title = part_title(settings.project_title, part)
+    return _ensure(client, conn, project_settings(ontology, settings), title, part, None)
+
+
+def _ensure(
+    client: LabelStudio, conn: Connection, wanted: dict, title: str, part: int, project_id: int | None
+) -> ProjectInfo:
     if project_id is None:
         with translate(f"creating project {title!r}", conn):
             project = client.projects.create(title=title, **wanted)
         _ensure_views(client, conn, project.id)
-        return ProjectInfo(project.id, title, created=True, updated=())
+        return ProjectInfo(project.id, title, created=True, updated=(), part=part)
     with translate(f"reading project {title!r}", conn):
         current = client.projects.get(id=project_id)
     changed = {k: v for k, v in wanted.items() if _differs(getattr(current, k, None), v)}
@@ -135,7 +222,7 @@ def ensure_project(
         with translate(f"updating project {title!r} ({', '.join(sorted(changed))})", conn):
             client.projects.update(id=project_id, **changed)
     _ensure_views(client, conn, project_id)
-    return ProjectInfo(project_id, title, created=False, updated=tuple(sorted(changed)))
+    return ProjectInfo(project_id, title, created=False, updated=tuple(sorted(changed)), part=part)
 
 
 def _differs(current: object, wanted: object) -> bool:

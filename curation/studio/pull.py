@@ -5,6 +5,11 @@ counted; when an annotator has several annotations on one task, the latest (by `
 and the others are counted as superseded. Rows are sorted and typed the same way every time, and ``pull.json``
 holds no timestamps, so an unchanged project gives byte-identical outputs and DVC does not re-run downstream
 stages. With no project or no reviews yet the outputs are empty (with the same columns) and the report says so.
+
+When push spread the tasks over several projects (parts, see :mod:`curation.studio.config`), every part is
+exported and the rows merged: task ids are unique over the whole server (one table, one sequence), so
+``task_id`` still names one task and rows keep the same columns. ``pull.json`` then also holds ``projects``,
+each part's project id, title, exported tasks and annotation rows; with one project it is exactly as before.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import pandas as pd
 
 from curation.io import write_json, write_parquet
 from curation.studio.client import Connection, translate
-from curation.studio.config import BOXES, DESCRIPTION, LABEL, SEVERITY, find_project
+from curation.studio.config import BOXES, DESCRIPTION, LABEL, SEVERITY, find_project_set, part_title
 from schemas.records import Annotation, columns
 
 if TYPE_CHECKING:
@@ -60,15 +65,31 @@ def _typed(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def pull(client: LabelStudio, conn: Connection, *, project_title: str) -> PullResult:
-    """Export the project's tasks and turn their annotations into :class:`Annotation` rows."""
-    project_id = find_project(client, conn, project_title)
-    if project_id is None:
+    """Export every project of the set ``project_title`` and turn their annotations into :class:`Annotation` rows."""
+    parts = find_project_set(client, conn, project_title)
+    if not parts:
         report = {"project_found": False, "tasks": 0, "annotations": 0, "note": "no project yet: run push first"}
         return PullResult(empty_annotations(), _full_report(report))
-    with translate("exporting the project's tasks", conn):
-        raw = b"".join(client.projects.exports.download_sync(project_id, export_type="JSON"))
+    exported: dict[int, list[dict]] = {}
+    for part, project_id in parts.items():
+        with translate(f"exporting the tasks of project {part_title(project_title, part)!r} (id {project_id})", conn):
+            exported[part] = json.loads(b"".join(client.projects.exports.download_sync(project_id, export_type="JSON")))
+    with translate("listing users", conn):
         users = {u.id: (u.email or f"user-{u.id}") for u in client.users.list()}
-    return annotations_from_export(json.loads(raw), users)
+    result = annotations_from_export([t for tasks in exported.values() for t in tasks], users)
+    if len(parts) == 1:
+        return result
+    rows = result.annotations["task_id"].value_counts()
+    projects = {
+        str(part): {
+            "project_id": project_id,
+            "title": part_title(project_title, part),
+            "tasks": len(exported[part]),
+            "annotations": int(sum(rows.get(t.get("id"), 0) for t in exported[part])),
+        }
+        for part, project_id in parts.items()
+    }
+    return PullResult(result.annotations, {**result.report, "project_count": len(parts), "projects": projects})
 
 
 def annotations_from_export(tasks: Iterable[Mapping[str, Any]], users: Mapping[int, str]) -> PullResult:

@@ -10,8 +10,28 @@ Images are served by Label Studio's local-files storage (``/data/local-files/?d=
 push registers a local import storage covering the image folders but never syncs it (a sync would import the
 folder again as tasks without predictions).
 
-Outputs (``write_push``): ``tasks.parquet`` (image_id, task_id, overlap, model_versions, adjudicate) and
-``push.json`` (counts, DVC metrics).
+Requests: task and prediction imports are cut into batches of at most ``labelstudio.batch_size`` items whose
+JSON body (as sent: compact, UTF-8) is at most ``labelstudio.max_request_mb`` MB; Label Studio takes at most
+250,000 tasks and 200 MB per request. A single task or prediction over the byte cap is an error raised before
+any task or prediction is imported.
+
+Several projects (``labelstudio.max_tasks_per_project``, default 100,000, as Label Studio's maintainers advise):
+the tasks of one ``project_title`` live in a set of projects, part 1 titled ``project_title`` and part ``n``
+titled ``"<project_title> (part n)"`` (:func:`curation.studio.config.part_title`). The rule, stable from run to
+run:
+
+1. Push lists every project of the set; a task already on one of them stays there (image ids are looked up in
+   all parts, so nothing is imported twice).
+2. New tasks, in import order (most uncertain first), fill the lowest-numbered part that has room (fewer than
+   ``max_tasks_per_project`` tasks of any kind), then the next one.
+3. When every part is full, a new part numbered one above the highest is created, with the same label config,
+   settings and tabs, and filled up to ``max_tasks_per_project``, and so on.
+
+Lowering ``max_tasks_per_project`` later moves nothing: fuller parts simply take no new tasks. Pull and the
+simulated reviewers read every part.
+
+Outputs (``write_push``): ``tasks.parquet`` (image_id, task_id, project_id, overlap, model_versions, adjudicate)
+and ``push.json`` (counts, DVC metrics; ``projects`` holds each part's project id, title and task count).
 """
 
 from __future__ import annotations
@@ -21,10 +41,10 @@ import math
 import os
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import quote
 
 import pandas as pd
@@ -32,7 +52,7 @@ import pandas as pd
 from curation.errors import InputError
 from curation.io import write_json, write_parquet
 from curation.studio.client import Connection, translate
-from curation.studio.config import DESCRIPTION, IMAGE, LABEL, ProjectInfo, ensure_project
+from curation.studio.config import DESCRIPTION, IMAGE, LABEL, ProjectInfo, add_part, ensure_projects
 from curation.studio.errors import StudioError, StudioUnavailable
 from schemas.ontology import Ontology
 from schemas.params_studio import LabelStudioParams
@@ -42,13 +62,15 @@ if TYPE_CHECKING:
 
 PREDICTION_COLUMNS = ("image_id", "label", "score", "margin", "entropy", "model_version")
 MANIFEST_COLUMNS = ("image_id", "path", "rel_path")
-TASK_COLUMNS = ["image_id", "task_id", "overlap", "model_versions", "adjudicate"]
+TASK_COLUMNS = ["image_id", "task_id", "project_id", "overlap", "model_versions", "adjudicate"]
 MANAGED_DATA_KEYS = ("image", "image_id", "file", "margin", "entropy", "predicted", "adjudicate")
 LIST_PAGE_SIZE = 1000
 LIST_FIELDS = "id,data,overlap"
 _SHOWN_ROWS = 5
+MB = 1_000_000
 
 Progress = Callable[[int], None]
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -64,17 +86,24 @@ class TaskSpec:
 class PushResult:
     tasks: pd.DataFrame
     report: dict[str, Any]
-    project: ProjectInfo
+    projects: tuple[ProjectInfo, ...]  # every part of the set, part 1 first
+
+    @property
+    def project(self) -> ProjectInfo:
+        """Part 1, the project titled ``project_title``."""
+        return self.projects[0]
 
 
 @dataclass
 class _Existing:
-    """The project's tasks and predictions as found on the server."""
+    """The tasks and predictions of the set's projects as found on the server."""
 
     tasks: dict[str, list[int]] = field(default_factory=dict)  # image_id -> task ids, oldest first
     data: dict[int, dict] = field(default_factory=dict)
     overlap: dict[int, int] = field(default_factory=dict)
     predictions: dict[int, dict[str, list[int]]] = field(default_factory=dict)  # task -> version -> prediction ids
+    project_of: dict[int, int] = field(default_factory=dict)  # task id -> project id
+    counts: dict[int, int] = field(default_factory=dict)  # project id -> tasks, ours or not
     max_task_id: int = 0
 
 
@@ -230,9 +259,76 @@ def _text(value: object) -> str:
     return str(value).strip()
 
 
-def chunks(items: Sequence, size: int) -> Iterator[Sequence]:
-    for start in range(0, len(items), size):
-        yield items[start : start + size]
+def json_size(value: Any) -> int:
+    """Bytes of ``value`` as JSON the way the SDK's HTTP client sends it (compact separators, UTF-8)."""
+    return len(json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8"))
+
+
+def request_batches(
+    items: Sequence[T],
+    *,
+    max_items: int,
+    max_bytes: int,
+    size: Callable[[T], int],
+    name: Callable[[T], str],
+) -> list[list[T]]:
+    """``items`` cut, in order, into batches of at most ``max_items`` whose JSON array body (``[a,b,...]``:
+    brackets, items and commas) is at most ``max_bytes``: a batch ends when the next item would pass either cap.
+
+    Args:
+        items: What one import request carries a list of (task specs, prediction dicts).
+        max_items: ``labelstudio.batch_size``.
+        max_bytes: ``labelstudio.max_request_mb`` in bytes.
+        size: An item's JSON size in bytes (:func:`json_size` of its request form).
+        name: An item's name for the error message ("image 0a1b...").
+
+    Raises:
+        InputError: one item alone makes a request over ``max_bytes``.
+    """
+    batches: list[list[T]] = []
+    batch: list[T] = []
+    used = 2  # "[" and "]"
+    for item in items:
+        n = size(item)
+        if n + 2 > max_bytes:
+            raise InputError(
+                f"{name(item)} is {n:,} bytes of JSON, more than one import request may carry "
+                f"(labelstudio.max_request_mb = {max_bytes / MB:g}); raise labelstudio.max_request_mb (at most 200) "
+                "or shorten that image's descriptions and predictions"
+            )
+        if batch and (len(batch) >= max_items or used + 1 + n > max_bytes):
+            batches.append(batch)
+            batch, used = [], 2
+        used += n + (1 if batch else 0)
+        batch.append(item)
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def assign_parts(new: int, counts: Mapping[int, int], capacity: int) -> list[tuple[int, int]]:
+    """Where ``new`` tasks go: ``(part, how many)`` in import order. Existing parts (``counts``: part -> tasks
+    now) are filled in part order up to ``capacity`` tasks each, then new parts numbered from one above the
+    highest existing part (1 when there is none) take ``capacity`` each."""
+    plan = []
+    left = new
+    for part in sorted(counts):
+        take = min(max(capacity - counts[part], 0), left)
+        if take:
+            plan.append((part, take))
+            left -= take
+    part = max(counts, default=0)
+    while left > 0:
+        part += 1
+        take = min(capacity, left)
+        plan.append((part, take))
+        left -= take
+    return plan
+
+
+def task_request(spec: TaskSpec) -> dict[str, Any]:
+    """One task as Label Studio's import takes it."""
+    return {"data": spec.data, "predictions": list(spec.predictions)}
 
 
 # ---------------------------------------------------------------------------------------------- server part
@@ -248,7 +344,8 @@ def push(
     on_start: Callable[[int], None] | None = None,
     on_progress: Progress | None = None,
 ) -> PushResult:
-    """Make the project hold exactly one task per spec, with every spec's predictions.
+    """Make the project set hold exactly one task per spec, with every spec's predictions (the rule for which
+    project a new task goes to is in the module docstring).
 
     Args:
         client: SDK client (``make_client``).
@@ -258,24 +355,47 @@ def push(
         settings: The ``labelstudio`` params.
         on_start: Called once with the number of work items (tasks to import, predictions to add, tasks to update).
         on_progress: Called with the number of work items done since the last call.
+
+    Raises:
+        InputError: one task or prediction is larger than ``labelstudio.max_request_mb`` (raised before any task
+            or prediction is imported).
     """
     advance = on_progress or (lambda _n: None)
-    project = ensure_project(client, conn, ontology, settings)
+    parts = {p.part: p for p in ensure_projects(client, conn, ontology, settings)}
     root = conn.document_root or Path(os.path.abspath(settings.document_root))
-    _ensure_storages(client, conn, project.id, storage_folders(specs, root))
-    existing = _list_existing(client, conn, project.id)
+    folders = storage_folders(specs, root)
+    for info in parts.values():
+        _ensure_storages(client, conn, info.id, folders)
+    existing = _list_existing(client, conn, [p.id for p in parts.values()])
 
     new = [s for s in specs if s.image_id not in existing.tasks]
+    counts = {part: existing.counts.get(info.id, 0) for part, info in parts.items()}
+    plan = assign_parts(len(new), counts, settings.max_tasks_per_project)
     missing_predictions = _missing_predictions(specs, existing)
     stale = _stale_predictions(specs, existing) if not settings.keep_old_predictions else []
     updates = _data_updates(specs, existing)
+    # every request is cut before any is sent, so a task or prediction too large for one stops the push early
+    shares, offset = [], 0
+    for part, count in plan:
+        shares.append((part, _task_batches(new[offset : offset + count], settings)))
+        offset += count
+    prediction_batches = [
+        (project_id, batch)
+        for project_id, group in _by_project(missing_predictions, existing).items()
+        for batch in _prediction_batches(group, settings)
+    ]
     if on_start:
         on_start(len(new) + len(missing_predictions) + len(stale) + len(updates))
 
-    created = _import_new(client, conn, project.id, new, existing, settings, advance)
-    for batch in chunks(missing_predictions, settings.batch_size):
-        with translate(f"adding {len(batch)} predictions to existing tasks", conn):
-            client.projects.import_predictions(id=project.id, request=list(batch))
+    created: dict[int, int] = {}
+    for part, batches in shares:
+        if part not in parts:
+            parts[part] = add_part(client, conn, ontology, settings, part)
+            _ensure_storages(client, conn, parts[part].id, folders)
+        created[parts[part].id] = _import_new(client, conn, parts[part].id, batches, existing, settings, advance)
+    for project_id, batch in prediction_batches:
+        with translate(f"adding {len(batch)} predictions to existing tasks of project {project_id}", conn):
+            client.projects.import_predictions(id=project_id, request=list(batch))
         advance(len(batch))
     for prediction_id in stale:
         with translate(f"removing old prediction {prediction_id}", conn):
@@ -285,22 +405,25 @@ def push(
         with translate(f"updating task {task_id}", conn):
             client.tasks.update(id=task_id, data=data)
         advance(1)
-    _set_model_version(client, conn, project.id, specs)
+    ordered = tuple(parts[part] for part in sorted(parts))
+    for info in ordered:
+        _set_model_version(client, conn, info.id, specs)
 
     changed_tasks = new or missing_predictions or stale  # these change task ids, overlap or prediction versions
-    final = _list_existing(client, conn, project.id) if changed_tasks else existing
+    final = _list_existing(client, conn, [p.id for p in ordered]) if changed_tasks else existing
     tasks = _task_frame(specs, final)
     duplicates = {k: v for k, v in final.tasks.items() if len(v) > 1}
+    first = ordered[0]
     report = {
-        "project_id": project.id,
-        "project_title": project.title,
-        "project_created": project.created,
-        "project_updated": list(project.updated),
+        "project_id": first.id,
+        "project_title": first.title,
+        "project_created": first.created,
+        "project_updated": list(first.updated),
         "server": conn.url,
         "images": len(specs),
-        "tasks_created": created,
+        "tasks_created": sum(created.values()),
         "tasks_existing": len(specs) - len(new),
-        "tasks_in_project": sum(len(v) for v in final.tasks.values()),
+        "tasks_in_project": sum(len(v) for v in final.tasks.values()),  # in every project of the set
         "tasks_with_overlap": int((tasks["overlap"] > 1).sum()),
         "predictions_added": len(missing_predictions) + sum(len(s.predictions) for s in new),
         "predictions_removed": len(stale),
@@ -308,8 +431,47 @@ def push(
         "flagged_for_adjudication": int(tasks["adjudicate"].sum()),
         "duplicate_image_ids": len(duplicates),
         "model_versions": sorted({p["model_version"] for s in specs for p in s.predictions}),
+        "project_count": len(ordered),
+        "projects": {
+            str(info.part): {
+                "project_id": info.id,
+                "title": info.title,
+                "created": info.created,
+                "tasks": final.counts.get(info.id, 0),
+                "tasks_created": created.get(info.id, 0),
+            }
+            for info in ordered
+        },
     }
-    return PushResult(tasks, report, project)
+    return PushResult(tasks, report, ordered)
+
+
+def _task_batches(specs: Sequence[TaskSpec], settings: LabelStudioParams) -> list[list[TaskSpec]]:
+    return request_batches(
+        specs,
+        max_items=settings.batch_size,
+        max_bytes=round(settings.max_request_mb * MB),
+        size=lambda s: json_size(task_request(s)),
+        name=lambda s: f"the task of image {s.image_id}",
+    )
+
+
+def _prediction_batches(predictions: Sequence[dict], settings: LabelStudioParams) -> list[list[dict]]:
+    return request_batches(
+        predictions,
+        max_items=settings.batch_size,
+        max_bytes=round(settings.max_request_mb * MB),
+        size=json_size,
+        name=lambda p: f"the prediction {p['model_version']!r} for task {p['task']}",
+    )
+
+
+def _by_project(predictions: Sequence[dict], existing: _Existing) -> dict[int, list[dict]]:
+    """Predictions grouped by their task's project: Label Studio imports predictions into one project at a time."""
+    out: dict[int, list[dict]] = defaultdict(list)
+    for prediction in predictions:
+        out[existing.project_of[prediction["task"]]].append(prediction)
+    return dict(sorted(out.items()))
 
 
 def _ensure_storages(client: LabelStudio, conn: Connection, project_id: int, folders: Sequence[Path]) -> None:
@@ -326,32 +488,39 @@ def _ensure_storages(client: LabelStudio, conn: Connection, project_id: int, fol
         present.append(folder)
 
 
-def _list_existing(client: LabelStudio, conn: Connection, project_id: int, *, after_id: int = 0) -> _Existing:
+def _list_existing(
+    client: LabelStudio, conn: Connection, project_ids: Sequence[int], *, after_id: int = 0
+) -> _Existing:
+    """One listing of the projects' tasks (and predictions, unless ``after_id``: then only tasks newer than it)."""
     found = _Existing()
     query = None
     if after_id:
         newer = {"filter": "filter:tasks:id", "operator": "greater", "type": "Number", "value": after_id}
         query = json.dumps({"filters": {"conjunction": "and", "items": [newer]}})
-    with translate("listing the project's tasks", conn):
-        # include= limits the Data Manager to these columns: measured 7x faster than fields="task_only"
-        listing = client.tasks.list(
-            project=project_id, fields="task_only", include=LIST_FIELDS, page_size=LIST_PAGE_SIZE, query=query
-        )
-        for task in listing:
-            data = task.data or {}
-            found.max_task_id = max(found.max_task_id, task.id)
-            image_id = data.get("image_id")
-            if image_id is None:
-                continue  # a task someone else imported: not ours to manage
-            found.tasks.setdefault(image_id, []).append(task.id)
-            found.data[task.id] = data
-            found.overlap[task.id] = task.overlap or 1
-        if not after_id:
-            for prediction in client.predictions.list(project=project_id):
-                versions = found.predictions.setdefault(prediction.task, {})
-                versions.setdefault(prediction.model_version or "", []).append(prediction.id)
+    for project_id in project_ids:
+        found.counts[project_id] = 0
+        with translate(f"listing the tasks of project {project_id}", conn):
+            # include= limits the Data Manager to these columns: measured 7x faster than fields="task_only"
+            listing = client.tasks.list(
+                project=project_id, fields="task_only", include=LIST_FIELDS, page_size=LIST_PAGE_SIZE, query=query
+            )
+            for task in listing:
+                data = task.data or {}
+                found.max_task_id = max(found.max_task_id, task.id)
+                found.counts[project_id] += 1
+                image_id = data.get("image_id")
+                if image_id is None:
+                    continue  # a task someone else imported: not ours to manage
+                found.tasks.setdefault(image_id, []).append(task.id)
+                found.data[task.id] = data
+                found.overlap[task.id] = task.overlap or 1
+                found.project_of[task.id] = project_id
+            if not after_id:
+                for prediction in client.predictions.list(project=project_id):
+                    versions = found.predictions.setdefault(prediction.task, {})
+                    versions.setdefault(prediction.model_version or "", []).append(prediction.id)
     for ids in found.tasks.values():
-        ids.sort()
+        ids.sort()  # task ids grow over the whole server, so the first is the oldest in any project
     return found
 
 
@@ -396,15 +565,16 @@ def _import_new(
     client: LabelStudio,
     conn: Connection,
     project_id: int,
-    new: Sequence[TaskSpec],
+    batches: Sequence[Sequence[TaskSpec]],
     existing: _Existing,
     settings: LabelStudioParams,
     advance: Progress,
 ) -> int:
-    """Import ``new`` in batches. A batch that fails with a connection or server error is retried with backoff,
-    after listing the tasks created since the push started, so a batch the server did take is not imported twice."""
+    """Import ``batches`` (from :func:`request_batches`) into one project. A batch that fails with a connection or
+    server error is retried with backoff, after listing the project's tasks created since the push started, so a
+    batch the server did take is not imported twice."""
     created = 0
-    for batch in chunks(list(new), settings.batch_size):
+    for batch in batches:
         todo = list(batch)
         attempt = 0
         while todo:
@@ -415,7 +585,7 @@ def _import_new(
                 if attempt > settings.retries:
                     raise
                 time.sleep(min(2.0**attempt, 30.0))
-                arrived = _list_existing(client, conn, project_id, after_id=existing.max_task_id).tasks
+                arrived = _list_existing(client, conn, [project_id], after_id=existing.max_task_id).tasks
                 done = [s for s in todo if s.image_id in arrived]
                 existing.tasks.update({s.image_id: arrived[s.image_id] for s in done})
                 created += len(done)
@@ -424,7 +594,8 @@ def _import_new(
                 continue
             if len(ids) != len(todo):
                 raise StudioError(
-                    f"Label Studio created {len(ids)} tasks for a batch of {len(todo)}; run push again to reconcile"
+                    f"Label Studio created {len(ids)} tasks for a batch of {len(todo)} in project {project_id}; "
+                    "run push again to reconcile"
                 )
             for spec, task_id in zip(todo, ids, strict=True):
                 existing.tasks[spec.image_id] = [task_id]
@@ -435,8 +606,8 @@ def _import_new(
 
 
 def _import_batch(client: LabelStudio, conn: Connection, project_id: int, batch: Sequence[TaskSpec]) -> list[int]:
-    request = [{"data": s.data, "predictions": list(s.predictions)} for s in batch]
-    with translate(f"importing {len(batch)} tasks", conn):
+    request = [task_request(s) for s in batch]
+    with translate(f"importing {len(batch)} tasks into project {project_id}", conn):
         answer = client.projects.import_tasks(
             id=project_id,
             request=request,
@@ -468,9 +639,10 @@ def _task_frame(specs: Sequence[TaskSpec], final: _Existing) -> pd.DataFrame:
             raise StudioError(f"image {spec.image_id} has no task after push; run push again")
         task_id = task_ids[0]
         versions = sorted(v for v in final.predictions.get(task_id, {}) if v)
-        rows.append((spec.image_id, task_id, final.overlap[task_id], ",".join(versions), spec.data["adjudicate"]))
+        overlap, adjudicate = final.overlap[task_id], spec.data["adjudicate"]
+        rows.append((spec.image_id, task_id, final.project_of[task_id], overlap, ",".join(versions), adjudicate))
     frame = pd.DataFrame(rows, columns=TASK_COLUMNS)
-    return frame.astype({"task_id": "int64", "overlap": "int64", "adjudicate": "bool"})
+    return frame.astype({"task_id": "int64", "project_id": "int64", "overlap": "int64", "adjudicate": "bool"})
 
 
 def write_push(result: PushResult, out_dir: Path) -> None:

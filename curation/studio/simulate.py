@@ -22,7 +22,7 @@ import pandas as pd
 
 from curation.errors import InputError
 from curation.studio.client import Connection, translate
-from curation.studio.config import DESCRIPTION, IMAGE, LABEL, SEVERITY, find_project
+from curation.studio.config import DESCRIPTION, IMAGE, LABEL, SEVERITY, find_projects
 from curation.studio.errors import StudioError
 from schemas.ontology import Ontology
 from schemas.params_studio import SimulationParams
@@ -135,13 +135,16 @@ def simulate(
     on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Let the simulated reviewers annotate every task they have not annotated yet; returns counts."""
-    project_id = find_project(client, conn, project_title)
-    if project_id is None:
+    """Let the simulated reviewers annotate every task they have not annotated yet, in every project of the set
+    ``project_title``; returns counts."""
+    project_ids = find_projects(client, conn, project_title)
+    if not project_ids:
         raise StudioError(f"no Label Studio project titled {project_title!r}; run push first")
     users = _ensure_reviewers(client, conn, settings.reviewers)
-    with translate("listing tasks with their annotations", conn):
-        tasks = [t.model_dump(mode="json") for t in client.tasks.list(project=project_id, page_size=500)]
+    tasks = []
+    for project_id in project_ids:
+        with translate(f"listing the tasks of project {project_id} with their annotations", conn):
+            tasks.extend(t.model_dump(mode="json") for t in client.tasks.list(project=project_id, page_size=500))
     tasks.sort(key=lambda t: (_margin(t), t["id"]))  # most uncertain first, as a person would get them
     jobs = []
     for task in tasks:
@@ -159,7 +162,8 @@ def simulate(
         if on_progress:
             on_progress(1)
     return {
-        "project_id": project_id,
+        "project_id": project_ids[0],
+        "project_ids": project_ids,
         "reviewers": [reviewer_email(i) for i in range(1, settings.reviewers + 1)],
         "annotations_created": created,
         "skipped": skipped,
