@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from itertools import repeat
+from itertools import pairwise, repeat
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from curation.discover import Discovery, discover
@@ -32,6 +32,13 @@ ID_LENGTH = 16
 _SERIAL_BELOW = 64  # fewer files than this are probed in-process: starting workers would cost more
 ISSUE_COLUMNS = ["kind", "source", "detail"]
 SKIPPED_COLUMNS = ["path", "rel_path", "reason"]
+
+_PROBE_COLUMNS = ("rel_path", "sha256", "size_bytes", "width", "height", "mode", "format", "exif_orientation", "phash")
+_PROBE_INTS = ("size_bytes", "width", "height", "exif_orientation")
+_PROBE_STRINGS = ("rel_path", "sha256", "mode", "format", "phash")
+_CHUNK = 8192  # probes turned into compact columns at a time
+_LOOP_DETAIL = "folder symlink leads back to a folder above it; not followed"
+_UNREADABLE_DETAIL = "folder cannot be listed (check its permissions); files inside it were not seen"
 
 Progress = Callable[[int], None]
 
@@ -67,15 +74,9 @@ def ingest(
     found = discover(raw_dir, settings.extensions)
     if on_start:
         on_start(len(found.candidates))
-    probes = list(_probe_all(raw_dir, found.candidates, settings, on_progress))
-    good = [p for p in probes if p.reason is None]
-    quarantine = _quarantine_frame(raw_dir, probes, found)
-
-    copies: dict[str, list[Probe]] = defaultdict(list)
-    for probe in good:
-        copies[probe.sha256].append(probe)
-    uniques = sorted((min(group, key=lambda p: p.rel_path) for group in copies.values()), key=lambda p: p.sha256)
-    _check_ids_unique(uniques)
+    good, failed = _collect(_probe_all(raw_dir, found.candidates, settings, on_progress))
+    quarantine = _quarantine_frame(raw_dir, failed, found)
+    uniques, all_paths = _deduplicate(good)
 
     issues: list[tuple[str, str, str]] = []
     join = None
@@ -94,7 +95,7 @@ def ingest(
             )
             for line, key in join.ambiguous_rows
         ]
-    manifest = _manifest_frame(raw_dir, uniques, copies, settings.phash_threshold, join)
+    manifest = _manifest_frame(raw_dir, uniques, all_paths, settings.phash_threshold, join)
     if join is not None:
         issues += [
             ("metadata_missing", rel, f"no row in {settings.metadata}")
@@ -104,7 +105,12 @@ def ingest(
 
     prior = pd.DataFrame(columns=columns(PriorLabel))
     if settings.labels is not None:
-        refs = {p.rel_path: ImageRef(p.sha256[:ID_LENGTH], p.width, p.height) for p in good}
+        refs = {
+            rel: ImageRef(sha[:ID_LENGTH], int(width), int(height))
+            for rel, sha, width, height in zip(
+                good["rel_path"], good["sha256"], good["width"], good["height"], strict=True
+            )
+        }
         imported = read_prior_labels(
             settings.labels,
             raw_dir,
@@ -162,87 +168,118 @@ def _probe_all(
             executor.shutdown(cancel_futures=True)
 
 
-def _quarantine_frame(raw_dir: Path, probes: list[Probe], found: Discovery) -> pd.DataFrame:
-    rows = [
-        QuarantineRecord(
-            path=_joined(raw_dir, p.rel_path),
-            rel_path=p.rel_path,
-            reason=p.reason,
-            detail=p.detail,
-            size_bytes=p.size_bytes,
-        ).model_dump()
-        for p in probes
-        if p.reason is not None
-    ]
-    rows += [
-        QuarantineRecord(
-            path=_joined(raw_dir, rel),
-            rel_path=rel,
-            reason="symlink_loop",
-            detail="folder symlink leads back to a folder above it; not followed",
-            size_bytes=None,
-        ).model_dump()
-        for rel in found.loops
-    ]
-    rows += [
-        QuarantineRecord(
-            path=_joined(raw_dir, rel),
-            rel_path=rel,
-            reason="unreadable",
-            detail="folder cannot be listed (check its permissions); files inside it were not seen",
-            size_bytes=None,
-        ).model_dump()
-        for rel in found.unreadable_dirs
-    ]
+def _collect(probes: Iterable[Probe]) -> tuple[pd.DataFrame, list[Probe]]:
+    """Usable probes as compact columns (built a chunk at a time), failed ones as they are (few).
+
+    One column per :data:`_PROBE_COLUMNS`, in probe order; string columns are Arrow-backed, so a row costs its bytes,
+    not a Python object per value.
+    """
+    frames: list[pd.DataFrame] = []
+    chunk: list[tuple] = []
+    failed: list[Probe] = []
+    for probe in probes:
+        if probe.reason is not None:
+            failed.append(probe)
+            continue
+        chunk.append(tuple(getattr(probe, name) for name in _PROBE_COLUMNS))
+        if len(chunk) == _CHUNK:
+            frames.append(_good_frame(chunk))
+            chunk = []
+    frames.append(_good_frame(chunk))
+    return pd.concat(frames, ignore_index=True), failed
+
+
+def _good_frame(rows: list[tuple]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=list(_PROBE_COLUMNS))
+    return frame.astype({c: "int64" for c in _PROBE_INTS}).astype({c: "str" for c in _PROBE_STRINGS})
+
+
+def _deduplicate(good: pd.DataFrame) -> tuple[pd.DataFrame, list[list[str]]]:
+    """One row per content hash (the copy with the smallest rel_path), sorted by hash, and every copy's rel_path.
+
+    A global step: it needs every usable file's hash at once, so it works on the compact columns only.
+    """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    keys = pa.table({"sha256": pa.array(good["sha256"]), "rel_path": pa.array(good["rel_path"])})
+    # Arrow sorts the strings in place (UTF-8 byte order = code point order, as Python's sort): no Python objects
+    order = pc.sort_indices(keys, sort_keys=[("sha256", "ascending"), ("rel_path", "ascending")])
+    ordered = good.take(order.to_numpy()).reset_index(drop=True)
+    first = ~ordered["sha256"].duplicated().to_numpy()
+    starts = np.flatnonzero(first)
+    rel_paths = ordered["rel_path"].tolist()
+    bounds = [*starts.tolist(), len(rel_paths)]
+    all_paths = [rel_paths[start:end] for start, end in pairwise(bounds)]
+    uniques = ordered.iloc[starts].reset_index(drop=True)
+    _check_ids_unique(uniques["sha256"])
+    return uniques, all_paths
+
+
+def _quarantine_frame(raw_dir: Path, failed: list[Probe], found: Discovery) -> pd.DataFrame:
+    rows = [_quarantine_row(raw_dir, p.rel_path, p.reason, p.detail, p.size_bytes) for p in failed]
+    rows += [_quarantine_row(raw_dir, rel, "symlink_loop", _LOOP_DETAIL, None) for rel in found.loops]
+    rows += [_quarantine_row(raw_dir, rel, "unreadable", _UNREADABLE_DETAIL, None) for rel in found.unreadable_dirs]
     frame = pd.DataFrame(rows, columns=columns(QuarantineRecord))
     return frame.sort_values("rel_path", kind="stable").reset_index(drop=True).astype({"size_bytes": "Int64"})
 
 
+def _quarantine_row(raw_dir: Path, rel_path: str, reason: Any, detail: str, size_bytes: int | None) -> dict:
+    return QuarantineRecord(
+        path=_joined(raw_dir, rel_path), rel_path=rel_path, reason=reason, detail=detail, size_bytes=size_bytes
+    ).model_dump()
+
+
 def _manifest_frame(
     raw_dir: Path,
-    uniques: list[Probe],
-    copies: dict[str, list[Probe]],
+    uniques: pd.DataFrame,
+    all_paths: list[list[str]],
     threshold: int,
     join: MetadataJoin | None,
 ) -> pd.DataFrame:
-    components = near_duplicate_components([p.phash for p in uniques], threshold)
-    ids = [p.sha256[:ID_LENGTH] for p in uniques]
-    members: dict[int, list[str]] = defaultdict(list)
-    for component, image_id in zip(components, ids, strict=True):
-        members[int(component)].append(image_id)
-    records = []
-    for probe, image_id, component in zip(uniques, ids, components, strict=True):
-        group = members[int(component)]
-        all_paths = sorted(c.rel_path for c in copies[probe.sha256])
-        record = ImageRecord(
-            image_id=image_id,
-            sha256=probe.sha256,
-            path=_joined(raw_dir, probe.rel_path),
-            rel_path=probe.rel_path,
-            all_paths=all_paths,
-            n_copies=len(all_paths),
-            size_bytes=probe.size_bytes,
-            width=probe.width,
-            height=probe.height,
-            mode=probe.mode,
-            format=probe.format,
-            exif_orientation=probe.exif_orientation,
-            phash=probe.phash,
-            dup_group=min(group),
-            dup_group_size=len(group),
-        ).model_dump()
-        if join is not None:
-            row = next((join.by_file[p] for p in all_paths if p in join.by_file), {})
-            record.update({column: row.get(column) for column in join.columns})
-        records.append(record)
-    meta_columns = join.columns if join is not None else []
-    frame = pd.DataFrame(records, columns=[*columns(ImageRecord), *meta_columns])
-    return frame.sort_values("image_id", kind="stable").reset_index(drop=True)
+    """The manifest, built column by column from the unique images (sorted by sha256, hence by image_id)."""
+    if uniques.empty:  # untyped columns, as an empty manifest has always been written
+        return pd.DataFrame([], columns=[*columns(ImageRecord), *(join.columns if join is not None else [])])
+    components = near_duplicate_components(uniques["phash"].tolist(), threshold)
+    ids = uniques["sha256"].str[:ID_LENGTH]
+    group = ids.groupby(components)
+    prefix = _joined(raw_dir, "x")[:-1]  # rel_paths from discover are clean, so joining is concatenating
+    data: dict[str, Any] = {
+        "image_id": ids,
+        "sha256": uniques["sha256"],
+        "path": prefix + uniques["rel_path"],
+        "rel_path": uniques["rel_path"],
+        "all_paths": all_paths,
+        "n_copies": [len(paths) for paths in all_paths],
+        **{name: uniques[name] for name in _PROBE_COLUMNS if name not in ("rel_path", "sha256")},
+        "dup_group": group.transform("min"),
+        "dup_group_size": group.transform("size").astype("int64"),
+    }
+    frame = pd.DataFrame(data, columns=columns(ImageRecord))
+    _check_records(frame)
+    if join is not None:
+        found = [next((join.by_file[p] for p in paths if p in join.by_file), -1) for paths in all_paths]
+        for k, column in enumerate(join.columns):
+            values = join.values[:, k]
+            frame[column] = [values[row] if row >= 0 else None for row in found]
+    return frame
 
 
-def _check_ids_unique(uniques: list[Probe]) -> None:
-    prefixes = Counter(p.sha256[:ID_LENGTH] for p in uniques)
-    clash = [prefix for prefix, count in prefixes.items() if count > 1]
+def _check_records(frame: pd.DataFrame) -> None:
+    """What building an :class:`ImageRecord` per row checked, once per column: every field set, ints integral.
+
+    The columns come from decoded probes, so a failure here is a bug, not bad input.
+    """
+    for name, field in ImageRecord.model_fields.items():
+        column = frame[name]
+        integral = not len(column) or pd.api.types.is_integer_dtype(column)
+        if column.isna().any() or (field.annotation is int and not integral):
+            raise RuntimeError(f"manifest column {name!r} does not hold {field.annotation} for every image")
+
+
+def _check_ids_unique(sha256: pd.Series) -> None:
+    prefixes = sha256.str[:ID_LENGTH]
+    clash = sorted(set(prefixes[prefixes.duplicated()]))
     if clash:  # 64-bit prefixes: practically never, but a silent merge of two images would be far worse
         raise RuntimeError(f"image_id prefix collision for {clash}; raise curation.ingest.ID_LENGTH")
 

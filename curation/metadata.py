@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+import numpy as np
 import pandas as pd
 
 from curation.errors import MetadataError
@@ -18,10 +19,12 @@ META_PREFIX = "meta_"
 class MetadataJoin:
     """Metadata rows matched to files, and what did not match."""
 
-    by_file: dict[str, dict[str, str]]
-    """rel_path -> {meta_<column>: value} for every file a row describes."""
+    by_file: dict[str, int]
+    """rel_path -> position in ``values`` of the row describing the file (one int per file, not a dict per row)."""
     columns: list[str]
     """The ``meta_`` columns, in CSV order."""
+    values: np.ndarray
+    """Object array, one row per CSV row and one column per entry of ``columns``."""
     unknown_rows: list[tuple[int, str]]
     """(CSV line number, key) of rows that match no file."""
     ambiguous_rows: list[tuple[int, str]]
@@ -77,21 +80,20 @@ def join_metadata(table: pd.DataFrame, key: str, files: Iterable[str]) -> Metada
     columns = [META_PREFIX + _column_name(c) for c in value_columns]
     if len(set(columns)) < len(columns):
         raise MetadataError(f"metadata columns {value_columns} collide once lower-cased; give them distinct names")
-    by_file: dict[str, dict[str, str]] = {}
+    by_file: dict[str, int] = {}
     unknown: list[tuple[int, str]] = []
     ambiguous: list[tuple[int, str]] = []
-    rows = table[value_columns].to_numpy(dtype=object)
-    for line, (name, row) in enumerate(zip(table[key], rows, strict=True), start=2):
-        values = dict(zip(columns, row, strict=True))
+    for position, name in enumerate(table[key]):
+        line = position + 2  # line 1 is the header
         if name in known:
-            by_file[name] = values
+            by_file[name] = position
         elif len(by_name.get(name, [])) == 1:
-            by_file[by_name[name][0]] = values
+            by_file[by_name[name][0]] = position
         elif name in by_name:
             ambiguous.append((line, name))
         else:
             unknown.append((line, name))
-    return MetadataJoin(by_file, columns, unknown, ambiguous)
+    return MetadataJoin(by_file, columns, table[value_columns].to_numpy(dtype=object), unknown, ambiguous)
 
 
 def _normalise(key: str) -> str:
