@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -36,18 +37,21 @@ def split_command(
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Stratified, grouped 7:2:1 split that keeps earlier assignments as the dataset grows."""
-    from curation.split import image_labels, read_previous, split, write_split
+    from curation.split import LABEL_COLUMNS, image_labels, read_previous, split, write_split
 
     params = load_or_exit(params_path)
     settings: SplitParams = params.split
+    grouping = {"image_id", "dup_group", *settings.group_by}
     with user_errors():
-        frame = _read_parquet(manifest, "run `curation ingest` first")
+        # only the columns the split reads: image paths, hashes and copies lists stay on disk
+        frame = _read_parquet(manifest, "run `curation ingest` first", keep=grouping.__contains__)
         source = "none"
         labels_consensus = labels_prior = None
         if consensus.is_file():
-            labels_consensus, source = _read_parquet(consensus, ""), f"consensus ({consensus})"
+            labels_consensus = _read_parquet(consensus, "", keep=LABEL_COLUMNS.__contains__)
+            source = f"consensus ({consensus})"
         if prior_labels.is_file():
-            labels_prior = _read_parquet(prior_labels, "")
+            labels_prior = _read_parquet(prior_labels, "", keep=LABEL_COLUMNS.__contains__)
             if labels_consensus is None and len(labels_prior):
                 source = f"prior labels ({prior_labels})"
         labels = image_labels(
@@ -116,7 +120,7 @@ def export_command(
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Export COCO JSON and CSV per split; images keep their exact bytes."""
-    from curation.export import export, file_sha256, staged_dir
+    from curation.export import MANIFEST_COLUMNS, PREDICTION_COLUMNS, export, file_sha256, staged_dir
     from curation.progress import progress
 
     params = load_or_exit(params_path)
@@ -126,9 +130,11 @@ def export_command(
     augmented_file = augment_dir / "augmented.parquet"
     with user_errors():
         frame = _read_parquet(splits, "run `curation split` first")
-        images = _read_parquet(manifest, "run `curation ingest` first")
+        images = _read_parquet(
+            manifest, "run `curation ingest` first", keep=lambda c: c in MANIFEST_COLUMNS or c.startswith("meta_")
+        )
         augmented = _read_parquet(augmented_file, "") if augmented_file.is_file() else None
-        preds = _read_parquet(predictions, "") if predictions.is_file() else None
+        preds = _read_parquet(predictions, "", keep=PREDICTION_COLUMNS.__contains__) if predictions.is_file() else None
         dumped = {name: getattr(params, name).model_dump(mode="json") for name in ("split", "augment", "export")}
         dumped["classes"] = params.ontology.class_names
         provenance = {
@@ -181,15 +187,22 @@ def release_command(
     console.print(f"get it back: git checkout {result.name} && dvc pull")
 
 
-def _read_parquet(path: Path, hint: str) -> pd.DataFrame:
+def _read_parquet(path: Path, hint: str, *, keep: Callable[[str], bool] | None = None) -> pd.DataFrame:
+    """Read a stage's Parquet input; with ``keep``, only the columns it accepts (the others are never decoded).
+
+    Columns ``keep`` accepts but the file lacks are simply absent, so the stage's own check names them.
+    """
     import pandas as pd
+    import pyarrow.parquet as pq
 
     from curation.errors import InputError
 
     if not Path(path).is_file():
         raise InputError(f"{path}: file not found" + (f"; {hint}" if hint else ""))
     try:
-        return pd.read_parquet(path)
+        if keep is None:
+            return pd.read_parquet(path)
+        return pd.read_parquet(path, columns=[c for c in pq.read_schema(path).names if keep(c)])
     except Exception as err:  # pyarrow raises several types for a damaged file
         raise InputError(f"{path}: cannot read it as Parquet ({err}); re-run the stage that writes it") from err
 

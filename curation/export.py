@@ -30,12 +30,12 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import pandas as pd
 
 from curation.errors import CurationError, InputError
-from curation.io import write_csv, write_json
+from curation.io import atomic_path, write_json
 from schemas.params_dataset import SPLITS, ExportParams
 
 CSV_COLUMNS = [
@@ -58,6 +58,13 @@ CSV_COLUMNS = [
     "prelabel_score",
     "model_version",
 ]
+MANIFEST_COLUMNS = frozenset({"image_id", "path", "rel_path", "width", "height", "sha256"})
+"""Manifest columns the export reads, besides ``meta_*``."""
+PREDICTION_COLUMNS = frozenset(
+    {"image_id", "label", "score", "model_name", "model_version", "description_en", "description_ko"}
+)
+"""Prediction columns the export reads (descriptions, pre-label and model versions)."""
+_CHUNK = 10_000  # rows encoded at a time: bounds the per-row Python objects alive at once
 MARKER = "export.json"  # present in a folder this stage wrote; a folder without it is never replaced
 
 
@@ -108,42 +115,42 @@ def export(
     if unknown:
         raise InputError(f"splits.parquet: labels {unknown} are not ontology classes; re-run the split stage")
 
-    cocos: dict[str, dict[str, Any]] = {}
-    csvs: dict[str, pd.DataFrame] = {}
-    for name in SPLITS:
-        rows = table[table["split"] == name].reset_index(drop=True)
-        data_dir = out_dir / name / "data"
-        data_dir.mkdir(parents=True, exist_ok=True)
-        for source, file_name in zip(rows["source_path"], rows["file_name"], strict=True):
-            _place(Path(source), data_dir / file_name, settings.link)
-            if on_progress:
-                on_progress(1)
-        cocos[name] = _coco(rows, categories, category_ids)
-        csvs[name] = _csv(rows, name)
-
+    # Streaming: the table above holds only the columns COCO and CSV need. Each split's COCO lists are encoded
+    # item by item (a chunk of rows at a time) into part files and the version digest, and its CSV is written chunk
+    # by chunk, so no split's COCO dict or CSV text is ever whole in memory. labels.json is assembled from the parts
+    # once every split is hashed, because its ``info.version`` depends on all of them.
     digest = hashlib.sha256()
-    for name in SPLITS:
-        digest.update(json.dumps(cocos[name], sort_keys=True, separators=(",", ":")).encode())
-        digest.update(csvs[name].to_csv(index=False, lineterminator="\n").encode())
-    version = digest.hexdigest()[:16]
+    written: dict[str, _SplitCounts] = {}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".parts.", dir=out_dir) as parts:
+        for name in SPLITS:
+            rows = table[table["split"] == name].reset_index(drop=True)
+            data_dir = out_dir / name / "data"
+            data_dir.mkdir(parents=True, exist_ok=True)
+            for source, file_name in zip(rows["source_path"], rows["file_name"], strict=True):
+                _place(Path(source), data_dir / file_name, settings.link)
+                if on_progress:
+                    on_progress(1)
+            written[name] = _coco_parts(rows, Path(parts) / name, categories, category_ids, digest)
+            _write_split_csv(rows, name, out_dir / name / "labels.csv", digest)
+        version = digest.hexdigest()[:16]
 
-    record = dict(provenance or {})
-    record["version"] = version
-    record["model_versions"] = _model_versions(predictions)
-    record["link"] = settings.link
+        record = dict(provenance or {})
+        record["version"] = version
+        record["model_versions"] = _model_versions(predictions)
+        record["link"] = settings.link
+        for name in SPLITS:
+            info = {
+                "description": f"defect-curation export, {name} split",
+                "version": version,
+                "contributor": "defect-curation",
+                "model_versions": record["model_versions"],
+                "params_sha256": record.get("params_sha256"),
+            }
+            _assemble_coco(out_dir / name / "labels.json", Path(parts) / name, categories, info)
+    report = _report(table, written, version, settings)
     for name in SPLITS:
-        cocos[name]["info"] = {
-            "description": f"defect-curation export, {name} split",
-            "version": version,
-            "contributor": "defect-curation",
-            "model_versions": record["model_versions"],
-            "params_sha256": record.get("params_sha256"),
-        }
-        write_json(out_dir / name / "labels.json", cocos[name])
-        write_csv(out_dir / name / "labels.csv", csvs[name])
-    report = _report(table, cocos, version, settings)
-    for name in SPLITS:
-        _validate(out_dir / name, cocos[name], csvs[name])
+        _validate(out_dir / name, written[name])
     write_json(out_dir / "provenance.json", record)
     write_json(out_dir / MARKER, report)
     return ExportResult(version, report, record)
@@ -203,8 +210,7 @@ def _images_table(
 ) -> pd.DataFrame:
     """One row per exported image (originals, then augmented variants) with everything COCO and CSV need."""
     wanted = splits if settings.include_unlabeled else splits[splits["label"].notna()]
-    info = manifest.set_index("image_id")
-    missing = sorted(set(wanted["image_id"]) - set(info.index))
+    missing = sorted(set(wanted["image_id"]) - set(manifest["image_id"]))
     if missing:
         raise InputError(
             f"splits.parquet names {len(missing)} image(s) missing from the manifest (first {missing[0]!r}); "
@@ -279,36 +285,117 @@ def _place(source: Path, dest: Path, link: str) -> None:
         raise ExportError(f"cannot {link} {source} to {dest}: {err}{hint}") from err
 
 
-def _coco(rows: pd.DataFrame, categories: list[dict[str, Any]], category_ids: dict[str, int]) -> dict[str, Any]:
-    images, annotations = [], []
-    for index, row in enumerate(rows.itertuples(index=False), start=1):
-        images.append(
-            {
-                "id": index,
-                "file_name": row.file_name,
-                "width": int(row.width),
-                "height": int(row.height),
-                "image_id": row.image_id,
-                "label": _none(row.label),
-                "severity": _none(row.severity),
-                "sha256": row.sha256,
-                "source": row.source,
-                "augmented_from": _none(row.augmented_from),
-            }
-        )
-        for box in _boxes(row):
-            annotations.append(
+@dataclass(frozen=True)
+class _SplitCounts:
+    images: int
+    annotations: int
+    whole_image_boxes: int
+
+
+class _JsonList:
+    """One list of a COCO file, encoded item by item exactly as ``json.dumps`` encodes the whole file.
+
+    ``pretty`` receives the text ``write_json`` gives the list (``indent=2``, sorted keys, UTF-8) at the second
+    level of the file; ``digest`` the compact, ASCII form the version has always hashed.
+    """
+
+    def __init__(self, pretty: TextIO, digest: Any) -> None:
+        self.pretty, self.digest, self.count = pretty, digest, 0
+
+    def add(self, item: dict[str, Any]) -> None:
+        text = json.dumps(item, indent=2, sort_keys=True, ensure_ascii=False).replace("\n", "\n    ")
+        self.pretty.write(("[\n    " if self.count == 0 else ",\n    ") + text)
+        self.digest.update((("[" if self.count == 0 else ",") + json.dumps(item, sort_keys=True, **_COMPACT)).encode())
+        self.count += 1
+
+    def close(self) -> None:
+        self.pretty.write("\n  ]" if self.count else "[]")
+        self.digest.update(b"]" if self.count else b"[]")
+
+
+_COMPACT: dict[str, Any] = {"separators": (",", ":")}  # the version digest's encoding (ASCII)
+_LISTS = ("annotations", "images")  # the big lists, streamed; every other COCO key is small
+_SLOT = "\x00{}\x00"  # placeholder for a streamed list in the skeleton of the file (never in real values)
+
+
+def _skeleton(categories: list[dict[str, Any]], info: dict[str, Any] | None, **dump: Any) -> list[str]:
+    """The COCO file's text around its streamed lists: pieces to interleave with annotations, then images."""
+    coco: dict[str, Any] = {"licenses": [], "categories": categories, **{k: _SLOT.format(k) for k in _LISTS}}
+    if info is not None:
+        coco["info"] = info
+    text = json.dumps(coco, sort_keys=True, **dump)
+    pieces = [text]
+    for key in _LISTS:  # sorted keys: annotations come before images
+        head, tail = pieces.pop().split(json.dumps(_SLOT.format(key)))
+        pieces += [head, tail]
+    return pieces
+
+
+def _coco_parts(
+    rows: pd.DataFrame, folder: Path, categories: list[dict[str, Any]], category_ids: dict[str, int], digest: Any
+) -> _SplitCounts:
+    """Encode one split's annotations and images into ``folder`` (pretty parts) and ``digest`` (compact file)."""
+    folder.mkdir(parents=True)
+    head, middle, tail = _skeleton(categories, None, **_COMPACT)
+    digest.update(head.encode())
+    whole = 0
+    with (folder / "annotations").open("w", encoding="utf-8") as handle:
+        annotations = _JsonList(handle, digest)
+        for index, row in _numbered(rows):
+            for box in _boxes(row):
+                annotations.add(
+                    {
+                        "id": annotations.count + 1,
+                        "image_id": index,
+                        "category_id": category_ids[box["label"]],
+                        "bbox": [round(box["x"], 3), round(box["y"], 3), round(box["w"], 3), round(box["h"], 3)],
+                        "area": round(box["w"] * box["h"], 3),
+                        "iscrowd": 0,
+                        "whole_image": box["whole_image"],
+                    }
+                )
+                whole += box["whole_image"]
+        annotations.close()
+    digest.update(middle.encode())
+    with (folder / "images").open("w", encoding="utf-8") as handle:
+        images = _JsonList(handle, digest)
+        for index, row in _numbered(rows):
+            images.add(
                 {
-                    "id": len(annotations) + 1,
-                    "image_id": index,
-                    "category_id": category_ids[box["label"]],
-                    "bbox": [round(box["x"], 3), round(box["y"], 3), round(box["w"], 3), round(box["h"], 3)],
-                    "area": round(box["w"] * box["h"], 3),
-                    "iscrowd": 0,
-                    "whole_image": box["whole_image"],
+                    "id": index,
+                    "file_name": row.file_name,
+                    "width": int(row.width),
+                    "height": int(row.height),
+                    "image_id": row.image_id,
+                    "label": _none(row.label),
+                    "severity": _none(row.severity),
+                    "sha256": row.sha256,
+                    "source": row.source,
+                    "augmented_from": _none(row.augmented_from),
                 }
             )
-    return {"licenses": [], "categories": categories, "images": images, "annotations": annotations}
+        images.close()
+    digest.update(tail.encode())
+    return _SplitCounts(images.count, annotations.count, whole)
+
+
+def _assemble_coco(path: Path, folder: Path, categories: list[dict[str, Any]], info: dict[str, Any]) -> None:
+    """Write labels.json atomically: the skeleton with ``info``, the encoded lists copied in between."""
+    head, middle, tail = _skeleton(categories, info, indent=2, ensure_ascii=False)
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as out:
+        out.write(head)
+        with (folder / "annotations").open(encoding="utf-8") as part:
+            shutil.copyfileobj(part, out)
+        out.write(middle)
+        with (folder / "images").open(encoding="utf-8") as part:
+            shutil.copyfileobj(part, out)
+        out.write(tail + "\n")
+
+
+def _numbered(rows: pd.DataFrame) -> Iterator[tuple[int, Any]]:
+    """(COCO image id from 1, row) for every row, a chunk of rows at a time."""
+    for start in range(0, len(rows), _CHUNK):
+        yield from enumerate(rows.iloc[start : start + _CHUNK].itertuples(index=False), start=start + 1)
 
 
 def _boxes(row: Any) -> list[dict[str, Any]]:
@@ -329,8 +416,21 @@ def _csv(rows: pd.DataFrame, split: str) -> pd.DataFrame:
     return frame[[*CSV_COLUMNS, *meta]]
 
 
-def _validate(split_dir: Path, coco: dict[str, Any], csv: pd.DataFrame) -> None:
-    """Load labels.json back with pycocotools; check counts, references and that the CSV lists the same images."""
+def _write_split_csv(rows: pd.DataFrame, split: str, path: Path, digest: Any) -> None:
+    """Write labels.csv atomically a chunk of rows at a time (the header once), hashing the same text."""
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as handle:
+        for start in range(0, max(len(rows), 1), _CHUNK):  # an empty split still gets its header
+            chunk = _csv(rows.iloc[start : start + _CHUNK], split)
+            text = chunk.to_csv(index=False, header=start == 0, lineterminator="\n")
+            handle.write(text)
+            digest.update(text.encode())
+
+
+def _validate(split_dir: Path, counts: _SplitCounts) -> None:
+    """Load labels.json back with pycocotools; check counts, references and that the CSV lists the same images.
+
+    The one step that holds a split's whole COCO in memory (pycocotools parses the file), one split at a time.
+    """
     from pycocotools.coco import COCO
 
     path = split_dir / "labels.json"
@@ -340,14 +440,15 @@ def _validate(split_dir: Path, coco: dict[str, Any], csv: pd.DataFrame) -> None:
     except Exception as err:  # pycocotools raises bare AssertionError/KeyError on bad files
         raise ExportError(f"{path}: pycocotools cannot load the export ({type(err).__name__}: {err})") from err
     problems = []
-    if len(loaded.getImgIds()) != len(coco["images"]):
-        problems.append(f"{len(loaded.getImgIds())} images loaded, {len(coco['images'])} written")
-    if len(loaded.getAnnIds()) != len(coco["annotations"]):
-        problems.append(f"{len(loaded.getAnnIds())} annotations loaded, {len(coco['annotations'])} written")
+    if len(loaded.getImgIds()) != counts.images:
+        problems.append(f"{len(loaded.getImgIds())} images loaded, {counts.images} written")
+    if len(loaded.getAnnIds()) != counts.annotations:
+        problems.append(f"{len(loaded.getAnnIds())} annotations loaded, {counts.annotations} written")
     if any(a["image_id"] not in loaded.imgs for a in loaded.dataset["annotations"]):
         problems.append("an annotation points at a missing image")
-    names = [i["file_name"] for i in coco["images"]]
-    if sorted(names) != sorted(Path(p).name for p in csv["path"]):
+    names = [i["file_name"] for i in loaded.dataset["images"]]
+    listed = pd.read_csv(split_dir / "labels.csv", usecols=["path"], dtype=str, keep_default_na=False)["path"]
+    if sorted(names) != sorted(Path(p).name for p in listed):
         problems.append("labels.csv and labels.json list different images")
     absent = [n for n in names if not (split_dir / "data" / n).exists()]
     if absent:
@@ -357,18 +458,17 @@ def _validate(split_dir: Path, coco: dict[str, Any], csv: pd.DataFrame) -> None:
 
 
 def _report(
-    table: pd.DataFrame, cocos: dict[str, dict[str, Any]], version: str, settings: ExportParams
+    table: pd.DataFrame, written: dict[str, _SplitCounts], version: str, settings: ExportParams
 ) -> dict[str, Any]:
     per_split: dict[str, Any] = {}
     for name in SPLITS:
         rows = table[table["split"] == name]
-        coco = cocos[name]
         per_split[name] = {
             "images": len(rows),
             "originals": int(rows["augmented_from"].isna().sum()),
             "augmented": int(rows["augmented_from"].notna().sum()),
-            "annotations": len(coco["annotations"]),
-            "whole_image_boxes": sum(1 for a in coco["annotations"] if a["whole_image"]),
+            "annotations": written[name].annotations,
+            "whole_image_boxes": written[name].whole_image_boxes,
             "unlabeled": int(rows["label"].isna().sum()),
             "classes": {str(k): int(v) for k, v in rows["label"].value_counts().sort_index().items()},
         }

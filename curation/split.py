@@ -43,6 +43,8 @@ from curation.io import write_csv, write_json, write_parquet
 from schemas.params_dataset import SPLITS, SplitParams
 
 UNLABELED = "unlabeled"
+LABEL_COLUMNS = frozenset({"image_id", "label", "severity", "disputed", "x", "y", "w", "h"})
+"""The columns of consensus and prior labels that :func:`image_labels` reads."""
 HELD_OUT_ORDER = ("test", "val", "train")  # a contested new image goes to the first of these that claims it
 SPLIT_COLUMNS = [
     "image_id",
@@ -209,8 +211,11 @@ def read_previous(path: Path | None) -> pd.DataFrame | None:
     """The previous release's ``splits.parquet``, or None when ``path`` is None or does not exist."""
     if path is None or not Path(path).is_file():
         return None
-    try:
-        previous = pd.read_parquet(path)
+    import pyarrow.parquet as pq
+
+    try:  # the pins need two columns; the earlier labels and boxes stay on disk
+        wanted = [c for c in pq.read_schema(path).names if c in ("image_id", "split")]
+        previous = pd.read_parquet(path, columns=wanted)
     except Exception as err:  # pyarrow raises several types for a damaged file
         raise SplitError(f"{path}: cannot read the previous splits ({err}); restore it from git") from err
     _require_columns(previous, ["image_id", "split"], str(path))
