@@ -137,6 +137,25 @@ class FewShotParams(StrictModel):
     seed: int = 0
 
 
+class RayParams(StrictModel):
+    """Where and how ``engine: ray`` runs the models (see docs/scale.md)."""
+
+    address: str | None = Field(
+        None,
+        description="An existing cluster: 'auto', 'HOST:6379' or 'ray://HOST:10001'. null = start a local Ray for "
+        "the run and stop it afterwards.",
+    )
+    num_cpus: Annotated[int, Field(ge=1)] | None = Field(
+        None, description="CPUs a local Ray may use (null = all); ignored with an address."
+    )
+    actors: Annotated[int, Field(ge=1)] = Field(1, description="Model replicas (actors), each holding one model.")
+    gpus_per_actor: Annotated[float, Field(ge=0)] = Field(0.0, description="GPUs each model actor reserves.")
+    cpus_per_actor: Annotated[float, Field(gt=0)] = Field(1.0, description="CPUs each model actor reserves.")
+    cpus_per_decode_task: Annotated[float, Field(gt=0)] = Field(
+        1.0, description="CPUs each image-decoding task reserves (decoding runs in separate CPU tasks)."
+    )
+
+
 class PrelabelParams(StrictModel):
     """Everything the prelabel stage reads from ``params.yaml`` (section ``prelabel``)."""
 
@@ -159,4 +178,8 @@ class PrelabelParams(StrictModel):
     low_confidence_below: Annotated[float, Field(ge=0, le=1)] = 0.5
     cache_dir: Path = Field(Path(".cache/prelabel"), description="Relative paths are relative to the project root.")
     decode_workers: Annotated[int, Field(ge=1)] = Field(2, description="Threads decoding images beside the model.")
+    engine: Literal["local", "ray"] = Field(
+        "local", description="local: models in this process; ray: Ray Data actors (same outputs and cache)."
+    )
+    ray: RayParams = RayParams()
     histogram_bins: Annotated[int, Field(ge=2, le=100)] = 20

@@ -18,9 +18,8 @@ Outputs (:func:`write_prelabel`):
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -30,9 +29,10 @@ import pandas as pd
 from curation.io import atomic_path, write_csv, write_json, write_parquet
 from curation.prelabel import captions as caps
 from curation.prelabel.cache import PrelabelCache
+from curation.prelabel.engines import Engine, Work, recipe_of
 from curation.prelabel.errors import ManifestError, ModelUnavailableError
 from curation.prelabel.fewshot import LabelSet, cap_per_class, fit_predict, label_counts
-from curation.prelabel.images import ImageRef, load_and_prepare, prefetch_batches
+from curation.prelabel.images import ImageRef
 from curation.prelabel.prompts import build_text_classes, ensemble, model_version, settings_hash
 from curation.prelabel.zero_shot import fold_hard_negatives, summarise, text_probabilities
 from schemas.ontology import Ontology
@@ -115,9 +115,10 @@ def prelabel(
     scorer = _load_scorer(settings, runtime, notes)
     encoder = scorer if scorer is not None else _load_backbone(settings, runtime)
 
-    with PrelabelCache(cache_dir) as cache:
+    engine = Engine(settings.engine, settings.ray, decode_workers=settings.decode_workers)
+    with PrelabelCache(cache_dir) as cache, engine:
         stats: Counter[str] = Counter()
-        embeddings = _embed(encoder, refs, settings, cache, force, progress, stats)
+        embeddings = _embed(encoder, refs, settings, cache, engine, force, progress, stats)
 
         probabilities, source, version, top_negative = None, None, None, [None] * len(refs)
         zero_shot_status = "skipped"
@@ -155,7 +156,8 @@ def prelabel(
             captioner = _load_captioner(settings, runtime, notes) if mask.any() else None
             if captioner is not None:
                 chosen = [int(i) for i in np.flatnonzero(mask)]
-                texts = _caption(captioner, [refs[i] for i in chosen], settings, cache, force, progress, stats)
+                chosen_refs = [refs[i] for i in chosen]
+                texts = _caption(captioner, chosen_refs, settings, cache, engine, force, progress, stats)
                 for i, text in zip(chosen, texts, strict=True):
                     caption_texts[i] = text
                 if encode_texts is not None and chosen:
@@ -273,20 +275,20 @@ def _embed(
     refs: list[ImageRef],
     settings: PrelabelParams,
     cache: PrelabelCache,
+    engine: Engine,
     force: bool,
     progress: _Progress,
     stats: Counter[str],
 ) -> np.ndarray:
     namespace = "embed-" + settings_hash(encoder.key, encoder.spec.__dict__, settings.preprocess)
+    recipe = recipe_of(encoder, settings.device)
+    work = Work(recipe, "encode_images", encoder.spec, settings.preprocess, settings.clip.batch_size)
     found = _through_cache(
         refs,
         kind="embeddings",
         get=lambda hashes: cache.get_embeddings(namespace, hashes),
         put=lambda pairs: cache.put_embeddings(namespace, pairs),
-        compute=encoder.encode_images,
-        spec=encoder.spec,
-        batch_size=settings.clip.batch_size,
-        settings=settings,
+        run=lambda todo: engine.batches(encoder, work, todo),
         force=force,
         progress=progress,
         stats=stats,
@@ -302,25 +304,20 @@ def _through_cache(
     kind: str,
     get: Callable[[list[str]], dict[str, Any]],
     put: Callable[[Any], None],
-    compute: Callable[[np.ndarray], Any],
-    spec: Any,
-    batch_size: int,
-    settings: PrelabelParams,
+    run: Callable[[list[ImageRef]], Iterator[tuple[list[ImageRef], Any]]],
     force: bool,
     progress: _Progress,
     stats: Counter[str],
 ) -> dict[str, Any]:
-    """Per-image outputs by content hash: cached ones read back, the rest decoded (in parallel with the model),
-    computed in batches and stored batch by batch, so a killed run resumes where it stopped."""
+    """Per-image outputs by content hash: cached ones read back, the rest computed by the engine (``run``: decoding
+    in parallel with the model) and stored batch by batch as they arrive, so a killed run resumes where it stopped."""
     hashes = [ref.sha256 for ref in refs]
     found = {} if force else get(hashes)
     todo = [ref for ref in refs if ref.sha256 not in found]
     stats[f"{kind}_cached"] += len(refs) - len(todo)
     stats[f"{kind}_computed"] += len(todo)
     progress.add(len(todo))
-    work = partial(_prepare_one, specs=(spec,), settings=settings)
-    for batch, arrays in prefetch_batches(todo, work, batch_size=batch_size, workers=settings.decode_workers):
-        outputs = compute(np.stack(arrays))
+    for batch, outputs in run(todo):
         put(zip((ref.sha256 for ref in batch), outputs, strict=True))
         found.update({ref.sha256: output for ref, output in zip(batch, outputs, strict=True)})
         progress.advance(len(batch))
@@ -355,15 +352,12 @@ def _logit_scale(scorer: Any, cache: PrelabelCache, force: bool) -> float:
     return value
 
 
-def _prepare_one(ref: ImageRef, *, specs: tuple, settings: PrelabelParams) -> np.ndarray:
-    return load_and_prepare(ref, specs, settings.preprocess)[0]
-
-
 def _caption(
     captioner: Any,
     refs: list[ImageRef],
     settings: PrelabelParams,
     cache: PrelabelCache,
+    engine: Engine,
     force: bool,
     progress: _Progress,
     stats: Counter[str],
@@ -372,15 +366,20 @@ def _caption(
     namespace = "caption-" + settings_hash(
         captioner.key, captioner.spec.__dict__, settings.preprocess, generation, settings.captions.prompt
     )
+    work = Work(
+        recipe_of(captioner, settings.device),
+        "caption",
+        captioner.spec,
+        settings.preprocess,
+        settings.captions.batch_size,
+        {"generation": generation, "prompt": settings.captions.prompt},
+    )
     found = _through_cache(
         refs,
         kind="captions",
         get=lambda hashes: cache.get_captions(namespace, hashes),
         put=lambda pairs: cache.put_captions(namespace, pairs),
-        compute=lambda pixels: captioner.caption(pixels, generation, settings.captions.prompt),
-        spec=captioner.spec,
-        batch_size=settings.captions.batch_size,
-        settings=settings,
+        run=lambda todo: engine.batches(captioner, work, todo),
         force=force,
         progress=progress,
         stats=stats,

@@ -1,0 +1,276 @@
+"""Where a prelabel run's model work happens: in this process (``local``) or on Ray Data actors (``ray``).
+
+Both engines take the images whose outputs are not in the cache and yield ``(refs, outputs)`` one model batch at a
+time; the stage stores every batch in its cache as it arrives. So the cache, the outputs and resuming after a kill
+are the same whichever engine computed them, and a ray run after a local run recomputes nothing.
+
+The Ray engine is Ray Data, not a home-made scheduler: one dataset row per model batch (the local engine's
+batches, in the same order, so a deterministic model gives bit-identical outputs: results for a row may depend on
+which rows share its batch), decoded by CPU tasks, then ``map_batches`` over an actor pool where each actor holds
+one model (``prelabel.ray``: actors, GPUs and CPUs per actor). Ray streams the rows, so only a few batches of
+pixels are in flight at a time. Image paths and a local checkpoint folder must be readable at the same path on
+every node (a shared mount); the cache stays with the driver.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import socket
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from curation.errors import CurationError
+from curation.prelabel.errors import ModelUnavailableError
+from curation.prelabel.images import ImageRef, InputSpec, load_and_prepare, prefetch_batches
+from schemas.params_prelabel import PreprocessParams, RayParams
+
+Batches = Iterator[tuple[list[ImageRef], Sequence[Any]]]
+ModelKind = Literal["clip", "captioner", "backbone"]
+_CONNECT_TIMEOUT_S = 5.0
+_INSTALL_HINT = "prelabel.engine: ray needs Ray Data: pip install 'defect-curation[ray]' (or set engine: local)"
+
+
+@dataclass(frozen=True)
+class ModelRecipe:
+    """How to build a model in another process: small and picklable. ``device`` is the params' preference,
+    resolved where the model runs (a GPU actor picks CUDA even when the driver has no GPU)."""
+
+    kind: ModelKind
+    checkpoint: Any  # models.Checkpoint, or None for the offline backbone
+    device: str
+
+    def build(self) -> Any:
+        from curation.prelabel import models
+
+        runtime = models.select_runtime(self.device)
+        if self.kind == "backbone":
+            return models.OfflineBackbone(runtime)
+        kind = {"clip": models.ClipScorer, "captioner": models.Captioner}[self.kind]
+        return kind(self.checkpoint, runtime)
+
+
+def recipe_of(model: Any, device: str) -> ModelRecipe:
+    """The recipe that rebuilds ``model`` (a loaded ClipScorer, Captioner or OfflineBackbone)."""
+    from curation.prelabel import models
+
+    if isinstance(model, models.ClipScorer):
+        return ModelRecipe("clip", model.checkpoint, device)
+    if isinstance(model, models.Captioner):
+        return ModelRecipe("captioner", model.checkpoint, device)
+    if isinstance(model, models.OfflineBackbone):
+        return ModelRecipe("backbone", None, device)
+    raise TypeError(f"no recipe for {type(model).__name__}")
+
+
+@dataclass(frozen=True)
+class Work:
+    """One kind of per-image model output: ``model.<method>(pixels, **kwargs)`` on inputs prepared for ``spec``."""
+
+    recipe: ModelRecipe
+    method: Literal["encode_images", "caption"]
+    spec: InputSpec
+    preprocess: PreprocessParams
+    batch_size: int
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+
+def local_batches(model: Any, work: Work, refs: Sequence[ImageRef], *, decode_workers: int) -> Batches:
+    """Decode in threads beside the model and run ``work`` on ``model`` in this process."""
+    call = getattr(model, work.method)
+    for batch, arrays in prefetch_batches(
+        refs, _Decode(work.spec, work.preprocess).one, batch_size=work.batch_size, workers=decode_workers
+    ):
+        yield batch, call(np.stack(arrays), **work.kwargs)
+
+
+def ray_batches(work: Work, refs: Sequence[ImageRef], settings: RayParams) -> Batches:
+    """Run ``work`` on Ray Data: decoding in CPU tasks, the model in an actor pool; batches arrive as they finish.
+
+    Raises:
+        CurationError: the error a task raised (a changed image, a model that does not load), as it was raised.
+        ModelUnavailableError: Ray is not installed.
+    """
+    batches = [list(refs[i : i + work.batch_size]) for i in range(0, len(refs), work.batch_size)]
+    if not batches:
+        return
+    try:
+        import ray
+    except ImportError as err:
+        raise ModelUnavailableError(_INSTALL_HINT) from err
+    for row in _dataset(ray, work, batches, settings).iter_rows():
+        if row["error"]:
+            raise pickle.loads(row["error"])  # a CurationError from our own task, e.g. an image changed since ingest
+        outputs = row["outputs"]
+        yield batches[int(row["batch"])], list(outputs) if work.method == "caption" else np.asarray(outputs)
+
+
+def _dataset(ray: Any, work: Work, batches: list[list[ImageRef]], settings: RayParams) -> Any:
+    """The Ray Data plan: one row per model batch -> decoding CPU tasks -> the model actor pool."""
+    rows = [
+        {
+            "batch": k,
+            "path": [ref.path for ref in batch],
+            "sha256": [ref.sha256 for ref in batch],
+            "orientation": [ref.exif_orientation for ref in batch],
+            "row": [ref.row for ref in batch],
+        }
+        for k, batch in enumerate(batches)
+    ]
+    return (
+        ray.data.from_items(rows, override_num_blocks=len(rows))
+        # flat_map (one row in, one row out) rather than map: Ray never fuses a step that may change the row count
+        # into a batched step after it, so decoding stays in its own CPU tasks instead of running inside the model
+        # actors whenever both ask for the same resources (tests/test_prelabel_ray.py checks the plan).
+        .flat_map(_Decode(work.spec, work.preprocess), num_cpus=settings.cpus_per_decode_task)
+        .map_batches(
+            _ModelActor,
+            fn_constructor_kwargs={"recipe": work.recipe, "method": work.method, "kwargs": work.kwargs},
+            batch_size=1,
+            compute=ray.data.ActorPoolStrategy(size=settings.actors),
+            num_gpus=settings.gpus_per_actor or None,
+            num_cpus=settings.cpus_per_actor,
+        )
+    )
+
+
+class _Decode:
+    """Read, check and prepare images for one input spec (a callable object, so Ray can ship it to tasks).
+
+    Our own errors (a file gone or changed since ingest) travel as data in the ``error`` column: Ray would wrap a
+    raised one in its UserCodeException, losing the type and the message the user needs.
+    """
+
+    def __init__(self, spec: InputSpec, preprocess: PreprocessParams) -> None:
+        self.spec = spec
+        self.preprocess = preprocess
+
+    def one(self, ref: ImageRef) -> np.ndarray:
+        return load_and_prepare(ref, (self.spec,), self.preprocess)[0]
+
+    def __call__(self, row: dict[str, Any]) -> list[dict[str, Any]]:
+        refs = [
+            ImageRef(str(p), str(s), int(o), int(r))
+            for p, s, o, r in zip(row["path"], row["sha256"], row["orientation"], row["row"], strict=True)
+        ]
+        try:
+            pixels, error = np.stack([self.one(ref) for ref in refs]), b""
+        except CurationError as err:
+            pixels, error = np.zeros((0, 0, 0, 0), np.float32), pickle.dumps(err)
+        return [{"batch": row["batch"], "pixels": pixels, "error": error}]
+
+
+class _ModelActor:
+    """One model replica: built once per actor, then called on one batch of pixels per row."""
+
+    def __init__(self, recipe: ModelRecipe, method: str, kwargs: dict[str, Any]) -> None:
+        self.kwargs = kwargs
+        self.empty: Any = [] if method == "caption" else np.zeros((0, 0), np.float32)
+        self.failure = b""
+        try:
+            self.call = getattr(recipe.build(), method)
+        except CurationError as err:  # e.g. the checkpoint folder is missing on this node: say so on every row
+            self.failure = pickle.dumps(err)
+
+    def __call__(self, batch: dict[str, Any]) -> dict[str, Any]:
+        (pixels,), (error,) = batch["pixels"], batch["error"]  # batch_size=1: one model batch per row
+        error = error or self.failure
+        output: Any = self.empty
+        if not error:
+            try:
+                # Ray hands out read-only views of its object store; torch wants writable arrays.
+                output = self.call(np.require(pixels, np.float32, ["W"]), **self.kwargs)
+            except CurationError as err:
+                error = pickle.dumps(err)
+        column = np.empty(1, dtype=object)
+        column[0] = output
+        return {"batch": batch["batch"], "outputs": column if isinstance(output, list) else [output], "error": [error]}
+
+
+@contextlib.contextmanager
+def ray_session(settings: RayParams) -> Iterator[None]:
+    """Connect to ``settings.address``, or start a local Ray for the run (stopped afterwards); reuse a Ray this
+    process already started (tests call ``ray.init(num_cpus=2)`` themselves).
+
+    Raises:
+        ModelUnavailableError: Ray is not installed, or the cluster cannot be reached.
+    """
+    # Air-gapped sites: Ray must not try to report usage statistics to the internet.
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    try:
+        import ray
+    except ImportError as err:
+        raise ModelUnavailableError(_INSTALL_HINT) from err
+    _quiet_ray_data()
+    if ray.is_initialized():
+        yield
+        return
+    options: dict[str, Any] = {"include_dashboard": False, "configure_logging": False}
+    if settings.address is not None:
+        options["address"] = settings.address
+    elif settings.num_cpus is not None:
+        options["num_cpus"] = settings.num_cpus
+    where = f"the Ray cluster at {settings.address}" if settings.address else "a local Ray"
+    fix = "check prelabel.ray.address (or set it to null for a local Ray, or engine: local)"
+    if settings.address not in (None, "auto"):
+        _check_reachable(settings.address, where, fix)
+    try:
+        ray.init(**options)
+    except Exception as err:
+        raise ModelUnavailableError(f"cannot start or reach {where} ({type(err).__name__}: {err}); {fix}") from err
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def _check_reachable(address: str, where: str, fix: str) -> None:
+    """Fail in seconds on an address nothing listens on: ``ray.init`` would keep retrying it for minutes."""
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise ModelUnavailableError(f"prelabel.ray.address {address!r} is not HOST:PORT, ray://HOST:PORT or auto")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=_CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        raise ModelUnavailableError(f"cannot reach {where} ({err}); {fix}") from err
+
+
+def _quiet_ray_data() -> None:
+    """Our own progress bar reports the run; Ray Data's per-operator bars and INFO lines would interleave with it."""
+    from ray.data import DataContext
+
+    context = DataContext.get_current()
+    context.enable_progress_bars = False
+    context.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+class Engine:
+    """Runs :class:`Work` on the engine the params chose. Ray is started (or connected to) on first use only, so a
+    run whose outputs are all cached never waits for it; it is stopped when the engine closes."""
+
+    def __init__(self, engine: Literal["local", "ray"], ray_settings: RayParams, *, decode_workers: int) -> None:
+        self.engine = engine
+        self.ray_settings = ray_settings
+        self.decode_workers = decode_workers
+        self._stack = contextlib.ExitStack()
+        self._ray_started = False
+
+    def __enter__(self) -> Engine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stack.close()
+
+    def batches(self, model: Any, work: Work, refs: Sequence[ImageRef]) -> Batches:
+        if self.engine == "local" or not refs:
+            return local_batches(model, work, refs, decode_workers=self.decode_workers)
+        if not self._ray_started:
+            self._stack.enter_context(ray_session(self.ray_settings))
+            self._ray_started = True
+        return ray_batches(work, refs, self.ray_settings)
