@@ -158,22 +158,23 @@ def connect_backend_command(
     """Connect a running `curation serve` to the Label Studio project, so tasks without predictions get one."""
     from curation.studio.cli import studio_settings
     from curation.studio.client import connection, make_client
-    from curation.studio.config import find_project
+    from curation.studio.config import find_projects
 
     params = load_or_exit(params_path)
     settings = studio_settings(params)
     with user_errors():
         conn = connection(settings)
         client = make_client(conn, retries=settings.retries, timeout_s=settings.timeout_s)
-        project_id = find_project(client, conn, settings.project_title)
-        if project_id is None:
+        project_ids = find_projects(client, conn, settings.project_title)  # every part of the project set
+        if not project_ids:
             raise ServeError(
                 f"no Label Studio project titled {settings.project_title!r} on {conn.url}; run `curation push` first"
             )
-        report = connect_backend(client, conn, project_id, url)
-    verb = "connected" if report["created"] else "already connected"
-    console.print(
-        f"{verb}: {url} is the ML backend of project {project_id} ({settings.project_title!r}), model version "
-        f"{report['model_version'] or '-'}",
-        highlight=False,
-    )
+        reports = [connect_backend(client, conn, project_id, url) for project_id in project_ids]
+    for report in reports:
+        verb = "connected" if report["created"] else "already connected"
+        console.print(
+            f"{verb}: {url} is the ML backend of project {report['project_id']} ({settings.project_title!r}), "
+            f"model version {report['model_version'] or '-'}",
+            highlight=False,
+        )
