@@ -40,6 +40,8 @@ from schemas.params_prelabel import PrelabelParams
 from schemas.records import Prediction, columns
 
 REQUIRED_COLUMNS = ("image_id", "sha256", "path", "exif_orientation")
+_LOOKUP_CHUNK = 8192
+_EMBEDDING_ROWS = 65_536  # rows per Parquet row group of embeddings.parquet
 EMBEDDINGS_FILE = "embeddings.parquet"
 
 Callback = Callable[[int], None]
@@ -53,6 +55,7 @@ class PrelabelResult:
     report: dict[str, Any]
     notes: list[str] = field(default_factory=list)
     cache_stats: dict[str, int] = field(default_factory=dict)
+    embedding_matrix: np.ndarray | None = None  # the (images, D) float32 matrix behind ``embeddings``
 
 
 @dataclass
@@ -178,35 +181,49 @@ def prelabel(
         ontology=ontology,
         settings=settings,
     )
-    embedding_frame = pd.DataFrame(
-        {"image_id": image_ids, "model_name": encoder.key, "embedding": list(embeddings.astype(np.float32))}
+    embedding_frame = pd.DataFrame(  # rows are views into one matrix, not copies
+        {"image_id": image_ids, "model_name": encoder.key, "embedding": list(embeddings)}
     )
     histogram = confidence_histogram(predictions["score"].to_numpy(float), settings.histogram_bins)
     report = _report(predictions, class_names, settings, zero_shot_status, few.report, encoder.key, len(refs))
     for note in notes:
         report.setdefault("notes", []).append(note)
-    return PrelabelResult(predictions, embedding_frame, histogram, report, notes, dict(stats))
+    return PrelabelResult(predictions, embedding_frame, histogram, report, notes, dict(stats), embeddings)
 
 
 def write_prelabel(result: PrelabelResult, out_dir: Path) -> None:
     """Write every output atomically into ``out_dir``."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     out_dir = Path(out_dir)
     write_parquet(out_dir / "predictions.parquet", result.predictions)
-    table = pa.table(
-        {
-            "image_id": pa.array(result.embeddings["image_id"], pa.string()),
-            "model_name": pa.array(result.embeddings["model_name"], pa.string()),
-            "embedding": pa.array(list(result.embeddings["embedding"]), pa.list_(pa.float32())),
-        }
-    )
-    with atomic_path(out_dir / EMBEDDINGS_FILE) as tmp:
-        pq.write_table(table, tmp)
+    matrix = result.embedding_matrix
+    if matrix is None or len(matrix) != len(result.embeddings):
+        matrix = np.stack(result.embeddings["embedding"].to_list()) if len(result.embeddings) else np.zeros((0, 0))
+    _write_embeddings(out_dir / EMBEDDINGS_FILE, result.embeddings, np.ascontiguousarray(matrix, np.float32))
     write_csv(out_dir / "confidence_histogram.csv", result.histogram)
     _histogram_png(result.histogram, out_dir / "confidence_histogram.png", result.report)
     write_json(out_dir / "prelabel.json", result.report)
+
+
+def _write_embeddings(path: Path, frame: pd.DataFrame, matrix: np.ndarray) -> None:
+    """Row group by row group from the matrix: each group's column is one flat float32 buffer with offsets (the
+    same list<float32> column as per-row arrays, without making them, and offsets that never overflow int32)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("image_id", pa.string()), ("model_name", pa.string()), ("embedding", pa.list_(pa.float32()))])
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for start in range(0, len(frame), _EMBEDDING_ROWS):
+            part = matrix[start : start + _EMBEDDING_ROWS]
+            offsets = pa.array(np.arange(len(part) + 1, dtype=np.int32) * part.shape[1], pa.int32())
+            columns = {
+                "image_id": pa.array(frame["image_id"].iloc[start : start + len(part)], pa.string()),
+                "model_name": pa.array(frame["model_name"].iloc[start : start + len(part)], pa.string()),
+                "embedding": pa.ListArray.from_arrays(offsets, pa.array(part.reshape(-1), pa.float32())),
+            }
+            writer.write_table(pa.table(columns, schema=schema))
+        if not len(frame):
+            writer.write_table(schema.empty_table())
 
 
 def confidence_histogram(scores: np.ndarray, bins: int) -> pd.DataFrame:
@@ -283,19 +300,26 @@ def _embed(
     namespace = "embed-" + settings_hash(encoder.key, encoder.spec.__dict__, settings.preprocess)
     recipe = recipe_of(encoder, settings.device)
     work = Work(recipe, "encode_images", encoder.spec, settings.preprocess, settings.clip.batch_size)
-    found = _through_cache(
+    matrix: list[np.ndarray] = []  # one (len(refs), D) float32 matrix, allocated when D is known
+
+    def keep(rows: list[int], outputs: Any) -> None:
+        outputs = np.asarray(outputs, np.float32)
+        if not matrix:
+            matrix.append(np.empty((len(refs), outputs.shape[1]), np.float32))
+        matrix[0][rows] = outputs
+
+    _through_cache(
         refs,
         kind="embeddings",
         get=lambda hashes: cache.get_embeddings(namespace, hashes),
         put=lambda pairs: cache.put_embeddings(namespace, pairs),
         run=lambda todo: engine.batches(encoder, work, todo),
+        keep=keep,
         force=force,
         progress=progress,
         stats=stats,
     )
-    if not refs:
-        return np.zeros((0, 0), np.float32)
-    return np.stack([found[ref.sha256] for ref in refs]).astype(np.float32)
+    return matrix[0] if matrix else np.zeros((0, 0), np.float32)
 
 
 def _through_cache(
@@ -305,23 +329,30 @@ def _through_cache(
     get: Callable[[list[str]], dict[str, Any]],
     put: Callable[[Any], None],
     run: Callable[[list[ImageRef]], Iterator[tuple[list[ImageRef], Any]]],
+    keep: Callable[[list[int], Any], None],
     force: bool,
     progress: _Progress,
     stats: Counter[str],
-) -> dict[str, Any]:
+) -> None:
     """Per-image outputs by content hash: cached ones read back, the rest computed by the engine (``run``: decoding
-    in parallel with the model) and stored batch by batch as they arrive, so a killed run resumes where it stopped."""
-    hashes = [ref.sha256 for ref in refs]
-    found = {} if force else get(hashes)
-    todo = [ref for ref in refs if ref.sha256 not in found]
+    in parallel with the model) and stored batch by batch as they arrive, so a killed run resumes where it stopped.
+    ``keep(rows, outputs)`` receives the outputs (rows: ``ref.row``) as they are read or computed."""
+    todo: list[ImageRef] = []
+    # Cache lookups go chunk by chunk, so no run holds a dict of every image's output at once.
+    for start in range(0, len(refs), _LOOKUP_CHUNK):
+        chunk = refs[start : start + _LOOKUP_CHUNK]
+        found = {} if force else get([ref.sha256 for ref in chunk])
+        hits = [ref for ref in chunk if ref.sha256 in found]
+        if hits:
+            keep([ref.row for ref in hits], [found[ref.sha256] for ref in hits])
+        todo.extend(ref for ref in chunk if ref.sha256 not in found)
     stats[f"{kind}_cached"] += len(refs) - len(todo)
     stats[f"{kind}_computed"] += len(todo)
     progress.add(len(todo))
     for batch, outputs in run(todo):
         put(zip((ref.sha256 for ref in batch), outputs, strict=True))
-        found.update({ref.sha256: output for ref, output in zip(batch, outputs, strict=True)})
+        keep([ref.row for ref in batch], outputs)
         progress.advance(len(batch))
-    return found
 
 
 def _text_encoder(
@@ -374,17 +405,25 @@ def _caption(
         settings.captions.batch_size,
         {"generation": generation, "prompt": settings.captions.prompt},
     )
-    found = _through_cache(
+    texts: list[str] = [""] * len(refs)
+    position = {ref.row: k for k, ref in enumerate(refs)}
+
+    def keep(rows: list[int], outputs: Any) -> None:
+        for row, text in zip(rows, outputs, strict=True):
+            texts[position[row]] = text
+
+    _through_cache(
         refs,
         kind="captions",
         get=lambda hashes: cache.get_captions(namespace, hashes),
         put=lambda pairs: cache.put_captions(namespace, pairs),
         run=lambda todo: engine.batches(captioner, work, todo),
+        keep=keep,
         force=force,
         progress=progress,
         stats=stats,
     )
-    return [found[ref.sha256] for ref in refs]
+    return texts
 
 
 @dataclass(frozen=True)
@@ -465,30 +504,32 @@ def _predictions_frame(
         return empty.astype({c: "float64" for c in ["score", "margin", "entropy", *probability_columns]})
     summary = summarise(probabilities, class_names)
     texts, scores, flags = captions
-    rows = []
-    for i, image_id in enumerate(image_ids):
-        label, confidence = summary.labels[i], float(summary.scores[i])
-        description_en, description_ko = caps.describe(label, confidence, texts[i], ontology, settings.description)
-        record = Prediction(
-            image_id=image_id,
-            label=label,
-            score=confidence,
-            margin=float(summary.margins[i]),
-            entropy=float(summary.entropies[i]),
-            top_hard_negative=top_negative[i],
-            source=source,
-            model_name=model_name,
-            model_version=version,
-            caption=texts[i],
-            caption_score=scores[i],
-            caption_flag=flags[i],
-            description_en=description_en,
-            description_ko=description_ko,
-        ).model_dump()
-        record.update(zip(probability_columns, map(float, probabilities[i]), strict=True))
-        rows.append(record)
-    frame = pd.DataFrame(rows, columns=[*columns(Prediction), *probability_columns])
-    return frame.astype({"caption_score": "float64"})
+    descriptions = [
+        caps.describe(label, float(score), text, ontology, settings.description)
+        for label, score, text in zip(summary.labels, summary.scores, texts, strict=True)
+    ]
+    # Built column by column: a Prediction object and a dict per image would cost more than the columns themselves
+    # at a million images. tests/test_prelabel_stage.py validates rows against schemas.records.Prediction.
+    frame = pd.DataFrame(
+        {
+            "image_id": pd.Series(image_ids),
+            "label": pd.Series(summary.labels),
+            "score": summary.scores.astype(np.float64),
+            "margin": summary.margins.astype(np.float64),
+            "entropy": summary.entropies.astype(np.float64),
+            "top_hard_negative": pd.Series(top_negative),
+            "source": source,
+            "model_name": model_name,
+            "model_version": version,
+            "caption": pd.Series(texts),
+            "caption_score": pd.Series(scores, dtype="float64"),
+            "caption_flag": np.asarray(flags, dtype=bool),
+            "description_en": pd.Series([en for en, _ in descriptions]),
+            "description_ko": pd.Series([ko for _, ko in descriptions]),
+        }
+    )
+    probability_frame = pd.DataFrame(probabilities.astype(np.float64), columns=probability_columns)
+    return pd.concat([frame[columns(Prediction)], probability_frame], axis=1)
 
 
 def _report(
