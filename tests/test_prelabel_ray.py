@@ -139,6 +139,14 @@ def test_a_changed_image_fails_the_ray_run_with_the_file_named(world, params, tm
         prelabel(manifest, _settings(world, "ray"), params.ontology, cache_dir=tmp_path / "cache")
 
 
+def test_actors_that_leave_no_cpu_for_decoding_are_refused(world, params, tmp_path, local_ray):
+    settings = _settings(world, "ray", ray=RayParams(actors=2, cpus_per_actor=1, cpus_per_decode_task=0.5))
+    with pytest.raises(
+        ModelUnavailableError, match=r"asks for 2\.5 CPUs .* local Ray has 2 CPUs and 0 GPUs; lower prelabel\.ray"
+    ):
+        prelabel(world["manifest"], settings, params.ontology, cache_dir=tmp_path / "cache")
+
+
 def test_an_unreachable_cluster_is_a_clear_error(world, params, tmp_path):
     if ray.is_initialized():
         ray.shutdown()

@@ -103,11 +103,29 @@ def ray_batches(work: Work, refs: Sequence[ImageRef], settings: RayParams) -> Ba
         import ray
     except ImportError as err:
         raise ModelUnavailableError(_INSTALL_HINT) from err
+    if settings.address is None:
+        _check_fits(ray.cluster_resources(), settings)
     for row in _dataset(ray, work, batches, settings).iter_rows():
         if row["error"]:
             raise pickle.loads(row["error"])  # a CurationError from our own task, e.g. an image changed since ingest
         outputs = row["outputs"]
         yield batches[int(row["batch"])], list(outputs) if work.method == "caption" else np.asarray(outputs)
+
+
+def _check_fits(resources: dict[str, float], settings: RayParams) -> None:
+    """On a local Ray, the actors and one decoding task must fit at once, or the run would wait forever for a CPU.
+    (Not checked on a cluster address: an autoscaling cluster adds nodes when asked.)"""
+    cpus, gpus = resources.get("CPU", 0.0), resources.get("GPU", 0.0)
+    need_cpus = settings.actors * settings.cpus_per_actor + settings.cpus_per_decode_task
+    need_gpus = settings.actors * settings.gpus_per_actor
+    if need_cpus > cpus + 1e-9 or need_gpus > gpus + 1e-9:
+        raise ModelUnavailableError(
+            f"prelabel.ray asks for {need_cpus:g} CPUs and {need_gpus:g} GPUs at once ({settings.actors} actors "
+            f"x {settings.cpus_per_actor:g} CPU + {settings.gpus_per_actor:g} GPU, plus "
+            f"{settings.cpus_per_decode_task:g} CPU for a decoding task) but the local Ray has {cpus:g} CPUs and "
+            f"{gpus:g} GPUs; lower prelabel.ray.actors "
+            "or the per-actor/per-task CPUs (fractions such as 0.5 are fine), or raise prelabel.ray.num_cpus"
+        )
 
 
 def _dataset(ray: Any, work: Work, batches: list[list[ImageRef]], settings: RayParams) -> Any:
