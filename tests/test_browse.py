@@ -35,6 +35,7 @@ from curation.browse.cli import database_command, fiftyone_command, search_comma
 from curation.browse.errors import BrowseInputError
 from schemas.params import Params
 from schemas.params_browse import BrowseParams
+from tests.chromium import CHROMIUM, FLAGS, HEADLESS, MISSING
 from tests.conftest import ROOT
 
 SEED = 7
@@ -483,7 +484,6 @@ def test_fiftyone_command_reports_a_missing_manifest(tmp_path: Path, monkeypatch
 
 # ---- the App: `curation browse` + headless chromium ----
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 MAGENTA = (255, 0, 255)
 LAUNCH = (
     "import typer; from curation.browse.cli import browse_command, database_command; app = typer.Typer(); "
@@ -577,19 +577,14 @@ def _wait_for_app(process: subprocess.Popen, log: Path, port: int, timeout: floa
     pytest.fail(f"the App did not come up on port {port} within {timeout:.0f} s:\n{log.read_text()[-3000:]}")
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian chromium (make test installs it)")
+@pytest.mark.skipif(CHROMIUM is None, reason=MISSING)
 def test_app_grid_shows_the_samples(app_url: str, app_dataset: str, tmp_path: Path) -> None:
     assert app_url.endswith(f"/datasets/{app_dataset}")
     shot = tmp_path / "app.png"
     command = [
         CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--no-first-run",
+        HEADLESS,
+        *FLAGS,
         f"--user-data-dir={tmp_path / 'chromium'}",
         "--window-size=1280,900",
         "--virtual-time-budget=20000",

@@ -3,32 +3,21 @@ the screenshot shows the image, the ontology's choices and the model's predictio
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pytest
 from PIL import Image
 
 from curation.studio.push import build_tasks, push
 from curation.studio.server import load_credentials
+from tests.chromium import CHROMIUM, FLAGS, MISSING
 from tests.studio_fixture import Studio, make_inputs, studio_server  # noqa: F401
-
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest.fixture(scope="module")
 def browser():
     sync_api = pytest.importorskip("playwright.sync_api", reason="pip install playwright (no browser download)")
-    if not shutil.which(CHROMIUM):
-        pytest.skip("Debian chromium missing: apt-get install -y chromium (the Makefile installs it)")
+    if CHROMIUM is None:
+        pytest.skip(MISSING)
     with sync_api.sync_playwright() as playwright:
         launched = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
         yield launched
