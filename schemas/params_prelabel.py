@@ -123,7 +123,7 @@ class DescriptionParams(StrictModel):
 
 
 class FewShotParams(StrictModel):
-    """Logistic regression on image embeddings, once human labels exist (the active-learning loop)."""
+    """Logistic regression on normalised image embeddings, once human labels exist (the active-learning loop)."""
 
     enabled: bool = True
     min_per_class: Annotated[int, Field(ge=2)] = Field(
@@ -133,7 +133,19 @@ class FewShotParams(StrictModel):
         None, description="Use at most this many labels per class (seeded draw): simulates an early labelling round."
     )
     cv_folds: Annotated[int, Field(ge=2)] = 5
-    regularization: Annotated[float, Field(gt=0)] = Field(1.0, description="scikit-learn's C (inverse strength).")
+    normalize: Literal["power_l2", "l2", "standard"] = Field(
+        "power_l2",
+        description="How embeddings are scaled before the regression. power_l2: signed square root of each value, "
+        "then unit length (tames the few large activations; X-SDD, 5 labels per class, 20 draws: 0.911 +- 0.027 "
+        "accuracy vs 0.805 +- 0.032 for standard). l2: unit length only. standard: per-feature z-scores fitted on "
+        "the labelled images (the former recipe: with a handful of labels it inflates noisy low-variance features).",
+    )
+    regularization: Annotated[float, Field(gt=0)] = Field(
+        100.0,
+        description="scikit-learn's C (inverse strength). Its scale depends on normalize: on unit-length power_l2 "
+        "embeddings 100 gave the best accuracy and calibration (C=10: same ranking but top probabilities ~0.56 at "
+        "0.92 accuracy); for standard, 1.0.",
+    )
     seed: int = 0
 
 

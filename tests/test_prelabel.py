@@ -12,7 +12,7 @@ from PIL import Image
 from curation.prelabel.cache import PrelabelCache
 from curation.prelabel.captions import describe, glossary_korean, select_for_captions
 from curation.prelabel.errors import ManifestError, ModelUnavailableError
-from curation.prelabel.fewshot import cap_per_class, fit_predict, read_labels
+from curation.prelabel.fewshot import cap_per_class, fit_predict, power_l2, read_labels
 from curation.prelabel.images import ImageRef, InputSpec, clahe, load_rgb, prepare, resize_square
 from curation.prelabel.models import resolve_checkpoint, select_runtime
 from curation.prelabel.prompts import TextClass, build_text_classes, ensemble, model_version
@@ -219,7 +219,8 @@ def test_caption_policy_selection():
     assert not select_for_captions("none", scores, 0.5).any()
 
 
-def test_few_shot_is_out_of_fold_for_labelled_images():
+@pytest.mark.parametrize("normalize", ["power_l2", "l2", "standard"])
+def test_few_shot_is_out_of_fold_for_labelled_images(normalize):
     rng = np.random.default_rng(0)
     centres = {"scratch": np.array([5.0, 0, 0]), "dent": np.array([0, 5.0, 0]), "ok": np.array([0, 0, 5.0])}
     ids, rows, labels = [], [], {}
@@ -232,7 +233,8 @@ def test_few_shot_is_out_of_fold_for_labelled_images():
                 labels[image_id] = name
     embeddings = np.stack(rows)
     classes = ["scratch", "dent", "crack", "ok"]
-    result = fit_predict(embeddings, ids, labels, classes, ["scratch", "dent", "ok"], FewShotParams(cv_folds=3))
+    settings = FewShotParams(cv_folds=3, normalize=normalize)
+    result = fit_predict(embeddings, ids, labels, classes, ["scratch", "dent", "ok"], settings)
     assert result.cv_accuracy == 1.0 and result.n_labels == 18
     assert result.per_class == {"scratch": 6, "dent": 6, "crack": 0, "ok": 6}
     np.testing.assert_allclose(result.probabilities.sum(axis=1), 1.0)
@@ -240,6 +242,18 @@ def test_few_shot_is_out_of_fold_for_labelled_images():
     predicted = [classes[i] for i in result.probabilities.argmax(axis=1)]
     assert predicted == [image_id.rstrip("0123456789") for image_id in ids]
     assert result.labelled.sum() == 18 and not result.labelled[ids.index("ok7")]
+
+
+def test_power_l2_gives_unit_rows_that_keep_signs_and_ignore_scale():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(6, 16)) * rng.uniform(0.1, 50, size=(6, 1))
+    x[5] = 0.0
+    out = power_l2(x)
+    np.testing.assert_allclose(np.linalg.norm(out[:5], axis=1), 1.0)
+    assert (out[5] == 0).all() and np.isfinite(out).all()
+    assert (np.sign(out) == np.sign(x)).all()
+    np.testing.assert_allclose(power_l2(7.0 * x), out)
+    np.testing.assert_allclose(power_l2(np.array([[4.0, -9.0, 0.0]])), [[2 / 13**0.5, -3 / 13**0.5, 0.0]])
 
 
 def test_cap_per_class_is_seeded_and_bounded():

@@ -1,4 +1,4 @@
-"""Few-shot refinement: logistic regression on image embeddings, fitted on the human labels that exist so far.
+"""Few-shot refinement: logistic regression on normalised image embeddings, fitted on the human labels so far.
 
 Labels come from the agreement stage's ``consensus.parquet`` when present, else from ingest's
 ``prior_labels.parquet``, or from any file given with ``--labels`` (Parquet or CSV with a ``label`` column and an
@@ -124,6 +124,28 @@ def cap_per_class(labels: dict[str, str], cap: int | None, seed: int) -> dict[st
     return kept
 
 
+def power_l2(embeddings: np.ndarray) -> np.ndarray:
+    """Signed square root of every value, then each row scaled to unit length (zero rows stay zero)."""
+    powered = np.sign(embeddings) * np.sqrt(np.abs(embeddings))
+    norms = np.linalg.norm(powered, axis=1, keepdims=True)
+    return powered / np.maximum(norms, 1e-12)
+
+
+def make_classifier(settings: FewShotParams) -> Any:
+    """The unfitted scikit-learn pipeline that :func:`fit_predict` uses: ``settings.normalize``, then logistic
+    regression with ``C=settings.regularization`` (the benchmark calls this too, so both measure one recipe)."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
+
+    scaler = {
+        "power_l2": lambda: FunctionTransformer(power_l2),
+        "l2": Normalizer,
+        "standard": StandardScaler,
+    }[settings.normalize]()
+    return make_pipeline(scaler, LogisticRegression(C=settings.regularization, max_iter=5000))
+
+
 def fit_predict(
     embeddings: np.ndarray,
     image_ids: list[str],
@@ -132,19 +154,16 @@ def fit_predict(
     learnt: list[str],
     settings: FewShotParams,
 ) -> FewShotResult:
-    """Fit logistic regression on the labelled rows of ``embeddings`` (classes in ``learnt`` only), report
+    """Fit :func:`make_classifier` on the labelled rows of ``embeddings`` (classes in ``learnt`` only), report
     stratified k-fold accuracy, and return probabilities for every row: out-of-fold for labelled images, from the
     model fitted on all labels for the rest. Classes not in ``learnt`` get probability 0.
     """
-    from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold, cross_val_predict
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
     rows = [i for i, image_id in enumerate(image_ids) if labels.get(image_id) in learnt]
     x = embeddings[rows]
     y = np.array([labels[image_ids[i]] for i in rows])
-    model = make_pipeline(StandardScaler(), LogisticRegression(C=settings.regularization, max_iter=2000))
+    model = make_classifier(settings)
     folds = min(settings.cv_folds, min(Counter(y).values()))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=settings.seed)
     out_of_fold = cross_val_predict(model, x, y, cv=splitter, method="predict_proba")
