@@ -7,8 +7,9 @@ Not a test: timings are noisy, so each part reports ratios measured in one run (
     python scripts/bench_prelabel.py --parts fewshot    # accuracy only
 
 Parts:
-  fewshot  EfficientNet-Lite0 embeddings (the offline backbone) + logistic regression with K labels per class,
-           accuracy on every other X-SDD image, mean over seeded draws.
+  fewshot  EfficientNet-Lite0 embeddings (the offline backbone) + the stage's few-shot fit (params.yaml's
+           prelabel.fewshot) with K labels per class, accuracy on every other X-SDD image, mean over seeded draws;
+           the former recipe (standard scaling, C=1) beside it. --fewshot-cache /tmp/x.npy embeds only once.
   a        the stage (decode threads, batching, zero-shot, outputs) vs the bare image forward on pre-decoded
            tensors, images/s ratio (target >= 0.85).
   b        the stage vs a per-image loop over transformers' zero-shot-image-classification pipeline (target >= 5x).
@@ -71,38 +72,60 @@ def spread(files: list[tuple[Path, str]], n: int, seed: int = 0) -> list[Path]:
     return [files[i][0] for i in order[:n]]
 
 
-def part_fewshot(files: list[tuple[Path, str]], shots: int, draws: int) -> None:
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
+def part_fewshot(
+    files: list[tuple[Path, str]], shots: int, draws: int, settings: FewShotParams, cache: Path | None
+) -> None:
+    """The stage's own few-shot code (``fit_predict``) with ``settings`` from params.yaml, and the former recipe
+    (standard scaling, C=1) on the same draws for comparison."""
+    from curation.prelabel.fewshot import fit_predict
 
+    y = np.array([label for _, label in files])
+    classes = sorted(set(y))
+    start = time.perf_counter()
+    if cache is not None and cache.is_file():
+        x = np.load(cache)
+        if len(x) != len(y):
+            sys.exit(f"{cache}: {len(x)} embeddings for {len(y)} images; delete it to embed again")
+    else:
+        x = embed_offline([p for p, _ in files])
+        if cache is not None:
+            np.save(cache, x)
+    print(f"[fewshot] {len(y)} X-SDD images, {len(classes)} classes, embeddings in {time.perf_counter() - start:.0f} s")
+    ids = [str(i) for i in range(len(y))]
+    recipes = {
+        f"{settings.normalize}, C={settings.regularization:g} (params.yaml)": settings,
+        "standard, C=1 (former recipe)": settings.model_copy(update={"normalize": "standard", "regularization": 1.0}),
+    }
+    for name, recipe in recipes.items():
+        accuracies, cv = [], []
+        for seed in range(draws):
+            rng = np.random.default_rng(seed)
+            train = np.concatenate([rng.choice(np.flatnonzero(y == c), size=shots, replace=False) for c in classes])
+            labels = {ids[i]: str(y[i]) for i in train}
+            result = fit_predict(x, ids, labels, classes, classes, recipe)
+            test = ~result.labelled
+            predicted = np.asarray(classes)[result.probabilities[test].argmax(axis=1)]
+            accuracies.append(float((predicted == y[test]).mean()))
+            cv.append(result.cv_accuracy)
+        print(
+            f"[fewshot] EfficientNet-Lite0 + few-shot {name}, {shots} labels per class: accuracy "
+            f"{np.mean(accuracies):.3f} +- {np.std(accuracies):.3f} (mean +- sd over {draws} draws; min "
+            f"{np.min(accuracies):.3f}, max {np.max(accuracies):.3f}) on the remaining images; the stage's "
+            f"cross-validated estimate {np.mean(cv):.3f}"
+        )
+
+
+def embed_offline(paths: list[Path]) -> np.ndarray:
+    """EfficientNet-Lite0 embeddings of ``paths`` with the default preprocessing, as the stage computes them."""
     from curation.prelabel.models import OfflineBackbone, select_runtime
 
     backbone = OfflineBackbone(select_runtime("cpu"))
     preprocess = PreprocessParams()
-    start = time.perf_counter()
     features = []
-    paths = [p for p, _ in files]
     for i in range(0, len(paths), 64):
         batch = [load_and_prepare(ImageRef(str(p), _sha(p)), [backbone.spec], preprocess)[0] for p in paths[i : i + 64]]
         features.append(backbone.encode_images(np.stack(batch)))
-    x = np.concatenate(features)
-    y = np.array([label for _, label in files])
-    classes = sorted(set(y))
-    print(f"[fewshot] {len(y)} X-SDD images, {len(classes)} classes, embedded in {time.perf_counter() - start:.0f} s")
-    accuracies = []
-    for seed in range(draws):
-        rng = np.random.default_rng(seed)
-        train = np.concatenate([rng.choice(np.flatnonzero(y == c), size=shots, replace=False) for c in classes])
-        test = np.setdiff1d(np.arange(len(y)), train)
-        model = make_pipeline(StandardScaler(), LogisticRegression(C=FewShotParams().regularization, max_iter=2000))
-        model.fit(x[train], y[train])
-        accuracies.append(float((model.predict(x[test]) == y[test]).mean()))
-    print(
-        f"[fewshot] EfficientNet-Lite0 + logistic regression, {shots} labels per class: accuracy "
-        f"{np.mean(accuracies):.3f} +- {np.std(accuracies):.3f} (mean +- sd over {draws} draws; min "
-        f"{np.min(accuracies):.3f}, max {np.max(accuracies):.3f}) on the remaining images"
-    )
+    return np.concatenate(features)
 
 
 def _sha(path: Path) -> str:
@@ -209,18 +232,25 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=128, help="images for a, b, d")
     parser.add_argument("--shots", type=int, default=5, help="labels per class for the few-shot check")
     parser.add_argument("--draws", type=int, default=20, help="seeded draws for the few-shot check")
+    parser.add_argument(
+        "--fewshot-cache",
+        type=Path,
+        default=None,
+        help="a .npy file (outside the repo) holding the X-SDD embeddings: written when missing, read when present",
+    )
     parser.add_argument("--caption-images", type=int, default=4)
     parser.add_argument("--caption-tokens", type=int, default=8)
     parser.add_argument("--caption-beams", type=int, default=3)
     args = parser.parse_args()
     parts = set(args.parts.split(","))
-    ONTOLOGY.append(load_params(ROOT / "params.yaml").ontology)
+    params = load_params(ROOT / "params.yaml")
+    ONTOLOGY.append(params.ontology)
     files = xsdd_files()
     import torch
 
     print(f"torch threads: {torch.get_num_threads()}, CPU cores: {os.cpu_count()}")
     if "fewshot" in parts:
-        part_fewshot(files, args.shots, args.draws)
+        part_fewshot(files, args.shots, args.draws, params.prelabel.fewshot, args.fewshot_cache)
     with tempfile.TemporaryDirectory() as name:
         tmp = Path(name)
         if parts & {"a", "b", "d"}:
