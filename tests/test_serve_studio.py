@@ -15,7 +15,7 @@ from curation.serve.app import create_app
 from curation.serve.cli import connect_backend, running
 from curation.studio import cli as studio_cli
 from curation.studio import server as studio_server_module
-from curation.studio.config import LABEL, ensure_project
+from curation.studio.config import LABEL, add_part, ensure_project
 from curation.studio.push import local_files_url
 from curation.studio.server import LOCAL_BACKEND_ENV
 from schemas.params_prelabel import CaptionParams, ClipParams, PrelabelParams
@@ -63,6 +63,7 @@ def test_connected_backend_predicts_tasks_opened_without_predictions(studio_for_
         app_cli = typer.Typer()
         app_cli.command("connect-backend")(serve_cli.connect_backend_command)
         app_cli.command("other")(lambda: None)
+        part_2 = add_part(client, studio.conn, params.ontology, settings, 2)  # a project set of two parts
         with pytest.MonkeyPatch.context() as patch:
             patch.setattr(studio_cli, "studio_settings", lambda _params: settings)
             result = CliRunner().invoke(app_cli, ["connect-backend", url, "--params", str(params_file)])
@@ -75,7 +76,9 @@ def test_connected_backend_predicts_tasks_opened_without_predictions(studio_for_
     assert choice["value"]["choices"][0] in params.ontology.class_names
     assert 0 < predictions[0].score <= 1
     assert result.exit_code == 0, result.output
-    assert "already connected" in result.output
+    assert f"already connected: {url} is the ML backend of project {project.id} " in result.output
+    assert f"connected: {url} is the ML backend of project {part_2.id} " in result.output
+    assert [b.url.rstrip("/") for b in client.ml.list(project=part_2.id)] == [url]
 
 
 def test_connect_to_a_dead_backend_is_a_clear_error(studio_for_backends, params):
