@@ -45,6 +45,7 @@ CSV_COLUMNS = [
     "severity",
     "description",
     "description_ko",
+    "description_reviewed",
     "split",
     "source",
     "augmented_from",
@@ -223,6 +224,9 @@ def _images_table(
     originals["source_path"] = originals["path"]
     originals["file_name"] = originals["image_id"] + originals["path"].map(lambda p: Path(p).suffix.lower())
     originals["source"] = originals["rel_path"]
+    # The reviewers' description (splits.parquet from a consensus); "description" itself is the pre-label's.
+    reviewed = originals.pop("description") if "description" in originals.columns else None
+    originals["description_reviewed"] = reviewed
     originals["augmented_from"] = None
     frames = [originals]
     if settings.include_augmented and augmented is not None and len(augmented):
@@ -239,7 +243,7 @@ def _images_table(
                 f"augmented.parquet has variants of {len(stale)} image(s) not in the train split (first "
                 f"{stale[0]!r}); re-run the augment stage after the split stage"
             )
-        for column in ("source", "label_source", "disputed", *meta):
+        for column in ("source", "label_source", "disputed", "description_reviewed", *meta):
             extra[column] = extra["source_image_id"].map(sources[column])
         frames.append(extra)
     table = pd.concat([f.drop(columns=["path", "rel_path"], errors="ignore") for f in frames], ignore_index=True)

@@ -43,7 +43,7 @@ from curation.io import write_csv, write_json, write_parquet
 from schemas.params_dataset import SPLITS, SplitParams
 
 UNLABELED = "unlabeled"
-LABEL_COLUMNS = frozenset({"image_id", "label", "severity", "disputed", "x", "y", "w", "h"})
+LABEL_COLUMNS = frozenset({"image_id", "label", "severity", "disputed", "description", "x", "y", "w", "h"})
 """The columns of consensus and prior labels that :func:`image_labels` reads."""
 HELD_OUT_ORDER = ("test", "val", "train")  # a contested new image goes to the first of these that claims it
 SPLIT_COLUMNS = [
@@ -56,6 +56,7 @@ SPLIT_COLUMNS = [
     "disputed",
     "boxes",
     "pinned",
+    "description",
 ]
 
 
@@ -92,6 +93,7 @@ def image_labels(
     out = pd.DataFrame({"image_id": ids.to_numpy()})
     out["label"] = None
     out["severity"] = None
+    out["description"] = None
     out["label_source"] = "none"
     out["disputed"] = False
     boxes = _prior_boxes(prior) if prior is not None and len(prior) else {}
@@ -102,6 +104,8 @@ def image_labels(
         out["label"] = ids.map(table["label"]).astype(object).where(ids.isin(table.index), None).to_numpy()
         if "severity" in table:
             out["severity"] = ids.map(table["severity"]).astype(object).to_numpy()
+        if "description" in table:  # the reviewers' text (consensus only; prior labels carry none)
+            out["description"] = ids.map(table["description"]).astype(object).to_numpy()
         if "disputed" in table:
             out["disputed"] = ids.map(table["disputed"]).fillna(False).astype(bool).to_numpy()
         out.loc[ids.isin(table.index).to_numpy(), "label_source"] = "consensus"
@@ -154,7 +158,7 @@ def split(
         raise SplitError(f"manifest: image_id {dup!r} occurs more than once; re-run ingest to rebuild the manifest")
     frame = manifest[["image_id"]].reset_index(drop=True).copy()
     label_table = labels.set_index("image_id")
-    for column in ("label", "severity", "label_source", "disputed", "boxes"):
+    for column in ("label", "severity", "label_source", "disputed", "boxes", "description"):
         frame[column] = frame["image_id"].map(label_table[column]).to_numpy()
     frame["group"] = _groups(manifest.reset_index(drop=True), group_columns)
     frame["stratum"] = frame["label"].where(frame["label"].notna(), UNLABELED)

@@ -114,3 +114,8 @@ class Consensus(StrictModel):
     n_annotators: int
     method: Literal["majority", "dawid_skene", "adjudicated", "single"]
     disputed: bool
+    description: str | None = Field(
+        None,
+        description="The reviewers' description: the adjudicator's, else the latest written by an annotator who "
+        "gave the consensus class; null when none wrote one.",
+    )

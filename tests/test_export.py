@@ -181,6 +181,40 @@ def test_identical_input_same_version_and_bytes_a_changed_label_a_new_version(ex
     assert export(changed, manifest, tmp_path / "c", ExportParams(), class_names=CLASSES).version != a.version
 
 
+def test_the_reviewers_description_reaches_the_csv_and_follows_augmentation(tmp_path) -> None:
+    manifest, _ = make_inputs(tmp_path, n=12)
+    ids = manifest["image_id"].tolist()
+    consensus = pd.DataFrame(
+        {
+            "image_id": ids,
+            "label": [CLASSES[i % 3] for i in range(len(ids))],
+            "description": [f"reviewed {i}" if i % 2 else None for i in range(len(ids))],
+        }
+    )
+    labels = image_labels(manifest, consensus=consensus, class_names=CLASSES)
+    splits = split(manifest, labels, SplitParams(group_by=[])).splits
+    kept = splits.set_index("image_id")["description"].reindex(ids)
+    assert [None if pd.isna(t) else t for t in kept] == [f"reviewed {k}" if k % 2 else None for k in range(len(ids))]
+    aug = augment(splits, manifest, AugmentParams(variants=1, workers=1, preview_images=0), tmp_path / "augment")
+    write_augment(aug, tmp_path / "augment")
+    export(
+        splits,
+        manifest,
+        tmp_path / "out",
+        ExportParams(),
+        class_names=CLASSES,
+        augmented=aug.records,
+        augment_dir=tmp_path / "augment",
+    )
+    expected = {i: (f"reviewed {k}" if k % 2 else None) for k, i in enumerate(ids)}
+    rows = pd.concat([pd.read_csv(tmp_path / "out" / name / "labels.csv", dtype=str) for name in SPLITS])
+    source = rows["augmented_from"].fillna(rows["image_id"])
+    assert rows["augmented_from"].notna().any()
+    for image_id, text in zip(source, rows["description_reviewed"], strict=True):
+        assert (None if pd.isna(text) else text) == expected[image_id]
+    assert rows["description"].isna().all()  # no predictions given: the pre-label description stays empty
+
+
 def test_provenance_records_params_and_model_versions(exported) -> None:
     provenance = json.loads((exported["root"] / "out" / "provenance.json").read_text())
     assert provenance["version"] == exported["result"].version

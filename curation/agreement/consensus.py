@@ -14,6 +14,10 @@ Rules, in order:
 
 Severity: the median severity (ontology order; the more severe of the two middle ones for an even count) among
 the annotators who gave the consensus class; null when none of them gave one.
+
+Description: the text reviewers wrote or corrected (the pre-label's description is offered for editing): the
+adjudicator's, else the latest (``updated_at``, else ``created_at``, else the last row) by an annotator who gave
+the consensus class; null when none of them wrote one.
 """
 
 from __future__ import annotations
@@ -119,12 +123,13 @@ def build_consensus(
         }
     )
     frame["severity"] = _severity(regular, frame, severities)
+    frame["description"] = _description(regular, frame)
     frame = _apply_adjudications(frame, adjudications, counts, classes)
     disputes = _disputes(frame, regular, counts, classes, tie, posterior)
     consensus = frame[columns(Consensus)].reset_index(drop=True)
     consensus["n_annotators"] = consensus["n_annotators"].astype("int64")
     consensus["disputed"] = consensus["disputed"].astype(bool)
-    for column in ("label", "severity", "method"):  # records hold None for missing, not NaN
+    for column in ("label", "severity", "method", "description"):  # records hold None for missing, not NaN
         values = consensus[column].astype(object)
         consensus[column] = values.where(values.notna(), None)
     return ConsensusResult(consensus, disputes, pd.DataFrame(counts, index=images, columns=list(classes)))
@@ -170,21 +175,39 @@ def _severity(regular: pd.DataFrame, frame: pd.DataFrame, severities: Sequence[s
     return frame["image_id"].map(names).astype(object).where(frame["image_id"].isin(names.index), None)
 
 
+def _latest(rows: pd.DataFrame) -> pd.DataFrame:
+    """The latest row per image (``updated_at``, else ``created_at``, else the last row), indexed by image_id."""
+    order = [c for c in ("updated_at", "created_at") if c in rows.columns]
+    latest = rows.assign(_row=np.arange(len(rows)))
+    latest = latest.sort_values([*order, "_row"], na_position="first", kind="stable")
+    return latest.drop_duplicates("image_id", keep="last").set_index("image_id")
+
+
+def _description(regular: pd.DataFrame, frame: pd.DataFrame) -> pd.Series:
+    if "description" not in regular.columns or not len(regular):
+        return pd.Series([None] * len(frame), index=frame.index, dtype=object)
+    consensus = frame.set_index("image_id")["label"]
+    text = regular["description"].astype(object)
+    rows = regular[text.notna().to_numpy() & (text.astype(str).str.strip() != "").to_numpy()]
+    rows = rows[rows["label"].to_numpy() == consensus.reindex(rows["image_id"]).to_numpy()]
+    latest = _latest(rows)["description"]
+    return frame["image_id"].map(latest).astype(object).where(frame["image_id"].isin(latest.index), None)
+
+
 def _apply_adjudications(
     frame: pd.DataFrame, adjudications: pd.DataFrame, counts: np.ndarray, classes: Sequence[str]
 ) -> pd.DataFrame:
     if not len(adjudications):
         return frame
-    order = [c for c in ("updated_at", "created_at") if c in adjudications.columns]
-    latest = adjudications.assign(_row=np.arange(len(adjudications)))
-    latest = latest.sort_values([*order, "_row"], na_position="first", kind="stable")
-    latest = latest.drop_duplicates("image_id", keep="last").set_index("image_id")
+    latest = _latest(adjudications)
     where = frame["image_id"].isin(latest.index).to_numpy()
     chosen = latest.reindex(frame.loc[where, "image_id"])
     frame = frame.copy()
     frame.loc[where, "label"] = chosen["label"].to_numpy()
     severity = chosen["severity"].to_numpy() if "severity" in chosen.columns else None
     frame.loc[where, "severity"] = severity
+    if "description" in chosen.columns:  # the adjudicator's text, or none: theirs is the final word
+        frame.loc[where, "description"] = chosen["description"].astype(object).to_numpy()
     codes = pd.Categorical(chosen["label"], categories=list(classes)).codes
     n = counts[where].sum(axis=1)
     agreeing = counts[where][np.arange(where.sum()), codes]

@@ -13,7 +13,8 @@ Each unique image of the manifest becomes a sample carrying every stage's output
 | ``embedding`` | embeddings | the pre-labeler's image embedding |
 | ``annotations`` | annotations | ``Classifications``, one per annotator (attribute ``annotator``, ``severity`` ...) |
 | ``annotation_boxes`` | annotations | ``Detections`` from the annotators' boxes, if any |
-| ``ground_truth``, ``agreement``, ``n_annotators``, ``disputed``, ``severity``, ``consensus_method`` | consensus |
+| ``ground_truth``, ``agreement``, ``n_annotators``, ``disputed``, ``severity``, ``consensus_method``,
+  ``description_reviewed`` | consensus |
 | tags, ``split`` | splits | the split name, as a tag and a field |
 | ``dup_cross_split`` | manifest + splits | the near-duplicate group spans more than one split (a leak) |
 | ``is_augmented``, ``source_image_id``, ``n_augmented`` | augmented | variants are samples tagged ``augmented``
@@ -415,6 +416,7 @@ def _image_sample(row: dict[str, Any], base_dir: Path, logit_classes: Sequence[s
             ("n_annotators", "n_annotators"),
             ("severity", "severity"),
             ("method", "consensus_method"),
+            ("description", "description_reviewed"),
         ):
             if f"cons__{column}" in row:
                 sample[target] = _value(row[f"cons__{column}"])
