@@ -1,7 +1,8 @@
 """The prelabel stage: manifest in, pre-labels, embeddings, metrics and a confidence histogram out.
 
 Flow: load the scorer (CLIP-compatible, or the offline backbone when no CLIP weights can be had) -> image
-embeddings (cache first; decoding threads feed batched forwards) -> zero-shot scores from prompt ensembles, hard
+embeddings (cache first; the rest computed by ``prelabel.engine``: decoding threads beside the model in this
+process, or Ray Data actors, see :mod:`curation.prelabel.engines`) -> zero-shot scores from prompt ensembles, hard
 negatives folded -> few-shot logistic regression when enough human labels exist -> BLIP captions by policy, their
 CLIP check, English/Korean descriptions.
 
@@ -193,7 +194,6 @@ def prelabel(
 
 def write_prelabel(result: PrelabelResult, out_dir: Path) -> None:
     """Write every output atomically into ``out_dir``."""
-
     out_dir = Path(out_dir)
     write_parquet(out_dir / "predictions.parquet", result.predictions)
     matrix = result.embedding_matrix
