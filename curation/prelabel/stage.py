@@ -54,9 +54,9 @@ class PrelabelResult:
     embeddings: pd.DataFrame
     histogram: pd.DataFrame
     report: dict[str, Any]
+    embedding_matrix: np.ndarray  # (images, D) float32; the rows of ``embeddings["embedding"]`` are views into it
     notes: list[str] = field(default_factory=list)
     cache_stats: dict[str, int] = field(default_factory=dict)
-    embedding_matrix: np.ndarray | None = None  # the (images, D) float32 matrix behind ``embeddings``
 
 
 @dataclass
@@ -189,17 +189,14 @@ def prelabel(
     report = _report(predictions, class_names, settings, zero_shot_status, few.report, encoder.key, len(refs))
     for note in notes:
         report.setdefault("notes", []).append(note)
-    return PrelabelResult(predictions, embedding_frame, histogram, report, notes, dict(stats), embeddings)
+    return PrelabelResult(predictions, embedding_frame, histogram, report, embeddings, notes, dict(stats))
 
 
 def write_prelabel(result: PrelabelResult, out_dir: Path) -> None:
     """Write every output atomically into ``out_dir``."""
     out_dir = Path(out_dir)
     write_parquet(out_dir / "predictions.parquet", result.predictions)
-    matrix = result.embedding_matrix
-    if matrix is None or len(matrix) != len(result.embeddings):
-        matrix = np.stack(result.embeddings["embedding"].to_list()) if len(result.embeddings) else np.zeros((0, 0))
-    _write_embeddings(out_dir / EMBEDDINGS_FILE, result.embeddings, np.ascontiguousarray(matrix, np.float32))
+    _write_embeddings(out_dir / EMBEDDINGS_FILE, result.embeddings, result.embedding_matrix)
     write_csv(out_dir / "confidence_histogram.csv", result.histogram)
     _histogram_png(result.histogram, out_dir / "confidence_histogram.png", result.report)
     write_json(out_dir / "prelabel.json", result.report)
