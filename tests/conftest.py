@@ -23,6 +23,17 @@ def params() -> Params:
     return load_params(ROOT / "params.yaml")
 
 
+def ingested_sample(root: Path, params: Params, *, n_per_class: int, seed: int, size: int):
+    """Generated sample images under ``root/sample``, ingested in one process: ``(sample, manifest)``."""
+    from curation.ingest import ingest
+    from curation.sample_data import generate_sample
+    from schemas.params import IngestParams
+
+    sample = generate_sample(root / "sample", n_per_class=n_per_class, seed=seed, size=size)
+    result = ingest(sample.images_dir, IngestParams(metadata=None, workers=1), class_names=params.ontology.class_names)
+    return sample, result.manifest
+
+
 def write_image(path: Path, seed: int, size: tuple[int, int] = (64, 48), **save_args) -> Path:
     """Write a distinct random-block image (distinct seeds give far-apart perceptual hashes)."""
     rng = np.random.default_rng(seed)

@@ -191,37 +191,25 @@ def test_adjudication_overrides_consensus() -> None:
 def test_description_is_the_latest_text_of_an_agreeing_reviewer_or_the_adjudicators() -> None:
     rows = [
         # image v: b and c agree on dent; c wrote last; a dissents with a newer text that must not win
-        {"image_id": "v", "annotator": "a", "label": "ok", "description": "clean", "updated_at": "2026-03-09"},
-        {"image_id": "v", "annotator": "b", "label": "dent", "description": "dent, left", "updated_at": "2026-03-01"},
-        {
-            "image_id": "v",
-            "annotator": "c",
-            "label": "dent",
-            "description": "dent, upper left",
-            "updated_at": "2026-03-02",
-        },
+        ("v", "a", "ok", "clean", "2026-03-09"),
+        ("v", "b", "dent", "dent, left", "2026-03-01"),
+        ("v", "c", "dent", "dent, upper left", "2026-03-02"),
         # image w: only blank texts -> none
-        {"image_id": "w", "annotator": "a", "label": "crack", "description": "  ", "updated_at": "2026-03-01"},
-        {"image_id": "w", "annotator": "b", "label": "crack", "description": None, "updated_at": "2026-03-02"},
+        ("w", "a", "crack", "  ", "2026-03-01"),
+        ("w", "b", "crack", None, "2026-03-02"),
         # image x: the adjudicator decides, and their text (even none) is the final word
-        {"image_id": "x", "annotator": "a", "label": "dent", "description": "dent?", "updated_at": "2026-03-01"},
-        {"image_id": "x", "annotator": "b", "label": "scratch", "description": "scratch", "updated_at": "2026-03-01"},
-        {
-            "image_id": "x",
-            "annotator": "boss",
-            "label": "scratch",
-            "description": "long scratch",
-            "updated_at": "2026-03-03",
-        },
+        ("x", "a", "dent", "dent?", "2026-03-01"),
+        ("x", "b", "scratch", "scratch", "2026-03-01"),
+        ("x", "boss", "scratch", "long scratch", "2026-03-03"),
     ]
-    consensus = run(pd.DataFrame(rows), adjudicators=["boss"]).consensus.set_index("image_id")
+    rows = pd.DataFrame(rows, columns=["image_id", "annotator", "label", "description", "updated_at"])
+    consensus = run(rows, adjudicators=["boss"]).consensus.set_index("image_id")
     assert consensus.loc["v", ["label", "description"]].tolist() == ["dent", "dent, upper left"]
     assert consensus.loc["w", "description"] is None
     assert consensus.loc["x", ["label", "method", "description"]].tolist() == ["scratch", "adjudicated", "long scratch"]
-    without = run(pd.DataFrame(rows).drop(columns="description"), adjudicators=["boss"]).consensus
-    assert without["description"].isna().all() and list(without.columns) == list(
-        run(pd.DataFrame(rows)).consensus.columns
-    )
+    without = run(rows.drop(columns="description"), adjudicators=["boss"]).consensus
+    assert without["description"].isna().all()
+    assert list(without.columns) == [consensus.index.name, *consensus.columns]
 
 
 # ---------------------------------------------------------------- per-annotator and pre-label quality

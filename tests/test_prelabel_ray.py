@@ -10,15 +10,13 @@ import pandas as pd
 import pytest
 from tiny_models import build_blip, build_clip
 
-from curation.ingest import ingest
 from curation.prelabel.engines import Work, _dataset, local_batches, ray_batches, recipe_of
 from curation.prelabel.errors import ManifestError, ModelUnavailableError
 from curation.prelabel.images import ImageRef
 from curation.prelabel.models import ClipScorer, Runtime, resolve_checkpoint
 from curation.prelabel.stage import prelabel
-from curation.sample_data import generate_sample
-from schemas.params import IngestParams
 from schemas.params_prelabel import CaptionParams, ClipParams, PrelabelParams, RayParams
+from tests.conftest import ingested_sample
 
 ray = pytest.importorskip("ray")
 CPU = Runtime("cpu", "float32")
@@ -34,11 +32,10 @@ def local_ray():
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, params):
     root = tmp_path_factory.mktemp("prelabel-ray")
-    sample = generate_sample(root / "sample", n_per_class=3, seed=1, size=80)
-    result = ingest(sample.images_dir, IngestParams(metadata=None, workers=1), class_names=params.ontology.class_names)
+    _, manifest = ingested_sample(root, params, n_per_class=3, seed=1, size=80)
     return {
         "root": root,
-        "manifest": result.manifest,
+        "manifest": manifest,
         "clip": build_clip(root / "clip"),
         "blip": build_blip(root / "blip"),
     }

@@ -15,26 +15,23 @@ import yaml
 from tiny_models import build_blip, build_clip
 from typer.testing import CliRunner
 
-from curation.ingest import ingest
 from curation.prelabel import cli as prelabel_cli
 from curation.prelabel.errors import ModelUnavailableError
 from curation.prelabel.fewshot import LabelSet
 from curation.prelabel.stage import prelabel, write_prelabel
-from curation.sample_data import generate_sample
-from schemas.params import IngestParams
 from schemas.params_prelabel import CaptionParams, ClipParams, FewShotParams, PrelabelParams, PreprocessParams
 from schemas.records import Prediction, columns
+from tests.conftest import ingested_sample
 
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, params):
     root = tmp_path_factory.mktemp("prelabel")
-    sample = generate_sample(root / "sample", n_per_class=3, seed=0, size=96)
-    result = ingest(sample.images_dir, IngestParams(metadata=None, workers=1), class_names=params.ontology.class_names)
+    sample, manifest = ingested_sample(root, params, n_per_class=3, seed=0, size=96)
     truth = pd.read_csv(sample.truth_csv)
     return {
         "root": root,
-        "manifest": result.manifest,
+        "manifest": manifest,
         "truth": truth,
         "clip": build_clip(root / "clip"),
         "blip": build_blip(root / "blip"),

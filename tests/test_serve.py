@@ -16,19 +16,17 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from curation.ingest import ingest
 from curation.prelabel.images import prepare
 from curation.prelabel.models import ClipScorer, Runtime, resolve_checkpoint
 from curation.prelabel.stage import prelabel
-from curation.sample_data import generate_sample
 from curation.serve import cli as serve_cli
 from curation.serve.app import create_app
 from curation.serve.cli import running
 from curation.serve.scoring import band_of
 from curation.studio.config import label_config
-from schemas.params import IngestParams
 from schemas.params_prelabel import CaptionParams, ClipParams, PrelabelParams
 from schemas.params_serve import Band, ServeModel, ServeParams
+from tests.conftest import ingested_sample
 from tests.tiny_models import build_blip, build_clip
 
 TIMEOUT = httpx.Timeout(60.0)
@@ -37,11 +35,10 @@ TIMEOUT = httpx.Timeout(60.0)
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, params):
     root = tmp_path_factory.mktemp("serve")
-    sample = generate_sample(root / "sample", n_per_class=2, seed=0, size=64)
-    result = ingest(sample.images_dir, IngestParams(metadata=None, workers=1), class_names=params.ontology.class_names)
+    _, manifest = ingested_sample(root, params, n_per_class=2, seed=0, size=64)
     return {
         "root": root,
-        "manifest": result.manifest,
+        "manifest": manifest,
         "clip_en": build_clip(root / "clip-en", seed=0),
         "clip_ko": build_clip(root / "clip-ko", seed=1),
         "blip": build_blip(root / "blip"),
