@@ -511,3 +511,20 @@ def test_csv_with_quoted_commas_and_line_breaks_reads(tmp_path: Path) -> None:
 
     table = read_table(path, "annotations.parquet")
     assert table["description"].tolist()[0] == "left, near\nthe edge" and len(table) == 2
+
+
+def test_progress_total_counts_the_extra_ac1_pass() -> None:
+    """Half the images are rated once, so AC1's bootstrap (every rated image) is a second pass per variable."""
+    annotations, _ = simulated(6)
+    started: list[int] = []
+    done: list[int] = []
+    result = agreement(
+        annotations,
+        classes=CLASSES,
+        severities=SEVERITIES,
+        settings=AgreementParams(bootstrap=100),
+        on_start=started.append,
+        on_progress=done.append,
+    )
+    assert result.metrics["label"]["status"] == result.metrics["severity"]["status"] == "ok"
+    assert started == [sum(done)] == [100 * 2 * 2]

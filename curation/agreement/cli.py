@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -66,7 +66,7 @@ def agreement_command(
     console.print(f"outputs in {out_dir}/ (agreement.json, consensus.parquet, disputes.csv, report.html ...)")
 
 
-def _show(block: dict, key: str) -> str:
+def _show(block: dict[str, Any], key: str) -> str:
     value = block.get(key)
     if value is not None:
         return f"{value:.3f}"

@@ -4,6 +4,10 @@ Input: the pull output ``annotations.parquet`` (:class:`schemas.records.Annotati
 with at least ``image_id, annotator, label`` (optional ``severity``, ``lead_time``, ``task_id``, ``updated_at``,
 ``adjudicated``). Optional: ``predictions.parquet`` (:class:`schemas.records.Prediction` + ``p_<class>``).
 
+Annotator ids are compared trimmed and case-insensitively (``" Alice@Factory.example"`` is
+``alice@factory.example``) and written lowercased; the ``adjudicators`` param is read the same way. A CSV record
+with more fields than its header (an unquoted comma) is an error naming the line.
+
 Outputs (:func:`write_agreement`), all in OUT_DIR:
 
 - ``agreement.json``: DVC metrics; an undefined metric is ``null`` with a sibling ``<name>_note`` and its dotted
@@ -11,9 +15,6 @@ Outputs (:func:`write_agreement`), all in OUT_DIR:
   ``insufficient`` when fewer than ``agreement.min_shared_images`` images were rated by two or more annotators
   (``n_images``): then every coefficient and interval is ``null`` with an ``insufficient: ...`` note. A bootstrap
   interval is ``null`` with a note when its resamples are degenerate (zero width, or undefined in all).
-
-Annotator ids are compared trimmed and case-insensitively (``" Alice@Factory.example"`` is
-``alice@factory.example``) and written lowercased; the ``adjudicators`` param is read the same way.
 - ``consensus.parquet``: exactly the :class:`schemas.records.Consensus` columns, one row per image.
 - ``disputes.csv``: open disputes (ties, low agreement) with the votes, for adjudication in Label Studio.
 - ``per_class.csv``, ``per_annotator.csv``, ``cohen_kappa.csv``.
@@ -132,10 +133,15 @@ def _check_field_counts(path: Path) -> None:
             if len(fields) > len(header):
                 raise AnnotationsError(
                     f"{path}: line {start} (record {record} after the header) has {len(fields)} fields, the header "
-                    f"has {len(header)} ({', '.join(header)}): {fields!r}. A value that contains a comma must be "
-                    'quoted ("dent, left"); or remove the extra field'
+                    f"has {len(header)} ({', '.join(header)}): {_shorten(fields)}. A value that contains a comma "
+                    'must be quoted ("dent, left"); or remove the extra field'
                 )
             start = reader.line_num + 1
+
+
+def _shorten(fields: list[str], limit: int = 160) -> str:
+    text = repr(fields)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def validate_annotations(
@@ -172,9 +178,10 @@ def validate_annotations(
 def normalise_annotator(ids: pd.Series) -> pd.Series:
     """Annotator ids as agreement compares them: surrounding whitespace removed, lowercased.
 
-    Annotators are e-mails (pull) or names typed into a CSV; ``Alice@Factory.example`` and ``alice@factory.example
-    `` are one person to everyone who reads the report, so they are one annotator here. ``str.lower`` rather than
-    ``casefold``: it leaves e.g. ``ß`` alone, so an id never changes length or script.
+    Annotators are e-mails (pull) or names typed into a CSV. ``"Alice@Factory.example "`` and
+    ``alice@factory.example`` are one person to everyone who reads the report (mail servers treat addresses
+    case-insensitively in practice), so they are one annotator here. ``str.lower`` rather than ``casefold``: it
+    leaves e.g. ``ß`` alone, so an id never changes length.
     """
     return ids.astype(str).str.strip().str.lower()
 
