@@ -7,7 +7,7 @@ and the per-class figures have no maintained Python implementation that installs
 tested against independent implementations.
 
 Gwet's AC1 follows Gwet (2014), *Handbook of Inter-Rater Reliability*, 4th ed., for many raters with missing
-ratings, exactly as irrCAC's ``gwet.ac1.raw`` (R) and ``CAC.gwet`` (Python) compute it: percent agreement
+ratings, as irrCAC's Python ``CAC.gwet`` (0.4.4, checked against its source) computes it: percent agreement
 p_a = (1/n') sum over the n' images with r_i >= 2 ratings of sum_k r_ik (r_ik - 1) / (r_i (r_i - 1)); class
 propensities pi_k = (1/n) sum over ALL n images with r_i >= 1 rating of r_ik / r_i (an image one person rated
 still tells how often each class is chosen); chance agreement p_e = sum_k pi_k (1 - pi_k) / (q - 1), q = the
