@@ -41,3 +41,8 @@ class AgreementParams(StrictModel):
     seed: int = 0
     dawid_skene_iterations: Annotated[int, Field(ge=1)] = 100
     calibration_bins: Annotated[int, Field(ge=2, le=100)] = 10
+    min_shared_images: Annotated[int, Field(ge=1)] = Field(
+        20,
+        description="Fewer images rated by two or more annotators than this (for a pair's Cohen's kappa: images "
+        "both rated) and the coefficients are reported as `insufficient` with the count, not as a number.",
+    )

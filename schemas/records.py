@@ -94,7 +94,10 @@ class Annotation(StrictModel):
     image_id: str
     task_id: int | None = None
     annotation_id: int | None = None
-    annotator: str = Field(description="Annotator e-mail (or any stable annotator id).")
+    annotator: str = Field(
+        description="Annotator e-mail (or any stable annotator id). Agreement compares ids trimmed and "
+        "case-insensitively, and writes them lowercased."
+    )
     label: str
     severity: str | None = None
     description: str | None = None

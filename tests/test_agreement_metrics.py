@@ -239,7 +239,7 @@ def test_fleiss_1971_worked_example() -> None:
 def test_krippendorff_2011_worked_example() -> None:
     levels = ["v1", "v2", "v3", "v4", "v5"]
     frame = long_form(KRIPPENDORFF_2011, ["A", "B", "C", "D"], levels, by_item=False)
-    result = agreement(frame, classes=levels, severities=levels, settings=quiet())
+    result = agreement(frame, classes=levels, severities=levels, settings=quiet(min_shared_images=2))
     assert round(result.metrics["label"]["krippendorff_alpha"], 3) == 0.743
     assert round(result.metrics["severity"]["krippendorff_alpha_ordinal"], 3) == 0.815
     # unit 12 has one value only and is not pairable: 11 units count
@@ -271,10 +271,137 @@ def test_kappa_paradox_low_kappa_high_ac1() -> None:
 
 def test_kappa_undefined_when_everyone_says_ok() -> None:
     rows = [{"image_id": f"i{i}", "annotator": a, "label": "ok"} for i in range(10) for a in ("a", "b", "c")]
-    result = agreement(pd.DataFrame(rows), classes=["dent", "ok"], severities=["minor"], settings=quiet())
+    settings = quiet(min_shared_images=10)
+    result = agreement(pd.DataFrame(rows), classes=["dent", "ok"], severities=["minor"], settings=settings)
     label = result.metrics["label"]
     assert label["fleiss_kappa"] is None and "chance agreement is 1" in label["fleiss_kappa_note"]
     assert label["krippendorff_alpha"] is None and "'ok'" in label["krippendorff_alpha_note"]
     assert label["cohen_kappa_mean"] is None
     assert label["percent_agreement"] == 1.0 and label["gwet_ac1"] == 1.0
     assert {"label.fleiss_kappa", "label.krippendorff_alpha"} <= set(result.metrics["undefined"])
+
+
+# ---------------------------------------------------------------- Gwet's AC1 with missing ratings (Gwet 2014)
+
+
+def ref_ac1_gwet2014(table: list[list[int | None]], q: int) -> float:
+    """Gwet (2014), Handbook 4th ed., AC1 for many raters with missing ratings, in plain loops.
+
+    p_a = mean over images with r_i >= 2 of sum_k r_ik (r_ik - 1) / (r_i (r_i - 1)); pi_k = mean over EVERY
+    image with r_i >= 1 of r_ik / r_i; p_e = sum_k pi_k (1 - pi_k) / (q - 1). (irrCAC's CAC.gwet, read from its
+    source, computes the same; it is not installed here: it pins scipy 1.12 and pandas < 3.)
+    """
+    rated = [[c for c in row if c is not None] for row in table]
+    rated = [r for r in rated if r]
+    paired = [r for r in rated if len(r) >= 2]
+    pa = 0.0
+    for r in paired:
+        pa += sum(r.count(k) * (r.count(k) - 1) for k in range(q)) / (len(r) * (len(r) - 1))
+    pa /= len(paired)
+    pi = [sum(r.count(k) / len(r) for r in rated) / len(rated) for k in range(q)]
+    pe = sum(p * (1 - p) for p in pi) / (q - 1)
+    return (pa - pe) / (1 - pe)
+
+
+def missing_table(seed: int, n_items: int = 400, n_raters: int = 3, q: int = 4, missing: float = 0.12) -> list:
+    """Images x raters, skewed classes, each rating missing with probability ``missing`` (None)."""
+    rng = np.random.default_rng(seed)
+    truth = rng.choice(q, n_items, p=[0.7] + [0.3 / (q - 1)] * (q - 1))
+    table = []
+    for i in range(n_items):
+        row = []
+        for _ in range(n_raters):
+            value = int(truth[i]) if rng.random() < 0.8 else int(rng.integers(q))
+            row.append(None if rng.random() < missing else value)
+        table.append(row)
+    return table
+
+
+def table_frame(table: list, classes: list[str]) -> pd.DataFrame:
+    rows = [
+        {"image_id": f"i{i:04d}", "annotator": f"r{r}", "label": classes[value]}
+        for i, row in enumerate(table)
+        for r, value in enumerate(row)
+        if value is not None
+    ]
+    return pd.DataFrame(rows)
+
+
+def table_codes(table: list) -> np.ndarray:
+    codes = np.array([[M.MISSING if v is None else v for v in row] for row in table])
+    return codes[(codes != M.MISSING).sum(axis=1) >= 1]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_ac1_with_missing_ratings_uses_every_rated_image_in_the_chance_term(seed: int) -> None:
+    """400 images, 3 raters, 12% of ratings missing: images rated once enter pi_k (Gwet 2014, irrCAC)."""
+    q = 4
+    classes = [f"c{k}" for k in range(q)]
+    table = missing_table(seed, q=q)
+    reference = ref_ac1_gwet2014(table, q)
+    codes = table_codes(table)
+    singles = int(((codes != M.MISSING).sum(axis=1) == 1).sum())
+    assert singles >= 5  # the data really has images with one rating (about 4% of them)
+    # the old reading (pi_k over images with two or more ratings only) differs: this test can tell them apart
+    assert abs(reference - ref_ac1(units(codes), q)) > 1e-5
+
+    assert abs(M.gwet_ac1(M.category_counts(codes, q)).value - reference) < TOL
+    result = agreement(table_frame(table, classes), classes=classes, severities=["minor"], settings=quiet())
+    label = result.metrics["label"]
+    assert abs(label["gwet_ac1"] - reference) < TOL
+    assert label["n_images_rated"] == len(codes) and label["n_images"] == len(codes) - singles
+
+
+def test_ac1_hand_computed_tiny_table() -> None:
+    """x,x,x | x,x,y | y | x with q = 2, worked by hand.
+
+    p_a = (1 + 2/6) / 2 = 2/3 (two images with pairs); pi_x = (1 + 2/3 + 0 + 1) / 4 = 2/3, pi_y = 1/3 (all four
+    rated images); p_e = 2 (2/3)(1/3) / 1 = 4/9; AC1 = (2/3 - 4/9) / (5/9) = 0.4. (pi over the two shared images
+    only would give 7/13.)
+    """
+    table = [[0, 0, 0], [0, 0, 1], [1, None, None], [None, 0, None]]
+    counts = M.category_counts(table_codes(table), 2)
+    assert abs(M.gwet_ac1(counts).value - 0.4) < TOL
+    assert abs(ref_ac1_gwet2014(table, 2) - 0.4) < TOL
+    result = agreement(
+        table_frame(table, ["x", "y"]), classes=["x", "y"], severities=["minor"], settings=quiet(min_shared_images=2)
+    )
+    assert abs(result.metrics["label"]["gwet_ac1"] - 0.4) < TOL
+
+
+def test_ac1_gwet_handbook_example_with_missing_ratings() -> None:
+    """Gwet (2014)'s 4 raters x 12 units, 5 categories, missing ratings (irrCAC's ``raw_4raters``): the published
+    AC1 is 0.7754 (irrCAC: coefficient 0.77544, pa 0.81818, pe 0.19032). Unit 12 has one rating."""
+    raters = {
+        "Rater1": [1, 2, 3, 3, 2, 1, 4, 1, 2, None, None, None],
+        "Rater2": [1, 2, 3, 3, 2, 2, 4, 1, 2, 5, None, None],
+        "Rater3": [None, 3, 3, 3, 2, 3, 4, 2, 2, 5, 1, 3],
+        "Rater4": [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, None],
+    }
+    table = [[None if v is None else v - 1 for v in unit] for unit in zip(*raters.values(), strict=True)]
+    levels = ["v1", "v2", "v3", "v4", "v5"]
+    result = agreement(table_frame(table, levels), classes=levels, severities=levels, settings=quiet())
+    label = result.metrics["label"]
+    assert label["status"] == "insufficient"  # 11 shared units are fewer than the default 20
+    result = agreement(
+        table_frame(table, levels), classes=levels, severities=levels, settings=quiet(min_shared_images=11)
+    )
+    label = result.metrics["label"]
+    assert round(label["gwet_ac1"], 5) == 0.77544 and round(label["percent_agreement"], 5) == 0.81818
+    assert abs(label["gwet_ac1"] - ref_ac1_gwet2014(table, 5)) < TOL
+
+
+def test_ac1_bootstrap_with_images_rated_once_equals_recomputing() -> None:
+    """A resample of every rated image (singles included) gives the AC1 of the duplicated images."""
+    q = 4
+    codes = table_codes(missing_table(4, n_items=120, q=q))
+    counts = M.category_counts(codes, q)
+    stats, layout = M.image_statistics(counts, m=3)
+    rng = np.random.default_rng(1)
+    picks = rng.integers(0, len(codes), len(codes))
+    weights = np.bincount(picks, minlength=len(codes)).astype(float)
+    fast = M.metrics_from_sums(weights @ stats, layout)
+    again = M.category_counts(codes[picks], q)
+    assert abs(fast["gwet_ac1"][0] - M.gwet_ac1(again).value) < TOL
+    assert abs(fast["percent_agreement"][0] - M.percent_agreement(again).value) < TOL
+    assert abs(M.metrics_from_sums(stats.sum(axis=0), layout)["gwet_ac1"][0] - M.gwet_ac1(counts).value) < TOL

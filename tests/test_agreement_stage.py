@@ -399,3 +399,132 @@ def test_cli_empty_file_writes_empty_outputs(tmp_path: Path) -> None:
     assert "no annotations yet" in result.output
     assert pd.read_parquet(out / "consensus.parquet").empty
     assert json.loads((out / "agreement.json").read_text())["n_annotations"] == 0
+
+
+# ---------------------------------------------------------------- small samples, degenerate intervals, ids, CSV
+
+
+def test_one_shared_image_is_insufficient_not_a_coefficient(tmp_path: Path) -> None:
+    """One image rated by two annotators used to give Fleiss -1.0, alpha 0.0, AC1 -0.111 with [x, x] intervals."""
+    rows = [("shared", "a", "dent", "minor"), ("shared", "b", "scratch", "major")]
+    rows += [(f"solo{i}", "ab"[i % 2], "ok") for i in range(30)]
+    result = agreement(frame(*rows), classes=CLASSES, severities=SEVERITIES, settings=AgreementParams(bootstrap=200))
+    for variable in ("label", "severity"):
+        block = result.metrics[variable]
+        keys = ["percent_agreement", "fleiss_kappa", "krippendorff_alpha", "gwet_ac1", "cohen_kappa_mean"]
+        for key in keys + (["krippendorff_alpha_ordinal"] if variable == "severity" else []):
+            assert block[key] is None, (variable, key)
+            assert block[f"{key}_note"].startswith("insufficient: 1 shared image, fewer than"), (variable, key)
+            assert f"{variable}.{key}" in result.metrics["undefined"]
+        assert not any(key.endswith(("_ci_low", "_ci_high")) for key in block)
+        assert block["status"] == "insufficient" and block["n_images"] == 1 and block["min_shared_images"] == 20
+    assert any("label: only 1 image(s) rated by two or more" in m for m in result.messages)
+    assert result.cohen_kappa["kappa"].isna().all() and result.cohen_kappa["note"].str.contains("insufficient").all()
+    assert result.per_class["specific_agreement"].isna().all() and result.per_class["kappa_one_vs_rest"].isna().all()
+    assert result.per_class["note"].str.startswith("insufficient").all()
+
+    write_agreement(result, tmp_path)
+    text = (tmp_path / "agreement.json").read_text()
+    assert "NaN" not in text and json.loads(text)["label"]["status"] == "insufficient"
+    per_class = (tmp_path / "per_class.csv").read_text()
+    assert "nan" not in per_class.lower()
+    page = (tmp_path / "report.html").read_text()
+    assert "insufficient (1 shared &lt; 20)" in page
+
+
+@pytest.mark.parametrize(("n_shared", "status"), [(19, "insufficient"), (20, "ok")])
+def test_min_shared_images_threshold(n_shared: int, status: str) -> None:
+    rng = np.random.default_rng(0)
+    rows = [
+        (f"i{i}", who, CLASSES[int(rng.integers(len(CLASSES)))]) for i in range(n_shared) for who in ("a", "b", "c")
+    ]
+    label = run(frame(*rows)).metrics["label"]
+    assert label["status"] == status and label["n_images"] == n_shared
+    assert (label["gwet_ac1"] is None) == (status == "insufficient")
+    assert (label["cohen_kappa_mean"] is None) == (status == "insufficient")  # each pair shares n_shared images
+
+
+def test_zero_width_bootstrap_intervals_are_omitted_with_a_reason(tmp_path: Path) -> None:
+    """Every annotator agrees on every image: each resample gives 1.0, and [1.0, 1.0] is no interval."""
+    rows = [(f"i{i}", who, CLASSES[i % 3]) for i in range(30) for who in ("a", "b")]
+    result = agreement(frame(*rows), classes=CLASSES, severities=SEVERITIES, settings=AgreementParams(bootstrap=100))
+    label = result.metrics["label"]
+    assert label["gwet_ac1"] == 1.0 and label["krippendorff_alpha"] == 1.0
+    for key in ("percent_agreement", "fleiss_kappa", "krippendorff_alpha", "gwet_ac1"):
+        assert label[f"{key}_ci_low"] is None and label[f"{key}_ci_high"] is None, key
+        assert "zero-width interval" in label[f"{key}_ci_low_note"], key
+        assert f"label.{key}_ci_low" in result.metrics["undefined"]
+    assert label["status"] == "ok"
+    table = result.per_class.set_index("class")
+    assert table.loc["scratch", ["specific_agreement_ci_low", "specific_agreement_ci_high"]].isna().all()
+    assert "zero width" in table.loc["scratch", "note"]
+    write_agreement(result, tmp_path)
+    assert "NaN" not in (tmp_path / "agreement.json").read_text()
+
+
+def test_annotator_ids_are_trimmed_and_compared_case_insensitively() -> None:
+    annotations = frame(
+        ("i1", "alice", "dent"),
+        ("i1", "bob", "dent"),
+        ("i2", "alice ", "ok"),
+        ("i2", "Bob", "ok"),
+        ("i3", " ALICE", "crack"),
+        ("i3", "boss", "scratch"),
+    )
+    result = run(annotations, adjudicators=[" Boss "])
+    assert result.metrics["n_annotators"] == 2
+    assert sorted(result.per_annotator["annotator"]) == ["alice", "bob"]
+    assert result.consensus.set_index("image_id").loc["i3", "method"] == "adjudicated"
+    merged = [m for m in result.messages if "are one annotator" in m]
+    assert merged == [
+        "annotator ids ' ALICE', 'alice', 'alice ' are one annotator 'alice' (ids are compared trimmed and "
+        "case-insensitively)",
+        "annotator ids 'Bob', 'bob' are one annotator 'bob' (ids are compared trimmed and case-insensitively)",
+    ]
+    with pytest.raises(AnnotationsError, match=r"same image more than once in rows 1, 2 \(alice on i1\)"):
+        run(frame(("i1", "alice", "dent"), ("i1", "Alice ", "ok")))
+    with pytest.raises(AnnotationsError, match="empty annotator in row 2"):
+        run(frame(("i1", "alice", "dent"), ("i1", "   ", "ok")))
+
+
+@pytest.mark.parametrize("long_line", [2, 4])
+def test_csv_row_with_too_many_fields_is_named(tmp_path: Path, long_line: int) -> None:
+    """An unquoted comma adds a field; on the first record pandas used to shift every column ('empty annotator')."""
+    lines = ["image_id,annotator,label,severity", "a,x,ok,", "b,y,dent,minor", '"c, left",z,ok,']
+    lines[long_line - 1] = "d,x,dent,minor,left side"
+    path = tmp_path / "annotations.csv"
+    path.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    result = CliRunner().invoke(cli_app(), ["agreement", str(path), str(out), "--params", str(ROOT / "params.yaml")])
+    assert result.exit_code == 1
+    message = " ".join(result.output.split())
+    assert f"{path}: line {long_line} (record {long_line - 1} after the header) has 5 fields, the header has 4" in (
+        message
+    )
+    assert "must be quoted" in message and not out.exists()
+
+
+def test_csv_with_quoted_commas_and_line_breaks_reads(tmp_path: Path) -> None:
+    path = tmp_path / "annotations.csv"
+    path.write_text('image_id,annotator,label,description\na,x,dent,"left, near\nthe edge"\na,y,dent,\n')
+    from curation.agreement.stage import read_table
+
+    table = read_table(path, "annotations.parquet")
+    assert table["description"].tolist()[0] == "left, near\nthe edge" and len(table) == 2
+
+
+def test_progress_total_counts_the_extra_ac1_pass() -> None:
+    """Half the images are rated once, so AC1's bootstrap (every rated image) is a second pass per variable."""
+    annotations, _ = simulated(6)
+    started: list[int] = []
+    done: list[int] = []
+    result = agreement(
+        annotations,
+        classes=CLASSES,
+        severities=SEVERITIES,
+        settings=AgreementParams(bootstrap=100),
+        on_start=started.append,
+        on_progress=done.append,
+    )
+    assert result.metrics["label"]["status"] == result.metrics["severity"]["status"] == "ok"
+    assert started == [sum(done)] == [100 * 2 * 2]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -58,13 +58,18 @@ def agreement_command(
             "images": result.metrics["n_images"],
             "annotators": result.metrics["n_annotators"],
             "shared images": label.get("n_images", 0),
-            "Krippendorff's alpha": _show(label.get("krippendorff_alpha")),
-            "Gwet's AC1": _show(label.get("gwet_ac1")),
+            "Krippendorff's alpha": _show(label, "krippendorff_alpha"),
+            "Gwet's AC1": _show(label, "gwet_ac1"),
             "disputed": result.metrics["consensus"]["n_disputed"],
         },
     )
     console.print(f"outputs in {out_dir}/ (agreement.json, consensus.parquet, disputes.csv, report.html ...)")
 
 
-def _show(value: float | None) -> str:
-    return "undefined" if value is None else f"{value:.3f}"
+def _show(block: dict[str, Any], key: str) -> str:
+    value = block.get(key)
+    if value is not None:
+        return f"{value:.3f}"
+    if block.get("status") == "insufficient":
+        return f"insufficient ({block.get('n_images', 0)} shared images < {block.get('min_shared_images')})"
+    return "undefined"

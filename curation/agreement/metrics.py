@@ -2,8 +2,16 @@
 
 Library implementations give the point estimates where a well-kept one exists: Fleiss' kappa (statsmodels),
 Krippendorff's alpha (the ``krippendorff`` package), Cohen's kappa (scikit-learn). Percent agreement, Gwet's AC1
-and the per-class figures have no maintained Python implementation (``irrCAC`` is unmaintained), so they are
-written here from the textbook formulas and tested against independent implementations.
+and the per-class figures have no maintained Python implementation that installs beside this project's stack
+(``irrCAC`` 0.4.4 pins scipy 1.12 and pandas < 3), so they are written here from the textbook formulas and
+tested against independent implementations.
+
+Gwet's AC1 follows Gwet (2014), *Handbook of Inter-Rater Reliability*, 4th ed., for many raters with missing
+ratings, as irrCAC's Python ``CAC.gwet`` (0.4.4, checked against its source) computes it: percent agreement
+p_a = (1/n') sum over the n' images with r_i >= 2 ratings of sum_k r_ik (r_ik - 1) / (r_i (r_i - 1)); class
+propensities pi_k = (1/n) sum over ALL n images with r_i >= 1 rating of r_ik / r_i (an image one person rated
+still tells how often each class is chosen); chance agreement p_e = sum_k pi_k (1 - pi_k) / (q - 1), q = the
+number of ontology classes; AC1 = (p_a - p_e) / (1 - p_e). No small-sample correction is applied to p_a.
 
 Every metric is also a function of sums over images of per-image statistics (:func:`image_statistics`), which
 makes the bootstrap one matrix product per batch of resamples instead of recomputing each library call a
@@ -78,11 +86,12 @@ class Layout:
 
     @property
     def width(self) -> int:
-        return 4 + 4 * self.q + self.q * self.q
+        return 5 + 4 * self.q + self.q * self.q
 
     def slices(self) -> dict[str, slice]:
         q = self.q
-        spans = [("one", 1), ("p_item", 1), ("share", q), ("fleiss_one", 1), ("fleiss_p", 1), ("fleiss_counts", q)]
+        spans = [("one", 1), ("pair", 1), ("p_item", 1), ("share", q)]
+        spans += [("fleiss_one", 1), ("fleiss_p", 1), ("fleiss_counts", q)]
         spans += [("coincidence", q * q), ("same_pairs", q), ("all_pairs", q)]
         out, start = {}, 0
         for name, size in spans:
@@ -92,26 +101,31 @@ class Layout:
 
 
 def image_statistics(counts: np.ndarray, m: int) -> tuple[np.ndarray, Layout]:
-    """Per-image statistics whose column sums determine every metric (images must have >= 2 ratings).
+    """Per-image statistics whose column sums determine every metric (images must have >= 1 rating).
 
-    Columns: 1; P_i = share of agreeing rating pairs of image i; n_ik/n_i; the same restricted to images with
+    Columns: 1; 1 if the image has >= 2 ratings; P_i = share of agreeing rating pairs of image i (0 with one
+    rating); n_ik/n_i (every rated image: Gwet's class propensities); the same restricted to images with
     exactly ``m`` ratings (Fleiss); Krippendorff's coincidences n_ic n_ik / (n_i - 1) (minus the diagonal
-    self-pairs); n_ik (n_ik - 1) and n_ik (n_i - 1) for specific agreement.
+    self-pairs; 0 with one rating); n_ik (n_ik - 1) and n_ik (n_i - 1) for specific agreement. An image with one
+    rating adds to the first and the propensity columns only.
     """
     q = counts.shape[1]
     layout = Layout(q=q, m=m)
     n = counts.sum(axis=1)
-    if len(n) and n.min() < 2:
-        raise ValueError("image_statistics needs images with at least two ratings")
+    if len(n) and n.min() < 1:
+        raise ValueError("image_statistics needs images with at least one rating")
+    pair = n >= 2
+    pairs = np.where(pair, n * (n - 1), 1.0)  # 1 where there is no pair: the numerators are 0 there
     same = counts * (counts - 1)
-    p_item = same.sum(axis=1) / (n * (n - 1))
+    p_item = same.sum(axis=1) / pairs
     fleiss = (n == m).astype(np.float64)
     coincidence = (counts[:, :, None] * counts[:, None, :]).reshape(-1, q * q)
     coincidence[:, :: q + 1] -= counts
-    coincidence /= (n - 1)[:, None]
+    coincidence /= np.where(pair, n - 1, 1.0)[:, None]
     stats = np.empty((len(n), layout.width))
     cols = layout.slices()
     stats[:, cols["one"]] = 1.0
+    stats[:, cols["pair"]] = pair.astype(np.float64)[:, None]
     stats[:, cols["p_item"]] = p_item[:, None]
     stats[:, cols["share"]] = counts / n[:, None]
     stats[:, cols["fleiss_one"]] = fleiss[:, None]
@@ -134,8 +148,10 @@ def metrics_from_sums(sums: np.ndarray, layout: Layout, *, ordinal: bool = False
     q, cols = layout.q, layout.slices()
     with np.errstate(divide="ignore", invalid="ignore"):
         n_items = sums[:, cols["one"]][:, 0]
-        pa = sums[:, cols["p_item"]][:, 0] / n_items
-        # Gwet (2008) AC1: pi_k = mean share of ratings in k; pe = sum pi_k (1 - pi_k) / (q - 1)
+        n_pairs = sums[:, cols["pair"]][:, 0]
+        pa = np.where(n_pairs > 0, sums[:, cols["p_item"]][:, 0] / n_pairs, np.nan)
+        # Gwet (2014) AC1 (module doc): pi_k = mean over every rated image of its share of ratings in k;
+        # pe = sum pi_k (1 - pi_k) / (q - 1)
         pi = sums[:, cols["share"]] / n_items[:, None]
         pe_gwet = (pi * (1 - pi)).sum(axis=1) / (q - 1)
         ac1 = (pa - pe_gwet) / (1 - pe_gwet)
@@ -188,16 +204,23 @@ def _alpha(o: np.ndarray, n_c: np.ndarray, n: np.ndarray, delta2: np.ndarray) ->
 
 
 def percent_agreement(counts: np.ndarray) -> Stat:
-    """Mean over images of the share of agreeing rating pairs (images with >= 2 ratings)."""
-    if not len(counts):
+    """Mean over images with >= 2 ratings of the share of agreeing rating pairs (images with one rating ignored)."""
+    counts = counts[counts.sum(axis=1) >= 1]
+    if not (counts.sum(axis=1) >= 2).any():
         return Stat.undefined(NO_OVERLAP)
     stats, layout = image_statistics(counts, m=0)
     return Stat(float(metrics_from_sums(stats.sum(axis=0), layout)["percent_agreement"][0]))
 
 
 def gwet_ac1(counts: np.ndarray) -> Stat:
-    """Gwet's AC1 for many raters with missing ratings (Gwet 2008/2014), q = number of ontology categories."""
-    if not len(counts):
+    """Gwet's AC1 for many raters with missing ratings (Gwet 2014; module doc), q = number of ontology categories.
+
+    Args:
+        counts: ``counts[i, k]`` for every rated image, including images with a single rating: those enter the
+            class propensities pi_k (the chance term) though not the percent agreement.
+    """
+    counts = counts[counts.sum(axis=1) >= 1]
+    if not (counts.sum(axis=1) >= 2).any():
         return Stat.undefined(NO_OVERLAP)
     stats, layout = image_statistics(counts, m=0)
     return Stat(float(metrics_from_sums(stats.sum(axis=0), layout)["gwet_ac1"][0]))
@@ -242,10 +265,16 @@ def krippendorff_alpha(codes: np.ndarray, categories: Sequence[str], level: Leve
 
 
 def cohen_kappa_pairs(
-    codes: np.ndarray, raters: Sequence[str], categories: Sequence[str], *, weights: str | None = None
+    codes: np.ndarray,
+    raters: Sequence[str],
+    categories: Sequence[str],
+    *,
+    weights: str | None = None,
+    min_items: int = 1,
 ) -> pd.DataFrame:
     """Cohen's kappa (scikit-learn) for every pair of annotators on the images both rated.
 
+    A pair that shares fewer than ``min_items`` images gets no kappa (too few to mean anything), with a note.
     Returns columns ``annotator_a, annotator_b, n_items, kappa, note`` (kappa null with a note when undefined).
     """
     from sklearn.metrics import cohen_kappa_score
@@ -259,6 +288,8 @@ def cohen_kappa_pairs(
             kappa, note = None, None
             if not both.any():
                 note = "no image rated by both"
+            elif both.sum() < min_items:
+                note = insufficient_note(int(both.sum()), min_items)
             elif len(np.union1d(x, y)) < 2:
                 note = f"both gave only {categories[int(x[0])]!r}: chance agreement is 1, kappa is 0/0"
             else:
@@ -314,6 +345,15 @@ def bootstrap(
 
 
 NO_OVERLAP = "no image has ratings from two or more annotators"
+INSUFFICIENT = "insufficient"
+
+
+def insufficient_note(n_shared: int, min_shared: int) -> str:
+    """Why a coefficient on ``n_shared`` shared images is not reported."""
+    return (
+        f"{INSUFFICIENT}: {n_shared} shared image{'s' if n_shared != 1 else ''}, fewer than "
+        f"agreement.min_shared_images ({min_shared}); a coefficient on so few images is noise"
+    )
 
 
 def _one_category(metric: str, category: str) -> str:

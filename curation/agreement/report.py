@@ -76,7 +76,7 @@ def _figure(width: float, height: float, ncols: int = 1, nrows: int = 1) -> tupl
 def _headline(result: AgreementResult) -> Any:
     figure, axes = _figure(12, 4, ncols=2)
     left, right = axes[0]
-    rows = []
+    rows, missing = [], []
     for variable in ("label", "severity"):
         block = result.metrics.get(variable, {})
         for key, title in HEADLINE_LABELS.items():
@@ -84,9 +84,10 @@ def _headline(result: AgreementResult) -> Any:
                 rows.append(
                     (f"{variable}: {title}", block[key], block.get(f"{key}_ci_low"), block.get(f"{key}_ci_high"))
                 )
+                missing.append(_missing_value(block))
     for y, (_title, value, low, high) in enumerate(rows):
         if value is None:
-            left.text(0.0, y, "undefined", va="center", color="grey")
+            left.text(0.0, y, missing[y], va="center", color="grey")
             continue
         left.plot([value], [y], "o", color="C0")
         if low is not None and high is not None:
@@ -246,6 +247,13 @@ def _table(frame: pd.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _missing_value(block: dict[str, Any]) -> str:
+    """What stands in for a null coefficient: ``insufficient (n shared < min)`` or ``undefined``."""
+    if block.get("status") == "insufficient":
+        return f"insufficient ({block.get('n_images', 0)} shared < {block.get('min_shared_images')})"
+    return "undefined"
+
+
 def _headline_table(metrics: dict[str, Any]) -> str:
     rows = []
     for variable in ("label", "severity"):
@@ -261,7 +269,8 @@ def _headline_table(metrics: dict[str, Any]) -> str:
                     f"{block['fleiss_kappa_n_images']} images with {block['fleiss_kappa_ratings_per_image']} "
                     f"ratings each. {note}"
                 )
-            rows.append((variable, title, block[key], interval, note))
+            value = _missing_value(block) if block[key] is None else block[key]
+            rows.append((variable, title, value, interval, note))
     return _table(pd.DataFrame(rows, columns=["variable", "metric", "value", "95% interval", "note"]))
 
 

@@ -4,10 +4,17 @@ Input: the pull output ``annotations.parquet`` (:class:`schemas.records.Annotati
 with at least ``image_id, annotator, label`` (optional ``severity``, ``lead_time``, ``task_id``, ``updated_at``,
 ``adjudicated``). Optional: ``predictions.parquet`` (:class:`schemas.records.Prediction` + ``p_<class>``).
 
+Annotator ids are compared trimmed and case-insensitively (``" Alice@Factory.example"`` is
+``alice@factory.example``) and written lowercased; the ``adjudicators`` param is read the same way. A CSV record
+with more fields than its header (an unquoted comma) is an error naming the line.
+
 Outputs (:func:`write_agreement`), all in OUT_DIR:
 
 - ``agreement.json``: DVC metrics; an undefined metric is ``null`` with a sibling ``<name>_note`` and its dotted
-  name in ``undefined``.
+  name in ``undefined``. Each rated variable (``label``, ``severity``) has a ``status``: ``ok``, or
+  ``insufficient`` when fewer than ``agreement.min_shared_images`` images were rated by two or more annotators
+  (``n_images``): then every coefficient and interval is ``null`` with an ``insufficient: ...`` note. A bootstrap
+  interval is ``null`` with a note when its resamples are degenerate (zero width, or undefined in all).
 - ``consensus.parquet``: exactly the :class:`schemas.records.Consensus` columns, one row per image.
 - ``disputes.csv``: open disputes (ties, low agreement) with the votes, for adjudication in Label Studio.
 - ``per_class.csv``, ``per_annotator.csv``, ``cohen_kappa.csv``.
@@ -18,6 +25,7 @@ Outputs (:func:`write_agreement`), all in OUT_DIR:
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,10 +103,45 @@ def read_table(path: Path, default_name: str) -> pd.DataFrame:
         if suffix == ".parquet":
             return pd.read_parquet(path)
         if suffix == ".csv":
-            return pd.read_csv(path, dtype={"image_id": str, "annotator": str, "label": str, "severity": str})
+            _check_field_counts(path)
+            return pd.read_csv(
+                path, dtype={"image_id": str, "annotator": str, "label": str, "severity": str}, index_col=False
+            )
     except (OSError, ValueError) as err:
         raise AnnotationsError(f"{path}: cannot be read as {suffix[1:]}: {err}") from err
     raise AnnotationsError(f"{path}: unsupported file type {suffix!r}; use .parquet or .csv")
+
+
+def _check_field_counts(path: Path) -> None:
+    """Stop on a CSV record with more fields than the header.
+
+    pandas cannot be trusted with these: when the first record is the long one it silently takes the first
+    column as the index and shifts every value one column left (an image id becomes an annotator ...); later
+    long records raise a tokenizer error without the fix. The csv module reads quoted fields (commas, line
+    breaks inside quotes) the way pandas does, so the counts here are the ones pandas would see.
+
+    Raises:
+        AnnotationsError: naming the file, the line and record, the expected and found field counts, and the fix.
+    """
+    with path.open(newline="", encoding="utf-8-sig", errors="replace") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None:
+            return
+        start = reader.line_num + 1
+        for record, fields in enumerate(reader, start=1):
+            if len(fields) > len(header):
+                raise AnnotationsError(
+                    f"{path}: line {start} (record {record} after the header) has {len(fields)} fields, the header "
+                    f"has {len(header)} ({', '.join(header)}): {_shorten(fields)}. A value that contains a comma "
+                    'must be quoted ("dent, left"); or remove the extra field'
+                )
+            start = reader.line_num + 1
+
+
+def _shorten(fields: list[str], limit: int = 160) -> str:
+    text = repr(fields)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def validate_annotations(
@@ -122,10 +165,38 @@ def validate_annotations(
             raise AnnotationsError(f"{source}: empty {column} in {_rows(empty)}; fill it in or drop those rows")
     for column in ("image_id", "annotator", "label"):
         frame[column] = frame[column].astype(str)
+    frame["annotator"] = normalise_annotator(frame["annotator"])
+    blank = frame["annotator"] == ""
+    if blank.any():
+        raise AnnotationsError(f"{source}: empty annotator in {_rows(blank)}; fill it in or drop those rows")
     _check_values(frame, "label", classes, source, "ontology.classes")
     if "severity" in frame.columns:
         _check_values(frame, "severity", severities, source, "ontology.severities")
     return frame
+
+
+def normalise_annotator(ids: pd.Series) -> pd.Series:
+    """Annotator ids as agreement compares them: surrounding whitespace removed, lowercased.
+
+    Annotators are e-mails (pull) or names typed into a CSV. ``"Alice@Factory.example "`` and
+    ``alice@factory.example`` are one person to everyone who reads the report (mail servers treat addresses
+    case-insensitively in practice), so they are one annotator here. ``str.lower`` rather than ``casefold``: it
+    leaves e.g. ``ß`` alone, so an id never changes length.
+    """
+    return ids.astype(str).str.strip().str.lower()
+
+
+def _merged_annotators(raw: pd.Series) -> list[str]:
+    """Lines naming the raw annotator ids that normalisation made one (so the merge is visible, not silent)."""
+    raw = raw.dropna().astype(str)
+    spellings = pd.DataFrame({"raw": raw, "id": normalise_annotator(raw)}).drop_duplicates()
+    groups = spellings.groupby("id", sort=True)["raw"].agg(lambda s: sorted(s))
+    return [
+        f"annotator ids {', '.join(map(repr, names))} are one annotator {key!r} (ids are compared trimmed and "
+        "case-insensitively)"
+        for key, names in groups.items()
+        if len(names) > 1
+    ]
 
 
 def _check_values(frame: pd.DataFrame, column: str, allowed: Sequence[str], source: str, key: str) -> None:
@@ -195,20 +266,23 @@ def agreement(
             image twice, predictions without probability columns.
     """
     classes, severities = list(classes), list(severities)
+    merged = _merged_annotators(annotations["annotator"]) if "annotator" in annotations.columns else []
     frame = validate_annotations(annotations, source, classes, severities)
     if predictions is not None:
         predictions = validate_predictions(predictions, "predictions", classes)
-    regular, adjudications = split_adjudications(frame, settings.adjudicators)
+    adjudicators = normalise_annotator(pd.Series(settings.adjudicators, dtype=object)).tolist()
+    regular, adjudications = split_adjudications(frame, adjudicators)
     repeated = regular.duplicated(["image_id", "annotator"], keep=False)
     if repeated.any():
         pairs = regular[repeated].drop_duplicates(["image_id", "annotator"]).head(5)
         named = ", ".join(f"{a} on {i}" for i, a in zip(pairs["image_id"], pairs["annotator"], strict=True))
         raise AnnotationsError(
             f"{source}: an annotator labelled the same image more than once in {_rows(repeated)} ({named}); "
-            "keep the latest annotation per annotator and image (pull does this)"
+            "keep the latest annotation per annotator and image (pull does this); annotator ids are compared "
+            "trimmed and case-insensitively"
         )
 
-    messages: list[str] = []
+    messages: list[str] = list(merged)
     report: dict[str, Any] = {
         "n_annotations": len(regular),
         "n_adjudications": len(adjudications),
@@ -227,18 +301,22 @@ def agreement(
 
     has_severity = "severity" in regular.columns and regular["severity"].notna().any()
     blocks = {"label": (classes, False, None), "severity": (severities, True, "linear")}
-    total = settings.bootstrap * (2 if has_severity else 1)
+    matrices = {
+        variable: M.ratings_matrix(regular, variable, categories)
+        for variable, (categories, _, _) in blocks.items()
+        if variable == "label" or has_severity
+    }
     if on_start:
-        on_start(total)
+        on_start(settings.bootstrap * sum(_bootstrap_runs(codes, settings) for codes, _, _ in matrices.values()))
     per_class = pd.DataFrame(columns=PER_CLASS_COLUMNS)
     cohen_frames = []
     label_codes = label_raters = None
     for variable, (categories, ordinal, weights) in blocks.items():
-        if variable == "severity" and not has_severity:
+        if variable not in matrices:
             report["severity"] = {"n_images": 0}
             _put(report, "severity", "krippendorff_alpha_ordinal", M.Stat.undefined("no severity ratings"))
             continue
-        codes, _, raters = M.ratings_matrix(regular, variable, categories)
+        codes, _, raters = matrices[variable]
         block, classes_frame, pairs = _variable_metrics(
             codes, raters, categories, ordinal, weights, settings, on_progress
         )
@@ -248,6 +326,13 @@ def agreement(
         cohen_frames.append(pairs.assign(variable=variable))
         if variable == "label":
             per_class, label_codes, label_raters = classes_frame, codes, raters
+        if 0 < block["n_images"] < settings.min_shared_images:
+            messages.append(
+                f"{variable}: only {block['n_images']} image(s) rated by two or more annotators, fewer than "
+                f"agreement.min_shared_images ({settings.min_shared_images}): agreement is reported as "
+                "insufficient, not as a number. Send more images to several annotators (labelstudio."
+                "agreement_sample), or lower agreement.min_shared_images if you accept noisy figures"
+            )
     if len(annotators) >= 2 and report["label"].get("n_images", 0) == 0:
         messages.append(
             f"annotators {', '.join(annotators)} never labelled the same image: agreement is undefined. "
@@ -308,6 +393,14 @@ def agreement(
     )
 
 
+def _bootstrap_runs(codes: np.ndarray, settings: AgreementParams) -> int:
+    """Bootstrap passes a variable needs: 0 when insufficient, 2 when some images have one rating (AC1's own)."""
+    n = (codes != M.MISSING).sum(axis=1)
+    if (n >= 2).sum() < settings.min_shared_images:
+        return 0
+    return 2 if (n == 1).any() else 1
+
+
 def _variable_metrics(
     codes: np.ndarray,
     raters: pd.Index,
@@ -317,64 +410,115 @@ def _variable_metrics(
     settings: AgreementParams,
     on_progress: Callable[[int], None] | None,
 ) -> tuple[dict[str, Any], pd.DataFrame, pd.DataFrame]:
-    """Headline metrics (Stat or int), per-category table and Cohen pairs for one rated variable."""
-    overlap = (codes != M.MISSING).sum(axis=1) >= 2
-    codes = codes[overlap]
-    counts = M.category_counts(codes, len(categories))
-    block: dict[str, Any] = {"n_images": int(overlap.sum()), "n_ratings": int(counts.sum())}
+    """Headline metrics (Stat or int), per-category table and Cohen pairs for one rated variable.
+
+    ``codes`` holds every image with a rating of the variable. The pair-based metrics use the images with two or
+    more ratings; Gwet's AC1 also takes the images rated once into its chance term (see :mod:`metrics`).
+    """
+    rated_counts = M.category_counts(codes, len(categories))
+    n_per_image = rated_counts.sum(axis=1)
+    overlap = n_per_image >= 2
+    shared, counts = codes[overlap], rated_counts[overlap]
+    n_shared = int(overlap.sum())
+    enough = n_shared >= settings.min_shared_images
+    block: dict[str, Any] = {
+        "n_images": n_shared,
+        "n_ratings": int(counts.sum()),
+        "status": "ok" if enough else M.INSUFFICIENT,
+        "min_shared_images": settings.min_shared_images,
+        "n_images_rated": len(codes),
+    }
+    pairs = M.cohen_kappa_pairs(shared, list(raters), categories, weights=weights, min_items=settings.min_shared_images)
+    total = counts.sum()
+    prevalence = (
+        {c: float(counts[:, k].sum() / total) for k, c in enumerate(categories)}
+        if total
+        else M.Stat.undefined(M.NO_OVERLAP)
+    )
+    if not enough:
+        why = M.insufficient_note(n_shared, settings.min_shared_images) if n_shared else M.NO_OVERLAP
+        m = int(n_per_image.max()) if n_shared else 0
+        keys = [k for k in HEADLINE if ordinal or k != "krippendorff_alpha_ordinal"]
+        block.update({k: M.Stat.undefined(why) for k in keys})
+        block["fleiss_kappa_n_images"] = int((n_per_image[overlap] == m).sum())
+        block["fleiss_kappa_ratings_per_image"] = m
+        block["cohen_kappa_n_pairs"] = 0
+        block.update({f"cohen_kappa_{name}": M.Stat.undefined(why) for name in ("mean", "min", "max")})
+        block["prevalence"] = prevalence
+        per_class = pd.DataFrame(
+            {
+                "class": categories,
+                "n_ratings": counts.sum(axis=0).astype(int),
+                "prevalence": counts.sum(axis=0) / total if total else 0.0,
+                "note": why,
+            },
+            columns=PER_CLASS_COLUMNS,
+        )
+        return block, per_class, pairs
+
     fleiss, n_fleiss, m = M.fleiss_kappa(counts, categories)
     block["percent_agreement"] = M.percent_agreement(counts)
     block["fleiss_kappa"] = fleiss
     block["fleiss_kappa_n_images"] = n_fleiss
     block["fleiss_kappa_ratings_per_image"] = m
-    block["krippendorff_alpha"] = M.krippendorff_alpha(codes, categories, "nominal")
+    block["krippendorff_alpha"] = M.krippendorff_alpha(shared, categories, "nominal")
     if ordinal:
-        block["krippendorff_alpha_ordinal"] = M.krippendorff_alpha(codes, categories, "ordinal")
-    block["gwet_ac1"] = M.gwet_ac1(counts)
-    pairs = M.cohen_kappa_pairs(codes, list(raters), categories, weights=weights)
+        block["krippendorff_alpha_ordinal"] = M.krippendorff_alpha(shared, categories, "ordinal")
+    block["gwet_ac1"] = M.gwet_ac1(rated_counts)
     defined = pairs["kappa"].dropna()
     block["cohen_kappa_n_pairs"] = len(defined)
     for name, fn in (("mean", np.mean), ("min", np.min), ("max", np.max)):
         block[f"cohen_kappa_{name}"] = (
             M.Stat(float(fn(defined))) if len(defined) else M.Stat.undefined(_no_pairs(len(raters), pairs))
         )
-    total = counts.sum()
-    block["prevalence"] = (
-        {c: float(counts[:, k].sum() / total) for k, c in enumerate(categories)}
-        if total
-        else M.Stat.undefined(M.NO_OVERLAP)
-    )
+    block["prevalence"] = prevalence
 
+    stats, layout = M.image_statistics(counts, m=m)
+    point = M.metrics_from_sums(stats.sum(axis=0), layout, ordinal=ordinal)
     low = high = None
-    if len(counts):
-        stats, layout = M.image_statistics(counts, m=m)
-        point = M.metrics_from_sums(stats.sum(axis=0), layout, ordinal=ordinal)
-        if settings.bootstrap:
-            draws = M.bootstrap(
-                stats,
-                layout,
-                n_resamples=settings.bootstrap,
-                confidence=settings.confidence,
-                seed=settings.seed,
-                ordinal=ordinal,
-                on_progress=on_progress,
-            )
-            for key in HEADLINE:
-                if key in draws and isinstance(block.get(key), M.Stat):
-                    lo, hi, n_ok = draws[key]
-                    why = f"undefined in all {settings.bootstrap} resamples"
-                    block[f"{key}_ci_low"] = M.Stat(float(lo)) if n_ok else M.Stat.undefined(why)
-                    block[f"{key}_ci_high"] = M.Stat(float(hi)) if n_ok else M.Stat.undefined(why)
-            block["bootstrap_resamples"] = settings.bootstrap
-            low = {k: draws[k][0] for k in ("specific_agreement", "kappa_one_vs_rest")}
-            high = {k: draws[k][1] for k in ("specific_agreement", "kappa_one_vs_rest")}
-        per_class = _per_class(categories, counts, point, low, high)
-    else:
-        per_class = pd.DataFrame(
-            {"class": categories, "n_ratings": 0, "prevalence": 0.0, "note": M.NO_OVERLAP},
-            columns=PER_CLASS_COLUMNS,
+    degenerate: dict[str, np.ndarray] = {}
+    if settings.bootstrap:
+        options = {
+            "n_resamples": settings.bootstrap,
+            "confidence": settings.confidence,
+            "seed": settings.seed,
+            "ordinal": ordinal,
+            "on_progress": on_progress,
+        }
+        draws = M.bootstrap(stats, layout, **options)
+        if not overlap.all():
+            # AC1 is estimated on every rated image (images rated once enter its chance term), so its resamples
+            # draw from those; the pair-based metrics resample the images they are computed on
+            every, _ = M.image_statistics(rated_counts, m=m)
+            draws["gwet_ac1"] = M.bootstrap(every, layout, **options)["gwet_ac1"]
+        for key in HEADLINE:
+            if key in draws and isinstance(block.get(key), M.Stat) and block[key].value is not None:
+                block[f"{key}_ci_low"], block[f"{key}_ci_high"] = _interval(*draws[key], settings.bootstrap)
+        block["bootstrap_resamples"] = settings.bootstrap
+        low, high = {}, {}
+        for key in ("specific_agreement", "kappa_one_vs_rest"):
+            lo, hi, _ = draws[key]
+            degenerate[key] = np.isfinite(lo) & np.isfinite(hi) & (hi - lo <= ZERO_WIDTH)
+            low[key] = np.where(degenerate[key], np.nan, lo)
+            high[key] = np.where(degenerate[key], np.nan, hi)
+    return block, _per_class(categories, counts, point, low, high, degenerate), pairs
+
+
+ZERO_WIDTH = 1e-12
+
+
+def _interval(low: float, high: float, n_defined: int, resamples: int) -> tuple[M.Stat, M.Stat]:
+    """A bootstrap interval as two Stats, both undefined (with the reason) when the resamples are degenerate."""
+    if not n_defined:
+        why = f"undefined in all {resamples} resamples"
+    elif high - low <= ZERO_WIDTH:
+        why = (
+            f"omitted: every resample gives {float(low):.6g}, a zero-width interval that says nothing about the "
+            "uncertainty (too few or too uniform shared images)"
         )
-    return block, per_class, pairs
+    else:
+        return M.Stat(float(low)), M.Stat(float(high))
+    return M.Stat.undefined(why), M.Stat.undefined(why)
 
 
 def _per_class(
@@ -383,6 +527,7 @@ def _per_class(
     point: dict[str, np.ndarray],
     low: dict[str, np.ndarray] | None,
     high: dict[str, np.ndarray] | None,
+    degenerate: dict[str, np.ndarray],
 ) -> pd.DataFrame:
     n_ratings = counts.sum(axis=0)
     table = pd.DataFrame(
@@ -393,13 +538,16 @@ def _per_class(
         table[f"{key}_ci_low"] = low[key] if low else np.nan
         table[f"{key}_ci_high"] = high[key] if high else np.nan
     notes = []
-    for n in n_ratings:
+    for k, n in enumerate(n_ratings):
+        parts = []
         if n == 0:
-            notes.append("no rating of this class on shared images: undefined")
+            parts.append("no rating of this class on shared images: undefined")
         elif n == n_ratings.sum():
-            notes.append("every rating is this class: one-vs-rest kappa is 0/0")
-        else:
-            notes.append(None)
+            parts.append("every rating is this class: one-vs-rest kappa is 0/0")
+        zero = [key for key, flags in degenerate.items() if flags[k]]
+        if zero:
+            parts.append(f"bootstrap interval of {' and '.join(zero)} omitted: zero width in every resample")
+        notes.append("; ".join(parts) or None)
     table["note"] = notes
     return table[PER_CLASS_COLUMNS]
 
