@@ -106,7 +106,7 @@ class ReleaseParams(StrictModel):
         "local", description="DVC remote to push to; added as a folder remote when the repo has no default remote."
     )
     remote_url: Path = Field(
-        Path("../dvc-remote"), description="Folder for that remote, relative to the repo root (made absolute)."
+        Path("../dvc-remote"), description="Folder for that remote, relative to the project root (made absolute)."
     )
     card: Path = Path("DATASET.md")
     stages: list[str] = Field(
