@@ -109,6 +109,11 @@ def _parse(text: str, path: Path) -> tuple[Any, dict[tuple, int]]:
         node = loader.get_single_node()
         lines = _key_lines(node, path)
         return loader.construct_document(node) if node is not None else None, lines
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = " ".join(part for part in (err.context, err.problem) if part)
+        raise ParamsError(f"{path}: not valid YAML{where}: {what}") from err
     except yaml.YAMLError as err:
         raise ParamsError(f"{path}: not valid YAML: {err}") from err
     finally:
@@ -132,7 +137,9 @@ def _json_ready(value: Any, loc: tuple, path: Path, lines: dict[tuple, int]) -> 
         return value.isoformat()
     if value is None or isinstance(value, str | int | float):
         return value
-    raise ParamsError(f"{path}: {_where(loc, lines)} is {_short(value)}, a YAML {type(value).__name__}; use text")
+    raise ParamsError(
+        f"{path}: {_where(loc, lines)} is {_short(value)}, a YAML {type(value).__name__}; write a list, mapping or text"
+    )
 
 
 def _describe(error: Any, path: Path, raw: dict, lines: dict[tuple, int]) -> str:
@@ -157,7 +164,9 @@ _EXPONENT = re.compile(r"[+-]?\d+(\.\d*)?[eE][+-]?\d+")
 def _hint(error: Any) -> str:
     """How to write a number or a boolean that YAML read as something else."""
     value, kind = error.get("input"), error["type"]
-    if kind in {"int_type", "float_type", "bool_type"} and isinstance(value, str):
+    if kind == "bool_type":
+        return " (write true or false, without quotes)"
+    if kind in {"int_type", "float_type"} and isinstance(value, str):
         exponent = "; YAML reads 1e8 as text, write 1.0e+8" if _EXPONENT.fullmatch(value.strip()) else ""
         return f" (that is text: write it without quotes{exponent})"
     if kind in {"int_type", "float_type"} and isinstance(value, bool):
@@ -212,11 +221,13 @@ def _key_lines(
     """Map each key path to its 1-based line in the YAML text, so errors can point at the line.
 
     Raises:
-        ParamsError: a key appears twice in one mapping (PyYAML would keep the last silently; DVC refuses the file).
+        ParamsError: a key appears twice in one mapping (PyYAML would keep the last silently; DVC refuses the file),
+            or a value contains itself through an alias.
     """
     found: dict[tuple, int] = {}
-    if id(node) in inside:  # a recursive alias (&a [*a]): its keys were listed already
-        return found
+    if id(node) in inside:
+        dotted = ".".join(str(p) for p in prefix)
+        raise ParamsError(f"{path}: '{dotted}' contains itself (a recursive YAML alias); write the value out")
     inside = inside | {id(node)}
     if isinstance(node, yaml.MappingNode):
         seen: dict[tuple[str, str], int] = {}

@@ -247,6 +247,24 @@ def test_a_repeated_class_name_points_at_both_entries(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("ingest: [unclosed\n", "not valid YAML at line 2, column 1: while parsing a flow sequence expected ','"),
+        ("a: b: c\n", "not valid YAML at line 1, column 5: mapping values are not allowed here"),
+        ("split: &a {group_by: *a}\n", "'split.group_by' contains itself (a recursive YAML alias)"),
+        ("ingest:\n  label_map: !!set {a}\n", "'ingest.label_map' (line 2) is {'a'}, a YAML set"),
+    ],
+    ids=["unclosed", "colon", "recursive-alias", "set"],
+)
+def test_unreadable_yaml_is_one_line_with_its_place(tmp_path: Path, text: str, expected: str) -> None:
+    path = tmp_path / "params.yaml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ParamsError) as caught:
+        load_params(path)
+    assert str(caught.value).startswith(f"{path}: {expected}") and "\n" not in str(caught.value)
+
+
 def test_a_long_value_is_cut_short(tmp_path: Path) -> None:
     path, _ = _edit(tmp_path, "  seed: 0               # salt", "  seed: [" + ", ".join(["12345"] * 200) + "]")
     with pytest.raises(ParamsError) as caught:
