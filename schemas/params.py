@@ -284,26 +284,20 @@ def _anchor_paths(params: Params, root: Path) -> Params:
 
 
 def _anchor(value: Any, root: Path) -> Any:
+    """``value`` with every relative ``Path`` in it (at any depth) joined onto ``root``."""
     if isinstance(value, Path):
         return value if value.is_absolute() else root / value
     if isinstance(value, StrictModel):
-        changed = {}
-        for name in type(value).model_fields:
-            old = getattr(value, name)
-            new = _anchor(old, root)
-            if new is not old:
-                changed[name] = new
-        return value.model_copy(update=changed) if changed else value
+        return value.model_copy(update={name: _anchor(getattr(value, name), root) for name in type(value).model_fields})
     if isinstance(value, list):
-        items = [_anchor(item, root) for item in value]
-        return items if any(a is not b for a, b in zip(items, value, strict=True)) else value
+        return [_anchor(item, root) for item in value]
     if isinstance(value, dict):
-        items = {key: _anchor(item, root) for key, item in value.items()}
-        return items if any(items[key] is not value[key] for key in value) else value
+        return {key: _anchor(item, root) for key, item in value.items()}
     return value
 
 
 def _anchor_model_folder(model: Any, loc: tuple[str, ...], root: Path) -> Any:
+    """``model`` with the text field at ``loc`` (``*``: every list item) joined onto ``root`` if that is a folder."""
     head, rest = loc[0], loc[1:]
     if head == "*":
         return [_anchor_model_folder(item, rest, root) for item in model]

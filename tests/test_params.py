@@ -314,8 +314,10 @@ def _get(node, dotted: str):
 def _project(tmp_path: Path) -> Path:
     project = tmp_path / "project"
     (project / "models" / "clip").mkdir(parents=True)
-    text = _project_text().replace(
-        "    model: openai/clip-vit-base-patch32 ", "    model: models/clip                 "
+    text = (
+        _project_text()
+        .replace("    model: openai/clip-vit-base-patch32 ", "    model: models/clip                 ")
+        .replace("{name: clip, kind: clip, path: null,", "{name: clip, kind: clip, path: models/clip,")
     )
     (project / "params.yaml").write_text(text, encoding="utf-8")
     return project
@@ -333,13 +335,14 @@ def test_relative_paths_are_from_the_params_folder_whatever_the_working_director
     for key in PATH_KEYS:
         assert _get(params, key) == project.resolve() / _get(raw, key), key
     assert params.prelabel.clip.model == str(project.resolve() / "models" / "clip")  # a folder under the root
+    assert params.serve.models[0].path == str(project.resolve() / "models" / "clip")
     assert params.prelabel.captions.model == "Salesforce/blip-image-captioning-base"  # a hub id stays as it is
 
     monkeypatch.chdir(project)  # from the project root (as under dvc repro) the paths stay as written
     params = load_params("params.yaml")
     for key in PATH_KEYS:
         assert _get(params, key) == Path(_get(raw, key)), key
-    assert params.prelabel.clip.model == "models/clip"
+    assert params.prelabel.clip.model == params.serve.models[0].path == "models/clip"
 
 
 def test_a_command_run_from_another_folder_reads_the_projects_metadata(
