@@ -163,7 +163,9 @@ def export_command(
 
 def release_command(
     name: Annotated[str, typer.Argument(help="Release name, used as the git tag, e.g. v1.0.")],
-    repo: Annotated[Path, typer.Option(help="Root of the git + DVC repository.")] = Path("."),
+    repo: Annotated[
+        Path | None, typer.Option(help="Root of the git + DVC repository (default: the folder holding params.yaml).")
+    ] = None,
     message: Annotated[str | None, typer.Option(help="Extra text for the commit and tag message.")] = None,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
@@ -173,7 +175,7 @@ def release_command(
     params = load_or_exit(params_path)
     with user_errors():
         result = release(
-            repo,
+            repo if repo is not None else params_path.parent,
             name,
             params.release,
             ontology=params.ontology,

@@ -20,11 +20,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from curation.errors import CurationError
 from schemas.ontology import Ontology
 from schemas.params_dataset import SPLITS, ReleaseParams, SplitParams
+
+_Settings = TypeVar("_Settings", ReleaseParams, SplitParams)
 
 
 class ReleaseError(CurationError):
@@ -65,6 +67,7 @@ def release(
             missing export, a failed push. Nothing is committed or tagged then.
     """
     repo = Path(repo).resolve()
+    settings, split_settings = _within(repo, settings), _within(repo, split_settings)
     _check_repo(repo, name)
     _check_up_to_date(repo, settings.stages)
     export_report = _read_json(repo / settings.export_dir / "export.json")
@@ -278,6 +281,17 @@ def _check_up_to_date(repo: Path, stages: Sequence[str]) -> None:
     if status:
         changed = ", ".join(sorted(status))
         raise ReleaseError(f"stages not up to date: {changed}; run `dvc repro` and release again")
+
+
+def _within(repo: Path, settings: _Settings) -> _Settings:
+    """``settings`` with absolute paths inside ``repo`` made relative to it (load_params makes paths absolute when
+    params.yaml is not in the working directory), since git names files relative to the repository."""
+    changed = {}
+    for key in type(settings).model_fields:
+        value = getattr(settings, key)
+        if isinstance(value, Path) and value.is_absolute() and value.is_relative_to(repo):
+            changed[key] = value.relative_to(repo)
+    return settings.model_copy(update=changed)
 
 
 def _ensure_remote(repo: Path, settings: ReleaseParams) -> tuple[str, str]:

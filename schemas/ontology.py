@@ -10,7 +10,7 @@ from typing import Annotated
 
 from pydantic import Field, StringConstraints, model_validator
 
-from schemas.base import StrictModel
+from schemas.base import FieldProblem, StrictModel
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -52,17 +52,20 @@ class Ontology(StrictModel):
 
     @model_validator(mode="after")
     def _names_are_consistent(self) -> Ontology:
-        _require_unique("ontology.classes", [c.name for c in self.classes])
-        _require_unique("ontology.hard_negatives", [h.name for h in self.hard_negatives])
-        _require_unique("ontology.severities", [s.name for s in self.severities])
-        clash = set(self.class_names) & {h.name for h in self.hard_negatives}
-        if clash:
-            raise ValueError(f"hard negative names {sorted(clash)} are also class names; rename one of them")
-        for negative in self.hard_negatives:
+        _require_unique("classes", [c.name for c in self.classes])
+        _require_unique("hard_negatives", [h.name for h in self.hard_negatives])
+        _require_unique("severities", [s.name for s in self.severities])
+        for index, negative in enumerate(self.hard_negatives):
+            if negative.name in self.class_names:
+                raise FieldProblem(
+                    f"hard negative {negative.name!r} is also a class name; rename one of them",
+                    ("hard_negatives", index, "name"),
+                )
             if negative.maps_to not in self.class_names:
-                raise ValueError(
+                raise FieldProblem(
                     f"hard negative {negative.name!r} maps_to {negative.maps_to!r}, which is not a class; "
-                    f"use one of {self.class_names}"
+                    f"use one of {self.class_names}",
+                    ("hard_negatives", index, "maps_to"),
                 )
         return self
 
@@ -81,8 +84,13 @@ class Ontology(StrictModel):
         raise KeyError(f"unknown class {name!r}; the ontology has {self.class_names}")
 
 
-def _require_unique(where: str, names: list[str]) -> None:
-    seen: set[str] = set()
-    repeated = sorted({n for n in names if n in seen or seen.add(n)})
-    if repeated:
-        raise ValueError(f"{where}: names {repeated} appear more than once")
+def _require_unique(field: str, names: list[str]) -> None:
+    first: dict[str, int] = {}
+    for index, name in enumerate(names):
+        if name in first:
+            raise FieldProblem(
+                f"name {name!r} appears more than once in ontology.{field}; names must be unique",
+                (field, first[name], "name"),
+                (field, index, "name"),
+            )
+        first[name] = index

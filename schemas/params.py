@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import re
+from datetime import date
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -9,7 +12,7 @@ import yaml
 from pydantic import Field, ValidationError, field_validator
 
 from curation.errors import ParamsError
-from schemas.base import StrictModel
+from schemas.base import FieldProblem, StrictModel
 from schemas.ontology import Ontology
 from schemas.params_agreement import AgreementParams
 from schemas.params_browse import BrowseParams
@@ -64,40 +67,136 @@ class Params(StrictModel):
 def load_params(path: Path | str = "params.yaml") -> Params:
     """Read and validate ``params.yaml``.
 
+    Validation is strict: a repeated key is an error, an integer or a boolean must be one (``seed: true`` and
+    ``train: '0.7'`` are refused; an integer is fine where a number is expected), and paths must be text. Python
+    callers building a params model themselves keep pydantic's usual conversions.
+
+    Relative paths are relative to the project root, the folder holding this file (where ``dvc repro`` runs
+    commands); see :func:`_anchor_paths`.
+
     Raises:
-        ParamsError: the file is missing, is not YAML, or does not match the schema. The message names every
-            offending key with its line, and for unknown keys lists the keys allowed there.
+        ParamsError: the file is missing, is not YAML, repeats a key, or does not match the schema. The message
+            has one line per problem naming the dotted key, its line, the value given and what is expected; for
+            unknown keys it lists the keys allowed there.
     """
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError as err:
         raise ParamsError(f"{path}: file not found; run from the project folder or pass --params PATH") from err
-    try:
-        raw = yaml.safe_load(text)
-        lines = _key_lines(yaml.compose(text))
-    except yaml.YAMLError as err:
-        raise ParamsError(f"{path}: not valid YAML: {err}") from err
+    raw, lines = _parse(text, path)
     if not isinstance(raw, dict):
         raise ParamsError(f"{path}: expected a mapping of sections (ontology, ingest, ...) at the top level")
+    document = json.dumps(_json_ready(raw, (), path, lines), ensure_ascii=False)
     try:
-        return Params.model_validate(raw)
+        # JSON input + strict: no bool -> int, str -> number or number -> bool conversions, yet text is still
+        # read as a Path and an integer as a float (pydantic's strict mode for JSON allows exactly these).
+        params = Params.model_validate_json(document, strict=True)
     except ValidationError as err:
-        problems = [_describe(e, path, lines) for e in err.errors()]
-        raise ParamsError("\n".join([f"{path}: {len(problems)} problem(s):", *problems])) from None
+        problems = [_describe(e, path, raw, lines) for e in err.errors()]
+        if len(problems) == 1:
+            raise ParamsError(f"{path}: {problems[0]}") from None
+        raise ParamsError(
+            "\n".join([f"{path}: {len(problems)} problem(s):", *(f"  - {p}" for p in problems)])
+        ) from None
+    return _anchor_paths(params, path.parent)
 
 
-def _describe(error: Any, path: Path, lines: dict[tuple, int]) -> str:
+def _parse(text: str, path: Path) -> tuple[Any, dict[tuple, int]]:
+    """The YAML document and the line of every key; a key repeated in one mapping is an error."""
+    loader = yaml.SafeLoader(text)
+    try:
+        node = loader.get_single_node()
+        lines = _key_lines(node, path)
+        return loader.construct_document(node) if node is not None else None, lines
+    except yaml.MarkedYAMLError as err:
+        mark = err.problem_mark or err.context_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = " ".join(part for part in (err.context, err.problem) if part)
+        raise ParamsError(f"{path}: not valid YAML{where}: {what}") from err
+    except yaml.YAMLError as err:
+        raise ParamsError(f"{path}: not valid YAML: {err}") from err
+    finally:
+        loader.dispose()
+
+
+def _json_ready(value: Any, loc: tuple, path: Path, lines: dict[tuple, int]) -> Any:
+    """``value`` in JSON's types: mapping keys as text (YOLO class indexes in ``label_map``), dates as ISO text."""
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for key, item in value.items():
+            if isinstance(key, bool) or not isinstance(key, str | int | float):
+                raise ParamsError(f"{path}: {_where(loc, lines)} has the key {key!r}; keys must be text or numbers")
+            if str(key) in out:
+                raise ParamsError(f"{path}: {_where(loc, lines)} has the key {str(key)!r} twice; keep one")
+            out[str(key)] = _json_ready(item, (*loc, key), path, lines)
+        return out
+    if isinstance(value, list):
+        return [_json_ready(item, (*loc, i), path, lines) for i, item in enumerate(value)]
+    if isinstance(value, date):  # datetime too
+        return value.isoformat()
+    if value is None or isinstance(value, str | int | float):
+        return value
+    raise ParamsError(
+        f"{path}: {_where(loc, lines)} is {_short(value)}, a YAML {type(value).__name__}; write a list, mapping or text"
+    )
+
+
+def _describe(error: Any, path: Path, raw: dict, lines: dict[tuple, int]) -> str:
+    """One line for one validation error: the dotted key, its line, the value given and what is expected."""
     loc = tuple(error["loc"])
-    dotted = ".".join(str(p) for p in loc)
-    where = _line_of(loc, lines)
-    at = f" (line {where})" if where else ""
     if error["type"] == "extra_forbidden":
         allowed = ", ".join(_allowed_keys(loc[:-1])) or "none"
-        return f"  - unknown key '{dotted}'{at}; allowed keys there: {allowed}"
+        return f"unknown key {_where(loc, lines)}; allowed keys there: {allowed}"
     if error["type"] == "missing":
-        return f"  - missing key '{dotted}'{at}; add it to {path.name}"
-    return f"  - '{dotted}'{at}: {error['msg']} (got {error.get('input')!r})"
+        return f"missing key {_where(loc, lines)}; add it to {path.name}"
+    cause = (error.get("ctx") or {}).get("error")
+    if isinstance(cause, FieldProblem) and cause.keys:
+        given = ", ".join(f"{_where((*loc, *k), lines)} = {_short(_lookup(raw, (*loc, *k)))}" for k in cause.keys)
+        return f"{given}: {cause}"
+    message = str(cause) if isinstance(cause, ValueError) else error["msg"]
+    return f"{_where(loc, lines)} = {_short(error.get('input'))}: {message}{_hint(error)}"
+
+
+_EXPONENT = re.compile(r"[+-]?\d+(\.\d*)?[eE][+-]?\d+")
+
+
+def _hint(error: Any) -> str:
+    """How to write a number or a boolean that YAML read as something else."""
+    value, kind = error.get("input"), error["type"]
+    if kind == "bool_type":
+        return " (write true or false, without quotes)"
+    if kind in {"int_type", "float_type"} and isinstance(value, str):
+        exponent = "; YAML reads 1e8 as text, write 1.0e+8" if _EXPONENT.fullmatch(value.strip()) else ""
+        return f" (that is text: write it without quotes{exponent})"
+    if kind in {"int_type", "float_type"} and isinstance(value, bool):
+        return " (true/false is a boolean, not a number)"
+    if kind == "int_type" and isinstance(value, float):
+        return " (write a whole number without a decimal point)"
+    return ""
+
+
+def _where(loc: tuple, lines: dict[tuple, int]) -> str:
+    """``'split.seed' (line 15)``: a dotted key and the line it is on (or its section's line if it is absent)."""
+    dotted = ".".join(str(p) for p in loc) or "the top level"
+    line = _line_of(loc, lines)
+    return f"'{dotted}'" + (f" (line {line})" if line else "")
+
+
+def _lookup(raw: Any, loc: tuple) -> Any:
+    """The value at ``loc`` in the parsed YAML, or None where there is none."""
+    for part in loc:
+        try:
+            raw = raw[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return raw
+
+
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr`` cut to ``limit`` characters, so a section never fills the screen."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _allowed_keys(parent: tuple) -> list[str]:
@@ -116,19 +215,38 @@ def _allowed_keys(parent: tuple) -> list[str]:
     return sorted(getattr(model, "model_fields", {}))
 
 
-def _key_lines(node: yaml.Node | None, prefix: tuple = ()) -> dict[tuple, int]:
-    """Map each key path to its 1-based line in the YAML text, so errors can point at the line."""
+def _key_lines(
+    node: yaml.Node | None, path: Path, prefix: tuple = (), inside: frozenset[int] = frozenset()
+) -> dict[tuple, int]:
+    """Map each key path to its 1-based line in the YAML text, so errors can point at the line.
+
+    Raises:
+        ParamsError: a key appears twice in one mapping (PyYAML would keep the last silently; DVC refuses the file),
+            or a value contains itself through an alias.
+    """
     found: dict[tuple, int] = {}
+    if id(node) in inside:
+        dotted = ".".join(str(p) for p in prefix)
+        raise ParamsError(f"{path}: '{dotted}' contains itself (a recursive YAML alias); write the value out")
+    inside = inside | {id(node)}
     if isinstance(node, yaml.MappingNode):
+        seen: dict[tuple[str, str], int] = {}
         for key, value in node.value:
+            line = key.start_mark.line + 1
+            if isinstance(key, yaml.ScalarNode) and key.tag != "tag:yaml.org,2002:merge":
+                if (key.tag, key.value) in seen:
+                    dotted = ".".join(str(p) for p in (*prefix, key.value))
+                    first = seen[(key.tag, key.value)]
+                    raise ParamsError(f"{path}: duplicate key '{dotted}' at lines {first} and {line}; keep one")
+                seen[(key.tag, key.value)] = line
             here = (*prefix, key.value)
-            found[here] = key.start_mark.line + 1
-            found.update(_key_lines(value, here))
+            found[here] = line
+            found.update(_key_lines(value, path, here, inside))
     elif isinstance(node, yaml.SequenceNode):
         for index, item in enumerate(node.value):
             here = (*prefix, index)
             found[here] = item.start_mark.line + 1
-            found.update(_key_lines(item, here))
+            found.update(_key_lines(item, path, here, inside))
     return found
 
 
@@ -137,3 +255,55 @@ def _line_of(loc: tuple, lines: dict[tuple, int]) -> int | None:
         if loc[:end] in lines:
             return lines[loc[:end]]
     return None
+
+
+# Text fields naming a model as a hub id or a local folder: a relative folder follows the path rule when it exists
+# under the project root (a hub id such as "openai/clip-vit-base-patch32" is left alone).
+_MODEL_FOLDERS = (
+    ("prelabel", "clip", "model"),
+    ("prelabel", "captions", "model"),
+    ("browse", "text_model"),
+    ("serve", "models", "*", "path"),
+)
+
+
+def _anchor_paths(params: Params, root: Path) -> Params:
+    """Make every relative path in ``params`` relative to the project root ``root`` (the folder of params.yaml).
+
+    One rule for every path: ``Path`` fields, and model fields whose value is a folder under ``root``. When ``root``
+    is the working directory (always so under ``dvc repro``) nothing changes, so paths written into outputs stay as
+    written in params.yaml; from another folder, relative paths become absolute paths under ``root``.
+    """
+    root = root.resolve()
+    if root == Path.cwd().resolve():
+        return params
+    anchored = _anchor(params, root)
+    for loc in _MODEL_FOLDERS:
+        anchored = _anchor_model_folder(anchored, loc, root)
+    return anchored
+
+
+def _anchor(value: Any, root: Path) -> Any:
+    """``value`` with every relative ``Path`` in it (at any depth) joined onto ``root``."""
+    if isinstance(value, Path):
+        return value if value.is_absolute() else root / value
+    if isinstance(value, StrictModel):
+        return value.model_copy(update={name: _anchor(getattr(value, name), root) for name in type(value).model_fields})
+    if isinstance(value, list):
+        return [_anchor(item, root) for item in value]
+    if isinstance(value, dict):
+        return {key: _anchor(item, root) for key, item in value.items()}
+    return value
+
+
+def _anchor_model_folder(model: Any, loc: tuple[str, ...], root: Path) -> Any:
+    """``model`` with the text field at ``loc`` (``*``: every list item) joined onto ``root`` if that is a folder."""
+    head, rest = loc[0], loc[1:]
+    if head == "*":
+        return [_anchor_model_folder(item, rest, root) for item in model]
+    value = getattr(model, head)
+    if rest:
+        return model.model_copy(update={head: _anchor_model_folder(value, rest, root)})
+    if isinstance(value, str) and not Path(value).expanduser().is_absolute() and (root / value).is_dir():
+        return model.model_copy(update={head: str(root / value)})
+    return model

@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
-from schemas.base import StrictModel
+from schemas.base import FieldProblem, StrictModel
 
 SPLITS = ("train", "val", "test")
 Ratio = Annotated[float, Field(ge=0.0, le=1.0)]
@@ -38,9 +38,9 @@ class SplitParams(StrictModel):
     def _ratios_sum_to_one(self) -> SplitParams:
         total = self.train + self.val + self.test
         if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"split ratios train + val + test must sum to 1, got {total:g}")
+            raise FieldProblem(f"train + val + test must sum to 1, they sum to {total:g}", "train", "val", "test")
         if self.train == 0:
-            raise ValueError("split.train must be above 0")
+            raise FieldProblem("split.train must be above 0", "train")
         return self
 
     @property
@@ -106,7 +106,7 @@ class ReleaseParams(StrictModel):
         "local", description="DVC remote to push to; added as a folder remote when the repo has no default remote."
     )
     remote_url: Path = Field(
-        Path("../dvc-remote"), description="Folder for that remote, relative to the repo root (made absolute)."
+        Path("../dvc-remote"), description="Folder for that remote, relative to the project root (made absolute)."
     )
     card: Path = Path("DATASET.md")
     stages: list[str] = Field(

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 
-from schemas.base import StrictModel
+from schemas.base import FieldProblem, StrictModel
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 
@@ -48,9 +48,11 @@ class ClipParams(StrictModel):
     @field_validator("templates_en", "templates_ko")
     @classmethod
     def _one_slot(cls, templates: list[str]) -> list[str]:
-        for template in templates:
+        for index, template in enumerate(templates):
             if template.count("{}") != 1:
-                raise ValueError(f"template {template!r} needs exactly one {{}} where the class phrase goes")
+                raise FieldProblem(
+                    f"template {template!r} needs exactly one {{}} where the class phrase goes", (index,)
+                )
         return templates
 
 

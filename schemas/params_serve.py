@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
-from schemas.base import StrictModel
+from schemas.base import FieldProblem, StrictModel
 
 
 class ServeModel(StrictModel):
@@ -71,23 +71,38 @@ class ServeParams(StrictModel):
     @model_validator(mode="after")
     def _consistent(self) -> ServeParams:
         names = [m.name for m in self.models]
-        if len(set(names)) != len(names):
-            raise ValueError(f"serve.models: model names must be unique, got {names}")
+        for index, name in enumerate(names):
+            if name in names[:index]:
+                first = names.index(name)
+                raise FieldProblem(
+                    f"serve.models: model names must be unique, {name!r} appears twice",
+                    ("models", first, "name"),
+                    ("models", index, "name"),
+                )
         kinds = {m.name: m.kind for m in self.models}
         if not any(kind == "clip" for kind in kinds.values()):
-            raise ValueError("serve.models needs at least one model of kind clip")
+            raise FieldProblem("serve.models needs at least one model of kind clip", "models")
         for key, kind in (("predict_model", "clip"), ("caption_model", "blip")):
             value = getattr(self, key)
             if value is not None and kinds.get(value) != kind:
-                raise ValueError(
+                raise FieldProblem(
                     f"serve.{key} is {value!r}, which is not a configured {kind} model; use one of "
-                    f"{[n for n, k in kinds.items() if k == kind]}"
+                    f"{[n for n, k in kinds.items() if k == kind]}",
+                    key,
                 )
         edges = [b.min_similarity for b in self.bands]
-        if edges != sorted(edges) or len(set(edges)) != len(edges):
-            raise ValueError(f"serve.bands must have strictly increasing min_similarity, got {edges}")
+        for index in range(1, len(edges)):
+            if edges[index] <= edges[index - 1]:
+                raise FieldProblem(
+                    f"serve.bands must have strictly increasing min_similarity, got {edges}",
+                    ("bands", index - 1, "min_similarity"),
+                    ("bands", index, "min_similarity"),
+                )
         if edges[0] > -1.0:
-            raise ValueError("serve.bands: the first band must start at min_similarity -1.0 so every score has a band")
+            raise FieldProblem(
+                "serve.bands: the first band must start at min_similarity -1.0 so every score has a band",
+                ("bands", 0, "min_similarity"),
+            )
         return self
 
     @property

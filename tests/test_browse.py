@@ -54,6 +54,7 @@ class BrowseDb:
 def browse_db() -> Iterator[BrowseDb]:
     """A mongod of our own in a temp folder; FiftyOne points at it for the session, then everything is undone."""
     root = Path(tempfile.mkdtemp(prefix="browse-test-"))
+    shutil.copy(ROOT / "params.yaml", root / "params.yaml")  # so the params' db_dir (.fiftyone) is under root
     saved_env = {key: os.environ.get(key) for key in _ENV_KEYS}
     db = database.start(root / ".fiftyone")
     database.use(db)
@@ -196,7 +197,7 @@ def pipeline(browse_db: BrowseDb, params: Params) -> Pipeline:
         inputs[name].parent.mkdir(exist_ok=True)
         frame.to_parquet(inputs[name], index=False)
     out_dir = root / "out"
-    args = ["fiftyone", str(out_dir), "--version", "t1", "--params", str(ROOT / "params.yaml")]
+    args = ["fiftyone", str(out_dir), "--version", "t1", "--params", str(root / "params.yaml")]
     for name, path in inputs.items():
         args += [f"--{name}", str(path)]
     cwd = Path.cwd()
@@ -238,7 +239,7 @@ def test_database_start_status_stop_by_pid(tmp_path: Path) -> None:
 
 def test_database_command_reports_status(browse_db: BrowseDb, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(browse_db.root)
-    result = CliRunner().invoke(_cli(), ["fiftyone-db", "status", "--params", str(ROOT / "params.yaml")])
+    result = CliRunner().invoke(_cli(), ["fiftyone-db", "status", "--params", str(browse_db.root / "params.yaml")])
     assert result.exit_code == 0, result.output
     assert f"pid {browse_db.db.pid}" in result.output
 
@@ -407,7 +408,7 @@ def test_text_search_ranks_by_cosine_similarity(pipeline: Pipeline, dataset, mon
 
     monkeypatch.chdir(pipeline.root)
     result = CliRunner().invoke(
-        _cli(), ["search", query, "--k", "4", "--version", "t1", "--params", str(ROOT / "params.yaml")]
+        _cli(), ["search", query, "--k", "4", "--version", "t1", "--params", str(pipeline.root / "params.yaml")]
     )
     assert result.exit_code == 0, result.output
     found = dataset.load_saved_view("text-search")
@@ -475,7 +476,8 @@ def test_bad_inputs_are_errors_naming_file_and_row(tmp_path: Path, pipeline: Pip
 def test_fiftyone_command_reports_a_missing_manifest(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     missing = tmp_path / "missing.parquet"
-    args = ["fiftyone", str(tmp_path / "out"), "--manifest", str(missing), "--params", str(ROOT / "params.yaml")]
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    args = ["fiftyone", str(tmp_path / "out"), "--manifest", str(missing), "--params", str(tmp_path / "params.yaml")]
     result = CliRunner().invoke(_cli(), args)
     assert result.exit_code == 1
     assert "manifest not found" in result.output and str(missing) in result.output.replace("\n", "")
@@ -545,7 +547,7 @@ def app_url(browse_db: BrowseDb, app_dataset: str, tmp_path: Path) -> Iterator[s
     port = database.free_port()
     log = tmp_path / "browse.log"
     env = {**os.environ, "FIFTYONE_DO_NOT_TRACK": "true", "PYTHONWARNINGS": "ignore"}
-    args = ["browse", "--version", "apptest", "--port", str(port), "--params", str(ROOT / "params.yaml")]
+    args = ["browse", "--version", "apptest", "--port", str(port), "--params", str(browse_db.root / "params.yaml")]
     with open(log, "w") as out:
         process = subprocess.Popen(
             [sys.executable, "-c", LAUNCH, *args], cwd=browse_db.root, stdout=out, stderr=subprocess.STDOUT, env=env

@@ -125,7 +125,16 @@ def test_release_tags_pushes_and_a_checkout_of_the_tag_pulls_exactly_that_releas
         _sh(repo, "git", "add", "data/ingest")
         release(repo, "v2", settings, ontology=params.ontology, split_settings=SplitParams())
     _sh(repo, "git", "commit", "-q", "-m", "v2 inputs")
-    v2 = release(repo, "v2", settings, ontology=params.ontology, split_settings=SplitParams())
+    # as load_params gives them when run from another folder: absolute paths under the project root
+    anchored = {k: repo / v for k, v in settings.model_dump().items() if isinstance(v, Path) and k != "remote_url"}
+    v2 = release(
+        repo,
+        "v2",
+        settings.model_copy(update=anchored),
+        ontology=params.ontology,
+        split_settings=SplitParams(previous=repo / "releases" / "splits.parquet"),
+    )
+    assert _sh(repo, "git", "status", "--porcelain").strip() == ""  # card, metrics and pins committed again
     assert v2.version != v1.version
 
     diff = json.loads(_sh(repo, sys.executable, "-m", "dvc", "metrics", "diff", "v1", "v2", "--json"))
@@ -147,6 +156,20 @@ def test_release_tags_pushes_and_a_checkout_of_the_tag_pulls_exactly_that_releas
         )
         == 40
     )
+
+
+def test_release_command_works_on_the_folder_holding_params_by_default(tmp_path, monkeypatch) -> None:
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    project.mkdir()
+    elsewhere.mkdir()
+    shutil.copyfile(ROOT / "params.yaml", project / "params.yaml")
+    monkeypatch.chdir(elsewhere)
+    app = typer.Typer()
+    app.command("release")(release_command)
+    app.command("noop")(lambda: None)
+    result = CliRunner().invoke(app, ["release", "v1", "--params", "../project/params.yaml"])
+    assert result.exit_code == 1
+    assert f"{project.resolve()}: not a git repository" in " ".join(result.output.split())
 
 
 def test_release_command_refuses_outside_a_git_repository(tmp_path) -> None:

@@ -40,8 +40,7 @@ def prelabel_command(
     params = load_or_exit(params_path)
     settings = params.prelabel
     with user_errors():
-        root = params_path.resolve().parent
-        cache_dir = settings.cache_dir if settings.cache_dir.is_absolute() else root / settings.cache_dir
+        cache_dir = settings.cache_dir  # relative paths in params are from the project root already
         try:
             frame = pd.read_parquet(manifest)
         except FileNotFoundError as err:
