@@ -33,6 +33,7 @@ def prelabel_command(
     """Pre-label images: CLIP zero-shot scores, few-shot refinement from human labels, BLIP captions."""
     import pandas as pd
 
+    from curation.io import check_published
     from curation.prelabel.errors import ManifestError
     from curation.prelabel.fewshot import default_labels_path, read_labels
     from curation.prelabel.stage import prelabel, write_prelabel
@@ -43,7 +44,7 @@ def prelabel_command(
         root = params_path.resolve().parent
         cache_dir = settings.cache_dir if settings.cache_dir.is_absolute() else root / settings.cache_dir
         try:
-            frame = pd.read_parquet(manifest)
+            frame = pd.read_parquet(check_published(manifest))
         except FileNotFoundError as err:
             raise ManifestError(f"{manifest}: not found; run ingest first (dvc repro ingest)") from err
         except Exception as err:
@@ -51,7 +52,7 @@ def prelabel_command(
         labels_path = labels if labels is not None else default_labels_path(manifest)
         label_set = None
         if labels_path is not None and settings.fewshot.enabled:
-            label_set = read_labels(labels_path, frame, params.ontology.class_names)
+            label_set = read_labels(check_published(labels_path), frame, params.ontology.class_names)
         with progress("prelabel", console) as reporter:
             result = prelabel(
                 frame,
