@@ -102,12 +102,14 @@ def os_error_message(err: OSError, path: Path) -> str:
     return f"cannot write {where}: {what}" + (f" ({code})" if code else "") + f"; {fix}"
 
 
-def _name_outputs(err: OSError, staging: Path, out_dir: Path) -> OSError:
+def _name_outputs(err: OSError, out_dir: Path) -> OSError:
     """Say ``out_dir/x`` rather than ``out_dir/.publish-…/x`` in the message: the staging folder is ours."""
     if err.filename is not None:
         name = Path(os.fsdecode(err.filename))
-        if name.is_relative_to(staging):
-            err.filename = str(out_dir / name.relative_to(staging))
+        if name.is_relative_to(out_dir):
+            parts = name.relative_to(out_dir).parts
+            if parts and parts[0].startswith(_STAGING_PREFIX):
+                err.filename = str(out_dir.joinpath(*parts[1:]))
     return err
 
 
@@ -155,9 +157,7 @@ def publish(out_dir: Path, *, owner: str | None = None) -> Iterator[Path]:
             os.replace(entry, target)
         (out_dir / PUBLISHING).unlink()
     except OSError as err:
-        if staging is not None:
-            _name_outputs(err, staging, out_dir)
-        raise OutputError(os_error_message(err, out_dir)) from err
+        raise OutputError(os_error_message(_name_outputs(err, out_dir), out_dir)) from err
     finally:
         for folder in (staging, trash):
             if folder is not None:
