@@ -89,6 +89,8 @@ _OS_ERRORS = {
     errno.ENOTDIR: ("a path component is a file, not a folder", "check the out folder's path"),
 }
 
+WRITE_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT})  # raised only by writes
+
 
 def os_error_message(err: OSError, path: Path) -> str:
     """One line for an ``OSError`` met while writing ``path`` (or ``err.filename`` when it names a file).

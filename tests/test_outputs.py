@@ -160,6 +160,12 @@ def test_a_read_only_out_folder_is_one_line_and_changes_nothing(stage, inputs, t
     assert snapshot(out) == {"old.txt": b"old"}
 
 
+def test_a_read_only_folder_for_sample_data_is_one_line(tmp_path, mount) -> None:
+    out = mount(tmp_path / "sample", "size=1m,ro")
+    line = error_line(runner.invoke(app, ["sample-data", str(out), "--n-per-class", "1"]))
+    assert line.startswith(f"error: cannot write {out}/") and "read-only file system (EROFS)" in line, line
+
+
 def test_a_full_disk_is_one_line_and_keeps_the_previous_outputs_whole(inputs, tmp_path, mount) -> None:
     out = mount(tmp_path / "out", "size=256k")
     args = stage_args("ingest", inputs, out)
