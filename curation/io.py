@@ -104,6 +104,14 @@ def os_error_message(err: OSError, path: Path) -> str:
     return f"cannot write {where}: {what}" + (f" ({code})" if code else "") + f"; {fix}"
 
 
+def _about_outputs(err: OSError, out_dir: Path) -> bool:
+    """Whether ``err`` came from writing ``out_dir``: a write-only errno, no file named, or a file in or above it."""
+    if err.errno in WRITE_ERRNOS or err.filename is None:
+        return True
+    name, folder = Path(os.fsdecode(err.filename)).absolute(), out_dir.absolute()
+    return name.is_relative_to(folder) or folder.is_relative_to(name)
+
+
 def _name_outputs(err: OSError, out_dir: Path) -> OSError:
     """Say ``out_dir/x`` rather than ``out_dir/.publish-…/x`` in the message: the staging folder is ours."""
     if err.filename is not None:
@@ -154,11 +162,13 @@ def publish(out_dir: Path, *, owner: str | None = None) -> Iterator[Path]:
         write_json(out_dir / PUBLISHING, {"replacing": [e.name for e in entries]})
         for entry in entries:
             target = out_dir / entry.name
-            if target.is_dir() and not target.is_symlink():  # a folder cannot be renamed over a folder
+            if target.is_dir() or target.is_symlink():  # a folder cannot be renamed over either
                 os.replace(target, trash / entry.name)
             os.replace(entry, target)
         (out_dir / PUBLISHING).unlink()
     except OSError as err:
+        if not _about_outputs(err, out_dir):
+            raise  # reading an input inside the block: not ours to explain as a write
         raise OutputError(os_error_message(_name_outputs(err, out_dir), out_dir)) from err
     finally:
         for folder in (staging, trash):

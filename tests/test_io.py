@@ -109,3 +109,12 @@ def test_a_write_only_os_error_outside_publish_is_one_line(tmp_path, capsys) -> 
     )
     with pytest.raises(FileNotFoundError):  # not a user's mistake: keeps its traceback
         bug()
+
+
+def test_an_input_that_cannot_be_read_inside_publish_is_not_called_a_write(tmp_path) -> None:
+    from curation.io import publish
+
+    with pytest.raises(FileNotFoundError), publish(tmp_path / "out") as staging:
+        write_json(staging / "a.json", {})
+        (tmp_path / "raw" / "gone.png").read_bytes()
+    assert list((tmp_path / "out").iterdir()) == []
