@@ -98,7 +98,11 @@ def augment(
 
 
 def write_augment(result: AugmentResult, out_dir: Path) -> None:
-    """Write ``augmented.parquet``, ``augment.json`` and ``preview.png`` (when there is anything to show)."""
+    """Write ``augmented.parquet``, ``augment.json`` and ``preview.png`` (when there is anything to show).
+
+    ``out_dir`` is the folder :func:`augment` wrote the images into (the command passes the staging folder of
+    :func:`curation.io.publish`, so images and tables appear together).
+    """
     out_dir = Path(out_dir)
     write_parquet(out_dir / "augmented.parquet", result.records)
     write_json(out_dir / "augment.json", result.report)

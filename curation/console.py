@@ -26,11 +26,24 @@ ParamsOption = Annotated[
 
 @contextmanager
 def user_errors() -> Iterator[None]:
-    """Turn a CurationError into a clear message and exit code 1, without a traceback."""
+    """Turn a CurationError into a clear message and exit code 1, without a traceback.
+
+    So is an ``OSError`` that only a write can raise (read-only or full file system, quota) where a command writes
+    outside :func:`curation.io.publish`, which translates its own; any other ``OSError`` is a bug and keeps its
+    traceback.
+    """
     try:
         yield
     except CurationError as err:
         console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+    except OSError as err:
+        from curation.io import WRITE_ERRNOS, os_error_message  # pandas: only when needed
+
+        if err.errno not in WRITE_ERRNOS:
+            raise
+        message = os_error_message(err, Path(err.filename or "an output"))
+        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 

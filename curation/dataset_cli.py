@@ -83,7 +83,7 @@ def augment_command(
 ) -> None:
     """Augment the train split with the albumentations recipe in params (val and test are never touched)."""
     from curation.augment_stage import augment, write_augment
-    from curation.export import staged_dir
+    from curation.io import publish
     from curation.progress import progress
 
     params = load_or_exit(params_path)
@@ -93,7 +93,7 @@ def augment_command(
     with user_errors():
         frame = _read_parquet(splits, "run `curation split` first")
         images = _read_parquet(manifest, "run `curation ingest` first")
-        with staged_dir(out_dir, "augment.json") as staging, progress("augment", console) as reporter:
+        with publish(out_dir, owner="augment.json") as staging, progress("augment", console) as reporter:
             result = augment(frame, images, settings, staging, on_start=reporter.start, on_progress=reporter.advance)
             write_augment(result, staging)
     report = result.report
@@ -120,7 +120,8 @@ def export_command(
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Export COCO JSON and CSV per split; images keep their exact bytes."""
-    from curation.export import MANIFEST_COLUMNS, PREDICTION_COLUMNS, export, file_sha256, staged_dir
+    from curation.export import MANIFEST_COLUMNS, MARKER, PREDICTION_COLUMNS, export, file_sha256
+    from curation.io import publish
     from curation.progress import progress
 
     params = load_or_exit(params_path)
@@ -142,7 +143,7 @@ def export_command(
             "params_sha256": hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest(),
             "inputs": {str(p): file_sha256(p) for p in (manifest, splits, augmented_file, predictions) if p.is_file()},
         }
-        with staged_dir(out_dir, "export.json") as staging, progress("export", console) as reporter:
+        with publish(out_dir, owner=MARKER) as staging, progress("export", console) as reporter:
             result = export(
                 frame,
                 images,
@@ -198,9 +199,11 @@ def _read_parquet(path: Path, hint: str, *, keep: Callable[[str], bool] | None =
     import pyarrow.parquet as pq
 
     from curation.errors import InputError
+    from curation.io import check_published
 
     if not Path(path).is_file():
         raise InputError(f"{path}: file not found" + (f"; {hint}" if hint else ""))
+    check_published(path)
     try:
         if keep is None:
             return pd.read_parquet(path)

@@ -25,3 +25,7 @@ class MetadataError(InputError):
 
 class LabelImportError(InputError):
     """Prior labels (folders, VOC, COCO, YOLO) cannot be read."""
+
+
+class OutputError(CurationError):
+    """An output cannot be written where the user asked (read-only, full disk, no permission, not ours)."""

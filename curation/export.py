@@ -169,38 +169,6 @@ def file_sha256(path: Path) -> str | None:
     return digest.hexdigest()
 
 
-@contextlib.contextmanager
-def staged_dir(out_dir: Path, marker: str) -> Iterator[Path]:
-    """Yield an empty staging folder beside ``out_dir``; on success move each of its entries into ``out_dir``.
-
-    Each entry (a split folder, a file) replaces its namesake by rename, ``marker`` last, so a killed run leaves
-    the previous output whole and readers see the marker only once everything is in place. Other entries of
-    ``out_dir`` (DVC's ``.gitignore``) are left alone. An entry that would be replaced while ``marker`` is absent
-    was not written by this stage: it is never deleted.
-    """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.new.", dir=out_dir.parent))
-    trash = staging.with_name(staging.name.replace(".new.", ".old."))
-    try:
-        yield staging
-        entries = sorted(staging.iterdir(), key=lambda p: (p.name == marker, p.name))
-        clashes = [e.name for e in entries if (out_dir / e.name).exists()]
-        if clashes and not (out_dir / marker).exists():
-            raise InputError(
-                f"{out_dir}: holds {clashes} but no {marker}, so it is not an output of this stage; nothing was "
-                "replaced: choose another folder"
-            )
-        trash.mkdir()
-        for entry in entries:
-            if (out_dir / entry.name).exists() or (out_dir / entry.name).is_symlink():
-                os.replace(out_dir / entry.name, trash / entry.name)
-            os.replace(entry, out_dir / entry.name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-        shutil.rmtree(trash, ignore_errors=True)
-
-
 def _images_table(
     splits: pd.DataFrame,
     manifest: pd.DataFrame,

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 from curation.discover import Discovery, discover
-from curation.io import write_csv, write_json, write_parquet
+from curation.io import publish, write_csv, write_json, write_parquet
 from curation.labels import ImageRef, read_prior_labels
 from curation.metadata import MetadataJoin, join_metadata, read_metadata
 from curation.neardup import near_duplicate_components
@@ -132,14 +132,14 @@ def ingest(
 
 
 def write_ingest(result: IngestResult, out_dir: Path) -> None:
-    """Write every ingest output atomically into ``out_dir``."""
-    out_dir = Path(out_dir)
-    write_parquet(out_dir / "manifest.parquet", result.manifest)
-    write_parquet(out_dir / "prior_labels.parquet", result.prior_labels)
-    write_csv(out_dir / "quarantine.csv", result.quarantine)
-    write_csv(out_dir / "skipped.csv", result.skipped)
-    write_csv(out_dir / "issues.csv", result.issues)
-    write_json(out_dir / "ingest.json", result.report)
+    """Write every ingest output into ``out_dir`` as one set (:func:`curation.io.publish`)."""
+    with publish(out_dir) as staging:
+        write_parquet(staging / "manifest.parquet", result.manifest)
+        write_parquet(staging / "prior_labels.parquet", result.prior_labels)
+        write_csv(staging / "quarantine.csv", result.quarantine)
+        write_csv(staging / "skipped.csv", result.skipped)
+        write_csv(staging / "issues.csv", result.issues)
+        write_json(staging / "ingest.json", result.report)
 
 
 def _probe_all(

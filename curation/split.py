@@ -39,7 +39,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from curation.errors import InputError
-from curation.io import write_csv, write_json, write_parquet
+from curation.io import publish, write_csv, write_json, write_parquet
 from schemas.params_dataset import SPLITS, SplitParams
 
 UNLABELED = "unlabeled"
@@ -202,13 +202,13 @@ def split(
 
 
 def write_split(result: SplitResult, out_dir: Path) -> None:
-    """Write ``splits.parquet``, ``split.json`` and ``class_counts.csv`` atomically into ``out_dir``."""
-    out_dir = Path(out_dir)
-    write_parquet(out_dir / "splits.parquet", result.splits)
-    write_json(out_dir / "split.json", result.report)
+    """Write ``splits.parquet``, ``split.json`` and ``class_counts.csv`` into ``out_dir`` as one set."""
     counts = result.splits.assign(cls=result.splits["label"].fillna(UNLABELED))
     table = counts.groupby(["cls", "split"]).size().rename("images").reset_index().rename(columns={"cls": "class"})
-    write_csv(out_dir / "class_counts.csv", table)
+    with publish(out_dir) as staging:
+        write_parquet(staging / "splits.parquet", result.splits)
+        write_json(staging / "split.json", result.report)
+        write_csv(staging / "class_counts.csv", table)
 
 
 def read_previous(path: Path | None) -> pd.DataFrame | None:

@@ -43,7 +43,7 @@ from curation.agreement.quality import (
     prelabel_quality,
 )
 from curation.errors import InputError
-from curation.io import write_csv, write_json, write_parquet
+from curation.io import check_published, publish, write_csv, write_json, write_parquet
 from schemas.params_agreement import AgreementParams
 from schemas.records import Consensus, columns
 
@@ -96,6 +96,7 @@ def read_table(path: Path, default_name: str) -> pd.DataFrame:
         path = path / default_name
     if not path.exists():
         raise AnnotationsError(f"{path}: file not found; pass the pull output ({default_name}) or a CSV/Parquet file")
+    check_published(path)
     suffix = path.suffix.lower()
     if suffix in (".csv", ".parquet") and path.stat().st_size == 0:
         return pd.DataFrame(columns=REQUIRED)  # an empty file means no annotations yet
@@ -594,30 +595,31 @@ def _put(report: dict[str, Any], path: str, key: str, value: Any) -> None:
 
 
 def write_agreement(result: AgreementResult, out_dir: Path, *, report: bool = True) -> list[Path]:
-    """Write every output (atomically) into ``out_dir``; returns the paths written."""
+    """Write every output into ``out_dir`` as one set (:func:`curation.io.publish`); returns the paths written."""
     out_dir = Path(out_dir)
-    written = [
-        write_json(out_dir / "agreement.json", _clean(result.metrics)),
-        write_parquet(out_dir / "consensus.parquet", _consensus_frame(result.consensus)),
-        write_csv(out_dir / "disputes.csv", result.disputes.reindex(columns=DISPUTE_COLUMNS)),
-        write_csv(out_dir / "per_class.csv", result.per_class.reindex(columns=PER_CLASS_COLUMNS)),
-        write_csv(out_dir / "per_annotator.csv", result.per_annotator.reindex(columns=ANNOTATOR_COLUMNS)),
-        write_csv(out_dir / "cohen_kappa.csv", result.cohen_kappa.reindex(columns=COHEN_COLUMNS)),
-        write_csv(
-            out_dir / "confusion_annotators.csv",
-            result.confusion_annotators.reindex(columns=["actual", "predicted", "annotator"]),
-        ),
-        write_csv(
-            out_dir / "confusion_prelabel.csv",
-            result.confusion_prelabel.reindex(columns=["actual", "predicted", "source"]),
-        ),
-        write_csv(out_dir / "calibration.csv", result.calibration.reindex(columns=CALIBRATION_COLUMNS)),
-    ]
-    if report:
-        from curation.agreement.report import write_report
+    with publish(out_dir) as staging:
+        written = [
+            write_json(staging / "agreement.json", _clean(result.metrics)),
+            write_parquet(staging / "consensus.parquet", _consensus_frame(result.consensus)),
+            write_csv(staging / "disputes.csv", result.disputes.reindex(columns=DISPUTE_COLUMNS)),
+            write_csv(staging / "per_class.csv", result.per_class.reindex(columns=PER_CLASS_COLUMNS)),
+            write_csv(staging / "per_annotator.csv", result.per_annotator.reindex(columns=ANNOTATOR_COLUMNS)),
+            write_csv(staging / "cohen_kappa.csv", result.cohen_kappa.reindex(columns=COHEN_COLUMNS)),
+            write_csv(
+                staging / "confusion_annotators.csv",
+                result.confusion_annotators.reindex(columns=["actual", "predicted", "annotator"]),
+            ),
+            write_csv(
+                staging / "confusion_prelabel.csv",
+                result.confusion_prelabel.reindex(columns=["actual", "predicted", "source"]),
+            ),
+            write_csv(staging / "calibration.csv", result.calibration.reindex(columns=CALIBRATION_COLUMNS)),
+        ]
+        if report:
+            from curation.agreement.report import write_report
 
-        written += write_report(result, out_dir)
-    return written
+            written += write_report(result, staging)
+    return [out_dir / path.relative_to(staging) for path in written]
 
 
 def _consensus_frame(consensus: pd.DataFrame) -> pd.DataFrame:

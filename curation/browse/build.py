@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from curation.browse.errors import BrowseInputError
+from curation.io import check_published
 from schemas.params_browse import BrowseParams
 
 INPUT_NAMES = ("manifest", "predictions", "embeddings", "annotations", "consensus", "splits", "augmented")
@@ -135,6 +136,7 @@ def read_inputs(paths: Mapping[str, Path | None], *, on_skip: Callable[[str], No
                 on_skip(f"{name}: {path} not found, skipped" if path else f"{name}: not given, skipped")
             frames[name] = None
             continue
+        check_published(path)
         try:
             frames[name] = pd.read_parquet(path)
         except (OSError, ValueError) as err:

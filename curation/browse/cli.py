@@ -16,7 +16,7 @@ import typer
 
 from curation.browse.errors import BrowseError
 from curation.console import ParamsOption, console, load_or_exit, user_errors
-from curation.io import write_csv, write_json
+from curation.io import publish, write_csv, write_json
 from curation.progress import progress
 from schemas.params_browse import BrowseParams
 
@@ -73,9 +73,10 @@ def fiftyone_command(
                 on_progress=reporter.advance,
             )
             confusion = _confusion_rows(name) if summary.evaluation else pd.DataFrame(columns=["actual", "predicted"])
-        write_csv(out_dir / "confusion.csv", confusion)
-        write_csv(out_dir / "views.csv", pd.DataFrame(list(summary.views.items()), columns=["view", "samples"]))
-        write_json(out_dir / "fiftyone.json", summary.as_dict())
+        with publish(out_dir) as staging:
+            write_csv(staging / "confusion.csv", confusion)
+            write_csv(staging / "views.csv", pd.DataFrame(list(summary.views.items()), columns=["view", "samples"]))
+            write_json(staging / "fiftyone.json", summary.as_dict())
     for issue in summary.issues:
         console.print(f"[yellow]note:[/] {issue}", highlight=False, soft_wrap=True)
     console.print(

@@ -33,6 +33,7 @@ def prelabel_command(
     """Pre-label images: CLIP zero-shot scores, few-shot refinement from human labels, BLIP captions."""
     import pandas as pd
 
+    from curation.io import check_published
     from curation.prelabel.errors import ManifestError
     from curation.prelabel.fewshot import default_labels_path, read_labels
     from curation.prelabel.stage import prelabel, write_prelabel
@@ -42,7 +43,7 @@ def prelabel_command(
     with user_errors():
         cache_dir = settings.cache_dir  # relative paths in params are from the project root already
         try:
-            frame = pd.read_parquet(manifest)
+            frame = pd.read_parquet(check_published(manifest))
         except FileNotFoundError as err:
             raise ManifestError(f"{manifest}: not found; run ingest first (dvc repro ingest)") from err
         except Exception as err:
@@ -50,7 +51,7 @@ def prelabel_command(
         labels_path = labels if labels is not None else default_labels_path(manifest)
         label_set = None
         if labels_path is not None and settings.fewshot.enabled:
-            label_set = read_labels(labels_path, frame, params.ontology.class_names)
+            label_set = read_labels(check_published(labels_path), frame, params.ontology.class_names)
         with progress("prelabel", console) as reporter:
             result = prelabel(
                 frame,

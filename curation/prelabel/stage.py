@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from curation.io import atomic_path, write_csv, write_json, write_parquet
+from curation.io import atomic_path, publish, write_csv, write_json, write_parquet
 from curation.prelabel import captions as caps
 from curation.prelabel.cache import PrelabelCache
 from curation.prelabel.engines import Engine, Work, recipe_of
@@ -193,13 +193,13 @@ def prelabel(
 
 
 def write_prelabel(result: PrelabelResult, out_dir: Path) -> None:
-    """Write every output atomically into ``out_dir``."""
-    out_dir = Path(out_dir)
-    write_parquet(out_dir / "predictions.parquet", result.predictions)
-    _write_embeddings(out_dir / EMBEDDINGS_FILE, result.embeddings, result.embedding_matrix)
-    write_csv(out_dir / "confidence_histogram.csv", result.histogram)
-    _histogram_png(result.histogram, out_dir / "confidence_histogram.png", result.report)
-    write_json(out_dir / "prelabel.json", result.report)
+    """Write every output into ``out_dir`` as one set (:func:`curation.io.publish`)."""
+    with publish(out_dir) as staging:
+        write_parquet(staging / "predictions.parquet", result.predictions)
+        _write_embeddings(staging / EMBEDDINGS_FILE, result.embeddings, result.embedding_matrix)
+        write_csv(staging / "confidence_histogram.csv", result.histogram)
+        _histogram_png(result.histogram, staging / "confidence_histogram.png", result.report)
+        write_json(staging / "prelabel.json", result.report)
 
 
 def _write_embeddings(path: Path, frame: pd.DataFrame, matrix: np.ndarray) -> None:

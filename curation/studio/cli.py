@@ -172,10 +172,12 @@ def push_command(
 
 def _read_parquet(path: Path, name: str) -> pd.DataFrame:
     from curation.errors import InputError
+    from curation.io import check_published
 
     if not path.exists():
         fix = "run `dvc repro ingest`" if name == "manifest" else "run `dvc repro prelabel`"
         raise InputError(f"{path}: {name} not found; {fix}")
+    check_published(path)
     try:
         return pd.read_parquet(path)
     except Exception as err:  # pyarrow raises several types for a damaged file

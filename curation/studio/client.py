@@ -68,6 +68,7 @@ def connection(settings: LabelStudioParams) -> Connection:
         if not (url and key):
             missing = ENV_KEY if url else ENV_URL
             raise StudioError(f"{missing} is not set: a remote Label Studio needs both {ENV_URL} and {ENV_KEY}")
+        _check_url(url)
         root = os.environ.get(ENV_DOCUMENT_ROOT)
         return Connection(
             url.rstrip("/"), key, "remote", Path(root) if root else Path(settings.document_root).resolve()
@@ -81,6 +82,30 @@ def connection(settings: LabelStudioParams) -> Connection:
             f"`curation studio start`, or set {ENV_URL} and {ENV_KEY} to use a remote server"
         )
     return Connection(current.state.url, creds.token, "local", Path(current.state.document_root))
+
+
+def _check_url(url: str) -> None:
+    """Refuse a ``LABEL_STUDIO_URL`` that is not ``http(s)://host[:port][/path]`` (httpx would fail deep inside).
+
+    Raises:
+        StudioError: one line naming the variable, what is wrong and the expected form.
+    """
+    form = "set it like http://127.0.0.1:8080 (http or https, a host, an optional port)"
+    parsed = urlparse(url)
+    shown = f"{ENV_URL}={url!r}" if "@" not in url else ENV_URL  # user info may hold a password: never echo it
+    if "://" not in url:
+        problem = "has no scheme"
+    elif parsed.scheme.lower() not in {"http", "https"}:
+        problem = f"has the unknown scheme {parsed.scheme!r}"
+    elif not parsed.hostname:
+        problem = "has no host"
+    else:
+        try:
+            parsed.port  # noqa: B018 - reading the port is the check: a non-number or out of range raises
+            return
+        except ValueError:
+            problem = "has a bad port"
+    raise StudioError(f"{shown} {problem}; {form}")
 
 
 def make_client(conn: Connection, *, retries: int = 4, timeout_s: float = 120.0) -> LabelStudio:

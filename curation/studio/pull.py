@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from curation.io import write_json, write_parquet
+from curation.io import publish, write_json, write_parquet
 from curation.studio.client import Connection, translate
 from curation.studio.config import BOXES, DESCRIPTION, LABEL, SEVERITY, find_project_set, part_title
 from schemas.records import Annotation, columns
@@ -207,6 +207,7 @@ def box_to_pixels(item: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def write_pull(result: PullResult, out_dir: Path) -> None:
-    out_dir = Path(out_dir)
-    write_parquet(out_dir / "annotations.parquet", result.annotations)
-    write_json(out_dir / "pull.json", result.report)
+    """Write ``annotations.parquet`` and ``pull.json`` into ``out_dir`` as one set."""
+    with publish(out_dir) as staging:
+        write_parquet(staging / "annotations.parquet", result.annotations)
+        write_json(staging / "pull.json", result.report)

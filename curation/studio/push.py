@@ -50,7 +50,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from curation.errors import InputError
-from curation.io import write_json, write_parquet
+from curation.io import check_published, publish, write_json, write_parquet
 from curation.studio.client import Connection, translate
 from curation.studio.config import DESCRIPTION, IMAGE, LABEL, ProjectInfo, add_part, ensure_projects
 from curation.studio.errors import StudioError, StudioUnavailable
@@ -646,16 +646,17 @@ def _task_frame(specs: Sequence[TaskSpec], final: _Existing) -> pd.DataFrame:
 
 
 def write_push(result: PushResult, out_dir: Path) -> None:
-    out_dir = Path(out_dir)
-    write_parquet(out_dir / "tasks.parquet", result.tasks)
-    write_json(out_dir / "push.json", result.report)
+    """Write ``tasks.parquet`` and ``push.json`` into ``out_dir`` as one set."""
+    with publish(out_dir) as staging:
+        write_parquet(staging / "tasks.parquet", result.tasks)
+        write_json(staging / "push.json", result.report)
 
 
 def read_disputes(path: Path | None) -> tuple[set[str], str]:
     """Image ids listed in the agreement stage's ``disputes.csv``, and a note for the user."""
     if path is None or not Path(path).exists():
         return set(), f"no disputes file at {path}; no task flagged for adjudication"
-    frame = pd.read_csv(path, dtype=str)
+    frame = pd.read_csv(check_published(path), dtype=str)
     if "image_id" not in frame.columns:
         raise InputError(f"{path}: no image_id column; expected the agreement stage's disputes.csv")
     ids = set(frame["image_id"].dropna())
