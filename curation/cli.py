@@ -41,7 +41,8 @@ def sample_data_command(
     with user_errors():
         summary = generate_sample(out_dir, n_per_class=n_per_class, seed=seed)
     console.print(
-        f"wrote {summary.n_images} images and {summary.n_broken} deliberately broken files to {out_dir}/images"
+        f"wrote {summary.n_images} images and {summary.n_broken} deliberately broken files to {out_dir}/images",
+        markup=False,
     )
 
 
@@ -79,7 +80,7 @@ def ingest_command(
         )
         write_ingest(result, out_dir)
     print_report("ingest", result.report)
-    console.print(f"outputs in {out_dir}/ (manifest.parquet, quarantine.csv, issues.csv, ingest.json)")
+    console.print(f"outputs in {out_dir}/ (manifest.parquet, quarantine.csv, issues.csv, ingest.json)", markup=False)
 
 
 # The stages in pipeline order (each command lives in its stage's module).

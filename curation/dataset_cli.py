@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
+from rich.markup import escape
 
 from curation.console import ParamsOption, console, load_or_exit, user_errors
 from schemas.params_dataset import AugmentParams, ExportParams, SplitParams
@@ -62,11 +63,11 @@ def split_command(
             raise _input_error(f"{previous}: file not found; drop --previous or give the last release's splits")
         result = split(frame, labels, settings, previous=read_previous(pinned_from))
         write_split(result, out_dir)
-    console.print(f"labels from {source}; pinned {result.report['pinned']} image(s) from {pinned_from}")
+    console.print(f"labels from {source}; pinned {result.report['pinned']} image(s) from {pinned_from}", markup=False)
     _print_counts(result.report)
     for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    console.print(f"outputs in {out_dir}/ (splits.parquet, split.json, class_counts.csv)")
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    console.print(f"outputs in {out_dir}/ (splits.parquet, split.json, class_counts.csv)", markup=False)
 
 
 def augment_command(
@@ -99,9 +100,10 @@ def augment_command(
     report = result.report
     console.print(
         f"{report['augmented_images']} variants of {report['source_images']} train images "
-        f"(recipe {report['recipe_hash']}); boxes dropped: {report['boxes_dropped']} of {report['boxes_in']}"
+        f"(recipe {report['recipe_hash']}); boxes dropped: {report['boxes_dropped']} of {report['boxes_in']}",
+        markup=False,
     )
-    console.print(f"outputs in {out_dir}/ (images/, augmented.parquet, augment.json, preview.png)")
+    console.print(f"outputs in {out_dir}/ (images/, augmented.parquet, augment.json, preview.png)", markup=False)
 
 
 def export_command(
@@ -158,7 +160,9 @@ def export_command(
             )
     counts = ", ".join(f"{k} {v['images']}" for k, v in result.report["splits"].items())
     console.print(f"dataset version {result.version}: {counts} images; every labels.json loads in pycocotools")
-    console.print(f"outputs in {out_dir}/ (<split>/labels.json, labels.csv, data/; export.json, provenance.json)")
+    console.print(
+        f"outputs in {out_dir}/ (<split>/labels.json, labels.csv, data/; export.json, provenance.json)", markup=False
+    )
 
 
 def release_command(
@@ -182,9 +186,10 @@ def release_command(
         )
     console.print(
         f"released {result.name} (dataset version {result.version}) at commit {result.commit[:10]}; data pushed to "
-        f"DVC remote '{result.remote}' ({result.remote_url}); card {result.card}"
+        f"DVC remote '{result.remote}' ({result.remote_url}); card {result.card}",
+        markup=False,
     )
-    console.print(f"get it back: git checkout {result.name} && dvc pull")
+    console.print(f"get it back: git checkout {result.name} && dvc pull", markup=False)
 
 
 def _read_parquet(path: Path, hint: str, *, keep: Callable[[str], bool] | None = None) -> pd.DataFrame:
@@ -221,7 +226,7 @@ def _print_counts(report: dict) -> None:
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, row in report["classes"].items():
         table.add_row(
-            name,
+            escape(name),
             str(row["train"]),
             str(row["val"]),
             str(row["test"]),

@@ -44,7 +44,7 @@ def _remote() -> str | None:
 
 
 def _say(message: str) -> None:
-    console.print(message, highlight=False, soft_wrap=True)
+    console.print(message, highlight=False, soft_wrap=True, markup=False)
 
 
 @studio_app.command("start")
