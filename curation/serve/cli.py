@@ -34,8 +34,11 @@ _START_TIMEOUT_S = 30.0
 
 
 def build_app(params: Params) -> Any:
+    from curation.prelabel.captions import require_korean_descriptions
     from curation.serve.app import create_app
 
+    language = params.labelstudio.description_language
+    require_korean_descriptions(params.ontology, params.prelabel.description, language)
     return create_app(
         params.serve,
         params.prelabel,
