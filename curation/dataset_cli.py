@@ -36,6 +36,9 @@ def split_command(
     ] = None,
     no_previous: Annotated[bool, typer.Option("--no-previous", help="Pin nothing: cut everything afresh.")] = False,
     params_path: ParamsOption = Path("params.yaml"),
+    allow_empty: Annotated[
+        bool, typer.Option("--allow-empty", help="Split even when no image has a label (otherwise an error).")
+    ] = False,
 ) -> None:
     """Stratified, grouped 7:2:1 split that keeps earlier assignments as the dataset grows."""
     from curation.split import LABEL_COLUMNS, image_labels, read_previous, split, write_split
@@ -61,12 +64,14 @@ def split_command(
         pinned_from = None if no_previous else (previous or settings.previous)
         if previous is not None and not previous.is_file():
             raise _input_error(f"{previous}: file not found; drop --previous or give the last release's splits")
-        result = split(frame, labels, settings, previous=read_previous(pinned_from))
+        result = split(frame, labels, settings, previous=read_previous(pinned_from), allow_empty=allow_empty)
         write_split(result, out_dir)
     console.print(f"labels from {source}; pinned {result.report['pinned']} image(s) from {pinned_from}", markup=False)
     _print_counts(result.report)
     for warning in result.warnings:
         console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    for note in _split_left_out(result.report, settings):
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     console.print(f"outputs in {out_dir}/ (splits.parquet, split.json, class_counts.csv)", markup=False)
 
 
@@ -120,6 +125,9 @@ def export_command(
         Literal["copy", "hardlink", "symlink"] | None, typer.Option(help="Place images by copy, hardlink or symlink.")
     ] = None,
     params_path: ParamsOption = Path("params.yaml"),
+    allow_empty: Annotated[
+        bool, typer.Option("--allow-empty", help="Export even when no image has a label (otherwise an error).")
+    ] = False,
 ) -> None:
     """Export COCO JSON and CSV per split; images keep their exact bytes."""
     from curation.export import MANIFEST_COLUMNS, PREDICTION_COLUMNS, export, file_sha256, staged_dir
@@ -157,9 +165,16 @@ def export_command(
                 provenance=provenance,
                 on_start=reporter.start,
                 on_progress=reporter.advance,
+                allow_empty=allow_empty,
             )
     counts = ", ".join(f"{k} {v['images']}" for k, v in result.report["splits"].items())
     console.print(f"dataset version {result.version}: {counts} images; every labels.json loads in pycocotools")
+    left_out = result.report["unlabeled_left_out"]
+    if left_out:
+        console.print(
+            f"[yellow]note:[/] left out {left_out} unlabelled image(s) (export.include_unlabeled: false)",
+            highlight=False,
+        )
     console.print(
         f"outputs in {out_dir}/ (<split>/labels.json, labels.csv, data/; export.json, provenance.json)", markup=False
     )
@@ -216,6 +231,20 @@ def _input_error(message: str) -> Exception:
     from curation.errors import InputError
 
     return InputError(message)
+
+
+def _split_left_out(report: dict, settings: SplitParams) -> list[str]:
+    """What the split left out or could not label, and why, one line each."""
+    notes = []
+    if report["unlabeled_dropped"]:
+        notes.append(f"left out {report['unlabeled_dropped']} unlabelled image(s) (split.unlabeled: drop)")
+    unlabeled = report["classes"].get("unlabeled", {}).get("images", 0)
+    if unlabeled:
+        notes.append(
+            f"{unlabeled} image(s) have no label (split.unlabeled: {settings.unlabeled}); export leaves them out "
+            "unless export.include_unlabeled"
+        )
+    return notes
 
 
 def _print_counts(report: dict) -> None:

@@ -25,3 +25,7 @@ class MetadataError(InputError):
 
 class LabelImportError(InputError):
     """Prior labels (folders, VOC, COCO, YOLO) cannot be read."""
+
+
+class EmptyDatasetError(InputError):
+    """A split or export would hold no labelled image (``--allow-empty`` makes one on purpose)."""
