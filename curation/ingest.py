@@ -143,9 +143,11 @@ def ingest(
         columns=SKIPPED_COLUMNS,
     )
     report = _report(found, manifest, quarantine, skipped, prior, issue_frame, len(good))
-    if plan is not None:
+    if plan is not None:  # labels found of no class: what ingest.unmapped_labels did with them
+        report["prior_labels_unmapped"] = sum(plan.counts.values())
         report["prior_labels_unmapped_by_source"] = plan.counts
-        report["unmapped_labels_policy"] = settings.unmapped_labels
+        report["prior_labels_left_out"] = sum(plan.counts.values()) if settings.unmapped_labels == "skip" else 0
+        report["classes_added"] = [name for name, _ in plan.added]
     return IngestResult(manifest, quarantine, skipped, prior, issue_frame, report, plan, tuple(notes))
 
 
