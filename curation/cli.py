@@ -82,7 +82,8 @@ def ingest_command(
             on_progress=reporter.advance,
         )
         plan = result.ontology_plan
-        if settings.unmapped_labels == "add" and plan is not None and write_params_ontology(params_path, plan):
+        if settings.unmapped_labels == "add" and plan is not None and plan.changes_params:
+            write_params_ontology(params_path, plan)
             added = ", ".join(f"{name} ({english!r})" for name, english in plan.added) or "none"
             mapped = ", ".join(f"{source!r} -> {name}" for source, name in plan.label_map.items()) or "none"
             console.print(

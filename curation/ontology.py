@@ -139,20 +139,24 @@ def source_label_counts(
     return Counter(imported.labels["source_label"].astype(str)), len(imported.issues)
 
 
-def write_params_ontology(params_path: Path, plan: OntologyPlan) -> bool:
+def write_params_ontology(params_path: Path, plan: OntologyPlan, *, replace: bool = False) -> list[str]:
     """Append ``plan.added`` to ``ontology.classes`` and ``plan.label_map`` to ``ingest.label_map`` in place.
 
-    Comments and layout are kept; nothing is written when the plan changes nothing (so a rerun leaves the file's
-    bytes as they are). The new file is validated as params before it atomically replaces the old one.
+    Comments and layout are kept; nothing is written when nothing changes (so a rerun leaves the file's bytes as
+    they are). The new file is validated as params before it atomically replaces the old one.
+
+    Args:
+        params_path: The params.yaml to edit.
+        plan: From :func:`plan_classes`.
+        replace: Also drop the classes no source label resolves to, with their hard negatives and label_map entries.
 
     Returns:
-        Whether the file was rewritten.
+        The classes dropped (with ``replace``); the file was rewritten when this is non-empty or the plan adds
+        anything (``plan.changes_params``).
 
     Raises:
         ParamsError: the file cannot be read or parsed, or the result is not valid params (nothing is written).
     """
-    if not plan.changes_params:
-        return False
     from ruamel.yaml.comments import CommentedMap
 
     params_path = Path(params_path)
@@ -161,6 +165,9 @@ def write_params_ontology(params_path: Path, plan: OntologyPlan) -> bool:
     ontology = document.setdefault("ontology", CommentedMap())
     if ontology.get("classes") is None:
         ontology["classes"] = []
+    dropped = _drop_unused(document, set(plan.resolved.values())) if replace else []
+    if not (plan.changes_params or dropped):
+        return []
     for name, english in plan.added:
         ontology["classes"].append(CommentedMap(name=name, name_en=english))
     if plan.label_map:
@@ -179,7 +186,25 @@ def write_params_ontology(params_path: Path, plan: OntologyPlan) -> bool:
             raise ParamsError(
                 f"{params_path} was left unchanged: with the new classes it would not be valid: {err}"
             ) from None
-    return True
+    return dropped
+
+
+def _drop_unused(document: dict, used: set[str]) -> list[str]:
+    """Remove classes not in ``used``, hard negatives mapping to them and label_map entries naming them."""
+    ontology = document["ontology"]
+    classes = ontology["classes"]
+    dropped = [c.get("name") for c in classes if c.get("name") not in used]
+    for index in reversed(range(len(classes))):  # in place, so the list keeps its comments and layout
+        if classes[index].get("name") not in used:
+            del classes[index]
+    negatives = ontology.get("hard_negatives") or []
+    for index in reversed(range(len(negatives))):
+        if negatives[index].get("maps_to") not in used:
+            del negatives[index]
+    label_map = (document.get("ingest") or {}).get("label_map") or {}
+    for source in [s for s, name in label_map.items() if name not in used]:
+        del label_map[source]
+    return dropped
 
 
 def read_params_document(params_path: Path) -> dict:

@@ -24,6 +24,14 @@ def init_command(
         LabelFormat | None, typer.Option(help="Label format, as for `curation ingest` (default: ingest.labels).")
     ] = None,
     labels_path: Annotated[Path | None, typer.Option(help="VOC/YOLO folder or COCO JSON (default: RAW_DIR).")] = None,
+    replace: Annotated[
+        bool,
+        typer.Option(
+            "--replace",
+            help="Keep only the classes the data's labels resolve to: drop the others, their hard negatives and "
+            "label_map entries.",
+        ),
+    ] = False,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Add a class per source label found in the data to params.yaml (existing classes are kept).
@@ -63,11 +71,12 @@ def init_command(
                 f"no {fmt} labels found under {raw_dir}; check the folder, --labels and --labels-path"
             )
         plan = plan_classes(counts, class_names=class_names, label_map=ingest.label_map)
-        written = write_params_ontology(params_path, plan)
+        dropped = write_params_ontology(params_path, plan, replace=replace)
     _print_plan(plan, set(class_names))
-    if written:
+    if plan.changes_params or dropped:
         console.print(
-            f"wrote {len(plan.added)} new class(es) and {len(plan.label_map)} label_map entr(ies) to {params_path}",
+            f"wrote {len(plan.added)} new class(es) and {len(plan.label_map)} label_map entr(ies) to {params_path}"
+            + (f"; dropped class(es) {', '.join(dropped)} (--replace)" if dropped else ""),
             markup=False,
         )
     else:

@@ -262,3 +262,20 @@ def test_brackets_in_messages_and_paths_are_printed_intact(tmp_path) -> None:
     result = CliRunner().invoke(app, ["ingest", str(raw), str(out), "--no-metadata", "--params", str(params)])
     assert result.exit_code == 0, result.output
     assert f"outputs in {out}/ (manifest.parquet" in _text(result)
+
+
+def test_ontology_init_replace_keeps_only_the_data_classes(project) -> None:
+    _set(project, "label_map: {}", 'label_map: {"surface scratch": scratch, "old name": dent}')
+    result = _cli(project, "ontology", "init", str(project / "raw"), "--labels", "folders", "--replace")
+    assert result.exit_code == 0, result.output
+    assert "dropped class(es) contamination, dent, crack, discoloration, ok (--replace)" in _text(result)
+    params = load_params(project / "params.yaml")
+    assert params.ontology.class_names == ["scratch", "iron_sheet_ash", "red_iron"]  # scratch: via label_map
+    assert params.ontology.hard_negatives == []  # every one mapped to the dropped 'ok'
+    assert params.ingest.label_map == {
+        "surface scratch": "scratch",
+        "iron sheet ash": "iron_sheet_ash",
+        "red iron": "red_iron",
+    }
+    text = (project / "params.yaml").read_text(encoding="utf-8")
+    assert "# DEMO ONLY: simulated reviewers" in text and "  severities:\n    - name: minor" in text
