@@ -108,6 +108,11 @@ def augment_command(
         f"(recipe {report['recipe_hash']}); boxes dropped: {report['boxes_dropped']} of {report['boxes_in']}",
         markup=False,
     )
+    if report["train_unlabeled_skipped"]:
+        console.print(
+            f"[yellow]note:[/] {report['train_unlabeled_skipped']} unlabelled train image(s) not augmented",
+            highlight=False,
+        )
     console.print(f"outputs in {out_dir}/ (images/, augmented.parquet, augment.json, preview.png)", markup=False)
 
 

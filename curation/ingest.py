@@ -147,7 +147,8 @@ def ingest(
         report["prior_labels_unmapped"] = sum(plan.counts.values())
         report["prior_labels_unmapped_by_source"] = plan.counts
         report["prior_labels_left_out"] = sum(plan.counts.values()) if settings.unmapped_labels == "skip" else 0
-        report["classes_added"] = [name for name, _ in plan.added]
+        if settings.unmapped_labels == "add":
+            report["classes_added"] = [name for name, _ in plan.added]
     return IngestResult(manifest, quarantine, skipped, prior, issue_frame, report, plan, tuple(notes))
 
 

@@ -92,7 +92,7 @@ def init_command(
 def _print_plan(plan, existing: set[str]) -> None:
     table = Table(title="ontology init (source label -> class)")
     for column in ("source label", "labels", "class", ""):
-        table.add_column(column, justify="right" if column == "labels" else "left")
+        table.add_column(column, justify="right" if column == "labels" else "left", overflow="fold")
     added = {name for name, _ in plan.added}
     for source, count in plan.counts.items():
         name = plan.resolved[source]
