@@ -149,7 +149,22 @@ def ingest(
         report["prior_labels_left_out"] = sum(plan.counts.values()) if settings.unmapped_labels == "skip" else 0
         if settings.unmapped_labels == "add":
             report["classes_added"] = [name for name, _ in plan.added]
+    notes += _left_out_notes(report)
     return IngestResult(manifest, quarantine, skipped, prior, issue_frame, report, plan, tuple(notes))
+
+
+def _left_out_notes(report: dict[str, Any]) -> list[str]:
+    """The files ingest did not take in, and why, one line each (the counts are also in ingest.json)."""
+    notes = []
+    if report["quarantined"]:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in report["quarantined_by_reason"].items())
+        notes.append(f"quarantined {report['quarantined']} file(s) ({reasons}); quarantine.csv says why for each")
+    if report["skipped_other_files"]:
+        notes.append(
+            f"skipped {report['skipped_other_files']} file(s) without an image extension (ingest.extensions); "
+            "listed in skipped.csv"
+        )
+    return notes
 
 
 def _resolve_unmapped(

@@ -21,7 +21,7 @@ from curation.prelabel.prompts import build_text_classes
 from curation.studio.config import label_config
 from schemas.params import load_params
 from schemas.params_prelabel import ClipParams
-from tests.conftest import ROOT, XSDD
+from tests.conftest import ROOT, XSDD, write_image
 
 FOLDERS = ("surface scratch", "red iron", "iron sheet ash")
 PER_FOLDER = 6
@@ -279,3 +279,47 @@ def test_ontology_init_replace_keeps_only_the_data_classes(project) -> None:
     }
     text = (project / "params.yaml").read_text(encoding="utf-8")
     assert "# DEMO ONLY: simulated reviewers" in text and "  severities:\n    - name: minor" in text
+
+
+def test_ontology_init_reads_coco_categories_and_maps_invalid_names(tmp_path) -> None:
+    raw = tmp_path / "raw"
+    for n in range(2):
+        write_image(raw / f"img{n}.png", seed=n)
+    coco = {
+        "images": [{"id": 1, "file_name": "img0.png"}, {"id": 2, "file_name": "img1.png"}],
+        "categories": [{"id": 1, "name": "rolled-in_scale"}, {"id": 2, "name": "patches"}],
+        "annotations": [
+            {"id": 1, "image_id": 1, "category_id": 1, "bbox": [1, 2, 10, 8]},
+            {"id": 2, "image_id": 2, "category_id": 2, "bbox": [3, 4, 5, 6]},
+            {"id": 3, "image_id": 2, "category_id": 1, "bbox": [0, 0, 4, 4]},
+        ],
+    }
+    (tmp_path / "labels.json").write_text(json.dumps(coco), encoding="utf-8")
+    (tmp_path / "params.yaml").write_text("ontology: {}\n", encoding="utf-8")  # a project without classes yet
+    args = [
+        "--labels",
+        "coco",
+        "--labels-path",
+        str(tmp_path / "labels.json"),
+        "--params",
+        str(tmp_path / "params.yaml"),
+    ]
+    result = CliRunner().invoke(app, ["ontology", "init", str(raw), *args])
+    assert result.exit_code == 0, result.output
+    params = load_params(tmp_path / "params.yaml")
+    assert params.ontology.class_names == ["patches", "rolled_in_scale"]
+    assert params.ontology.get("rolled_in_scale").name_en == "rolled-in_scale"
+    assert params.ingest.label_map == {"rolled-in_scale": "rolled_in_scale"}
+    ingested = CliRunner().invoke(app, ["ingest", str(raw), str(tmp_path / "out"), "--no-metadata", *args])
+    assert ingested.exit_code == 0, ingested.output
+    prior = pd.read_parquet(tmp_path / "out" / "prior_labels.parquet")
+    assert sorted(prior["label"]) == ["patches", "rolled_in_scale", "rolled_in_scale"]
+
+
+def test_ingest_says_which_files_it_left_out(project) -> None:
+    (project / "raw" / "red iron" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    (project / "raw" / "notes.txt").write_text("shift 2", encoding="utf-8")
+    result = _ingest(project)
+    assert result.exit_code == 0, result.output
+    assert "quarantined 1 file(s) (not_an_image 1); quarantine.csv says why for each" in _text(result)
+    assert "skipped 1 file(s) without an image extension (ingest.extensions); listed in skipped.csv" in _text(result)
