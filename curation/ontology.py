@@ -161,7 +161,7 @@ def write_params_ontology(params_path: Path, plan: OntologyPlan, *, replace: boo
 
     params_path = Path(params_path)
     yaml = _round_trip_yaml()
-    document = _load_document(params_path, yaml)
+    document, header = _load_document(params_path, yaml)
     ontology = document.setdefault("ontology", CommentedMap())
     if ontology.get("classes") is None:
         ontology["classes"] = []
@@ -176,7 +176,8 @@ def write_params_ontology(params_path: Path, plan: OntologyPlan, *, replace: boo
             ingest["label_map"] = CommentedMap()
         for source, name in plan.label_map.items():
             ingest["label_map"][source] = name
-    out = io.StringIO()
+    out = io.StringIO(header)
+    out.seek(len(header))
     yaml.dump(document, out)
     with atomic_path(params_path) as tmp:
         tmp.write_text(out.getvalue(), encoding="utf-8")
@@ -209,7 +210,7 @@ def _drop_unused(document: dict, used: set[str]) -> list[str]:
 
 def read_params_document(params_path: Path) -> dict:
     """``params.yaml`` as a plain mapping, without validating it (``ontology init`` may start with no classes)."""
-    return _load_document(Path(params_path), _round_trip_yaml())
+    return _load_document(Path(params_path), _round_trip_yaml())[0]
 
 
 def _round_trip_yaml():
@@ -223,7 +224,8 @@ def _round_trip_yaml():
     return yaml
 
 
-def _load_document(params_path: Path, yaml) -> dict:
+def _load_document(params_path: Path, yaml) -> tuple[dict, str]:
+    """The YAML document, and the file's text when it holds no mapping (comments only), to keep above it."""
     from ruamel.yaml import YAMLError
 
     try:
@@ -237,7 +239,7 @@ def _load_document(params_path: Path, yaml) -> dict:
     if document is None:
         from ruamel.yaml.comments import CommentedMap
 
-        return CommentedMap()
+        return CommentedMap(), text.rstrip("\n") + "\n" if text.strip() else ""
     if not isinstance(document, dict):
         raise ParamsError(f"{params_path}: expected a mapping of sections (ontology, ingest, ...) at the top level")
-    return document
+    return document, ""
