@@ -54,8 +54,9 @@ class IngestResult:
     issues: pd.DataFrame
     report: dict[str, Any]
     ontology_plan: OntologyPlan | None = None
-    """With ``ingest.unmapped_labels: add``: the classes and label_map entries params.yaml needs (the command
-    writes them); None when nothing is to be added."""
+    """Imported labels of no class, counted per source label (``counts``), and with ``ingest.unmapped_labels:
+    add`` the classes and label_map entries params.yaml needs (the command writes them); None when every label
+    maps."""
     notes: tuple[str, ...] = ()
     """What was left out and why, one line each, for the command to print."""
 
