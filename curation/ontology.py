@@ -162,7 +162,9 @@ def write_params_ontology(params_path: Path, plan: OntologyPlan, *, replace: boo
     params_path = Path(params_path)
     yaml = _round_trip_yaml()
     document, header = _load_document(params_path, yaml)
-    ontology = document.setdefault("ontology", CommentedMap())
+    if document.get("ontology") is None:
+        document["ontology"] = CommentedMap()
+    ontology = document["ontology"]
     if ontology.get("classes") is None:
         ontology["classes"] = []
     dropped = _drop_unused(document, set(plan.resolved.values())) if replace else []
@@ -171,7 +173,9 @@ def write_params_ontology(params_path: Path, plan: OntologyPlan, *, replace: boo
     for name, english in plan.added:
         ontology["classes"].append(CommentedMap(name=name, name_en=english))
     if plan.label_map:
-        ingest = document.setdefault("ingest", CommentedMap())
+        if document.get("ingest") is None:
+            document["ingest"] = CommentedMap()
+        ingest = document["ingest"]
         if ingest.get("label_map") is None:
             ingest["label_map"] = CommentedMap()
         for source, name in plan.label_map.items():
@@ -184,8 +188,9 @@ def write_params_ontology(params_path: Path, plan: OntologyPlan, *, replace: boo
         try:
             load_params(tmp)
         except ParamsError as err:
+            problems = str(err).replace(str(tmp), str(params_path))  # name the user's file, not the temporary one
             raise ParamsError(
-                f"{params_path} was left unchanged: with the new classes it would not be valid: {err}"
+                f"{params_path} was left unchanged: with the new classes it would not be valid: {problems}"
             ) from None
     return dropped
 
