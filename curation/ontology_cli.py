@@ -34,11 +34,9 @@ def init_command(
     ] = False,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Add a class per source label found in the data to params.yaml (existing classes are kept).
-
-    Source labels that are not valid class names get one (``rolled-in_scale`` -> ``rolled_in_scale``) and an
-    ``ingest.label_map`` entry; the English name is the source label. Korean names, definitions and prompts are
-    optional: the features that need them say so.
+    """Add a class per source label found in the data to params.yaml, with an ingest.label_map entry for labels
+    that are not valid names (rolled-in_scale -> rolled_in_scale). Existing classes are kept unless --replace.
+    Korean names, definitions and prompts are optional: the features that need them say so.
     """
     from pydantic import ValidationError
 
