@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from curation.agreement.cli import agreement_command
 from curation.browse.cli import browse_command, database_command, fiftyone_command, search_command
 from curation.console import ParamsOption, console, load_or_exit, print_report, user_errors
 from curation.dataset_cli import augment_command, export_command, release_command, split_command
+from curation.ontology_cli import ontology_app
 from curation.prelabel.cli import prelabel_command
 from curation.progress import progress
 from curation.serve.cli import connect_backend_command, serve_command
@@ -41,7 +43,8 @@ def sample_data_command(
     with user_errors():
         summary = generate_sample(out_dir, n_per_class=n_per_class, seed=seed)
     console.print(
-        f"wrote {summary.n_images} images and {summary.n_broken} deliberately broken files to {out_dir}/images"
+        f"wrote {summary.n_images} images and {summary.n_broken} deliberately broken files to {out_dir}/images",
+        markup=False,
     )
 
 
@@ -60,6 +63,7 @@ def ingest_command(
 ) -> None:
     """Validate, hash and de-duplicate raw images; quarantine bad files with a reason."""
     from curation.ingest import ingest, write_ingest
+    from curation.ontology import write_params_ontology
 
     params = load_or_exit(params_path)
     overrides = {
@@ -77,9 +81,22 @@ def ingest_command(
             on_start=reporter.start,
             on_progress=reporter.advance,
         )
+        plan = result.ontology_plan
+        if settings.unmapped_labels == "add" and plan is not None and plan.changes_params:
+            write_params_ontology(params_path, plan)
+            added = ", ".join(f"{name} ({english!r})" for name, english in plan.added) or "none"
+            mapped = ", ".join(f"{source!r} -> {name}" for source, name in plan.label_map.items()) or "none"
+            console.print(
+                f"ingest.unmapped_labels: add: wrote to {params_path}: new classes {added}; label_map {mapped}. "
+                "Review them there (definitions, Korean names, prompts are optional)",
+                markup=False,
+                soft_wrap=True,
+            )
         write_ingest(result, out_dir)
     print_report("ingest", result.report)
-    console.print(f"outputs in {out_dir}/ (manifest.parquet, quarantine.csv, issues.csv, ingest.json)")
+    for note in result.notes:
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    console.print(f"outputs in {out_dir}/ (manifest.parquet, quarantine.csv, issues.csv, ingest.json)", markup=False)
 
 
 # The stages in pipeline order (each command lives in its stage's module).
@@ -99,6 +116,7 @@ app.command("fiftyone-db")(database_command)
 app.command("release")(release_command)
 app.command("serve")(serve_command)
 studio_app.command("connect-backend")(connect_backend_command)
+app.add_typer(ontology_app, name="ontology")
 
 if __name__ == "__main__":
     app()

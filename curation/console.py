@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from curation.errors import CurationError
@@ -35,7 +36,7 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except CurationError as err:
-        console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
     except OSError as err:
         from curation.io import WRITE_ERRNOS, os_error_message  # pandas: only when needed
@@ -55,9 +56,9 @@ def load_or_exit(params_path: Path) -> Params:
 
 def print_report(title: str, report: Mapping[str, Any]) -> None:
     """A two-column table of a stage's headline numbers (nested dicts on one line)."""
-    table = Table(title=title, show_header=False)
+    table = Table(title=escape(title), show_header=False)
     for key, value in report.items():
         if isinstance(value, Mapping):
             value = ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
-        table.add_row(key, str(value))
+        table.add_row(escape(str(key)), escape(str(value)))
     console.print(table)

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
+from rich.markup import escape
 
 from curation.console import ParamsOption, console, load_or_exit, user_errors
 from schemas.params_dataset import AugmentParams, ExportParams, SplitParams
@@ -35,6 +36,9 @@ def split_command(
     ] = None,
     no_previous: Annotated[bool, typer.Option("--no-previous", help="Pin nothing: cut everything afresh.")] = False,
     params_path: ParamsOption = Path("params.yaml"),
+    allow_empty: Annotated[
+        bool, typer.Option("--allow-empty", help="Split even when no image has a label (otherwise an error).")
+    ] = False,
 ) -> None:
     """Stratified, grouped 7:2:1 split that keeps earlier assignments as the dataset grows."""
     from curation.split import LABEL_COLUMNS, image_labels, read_previous, split, write_split
@@ -60,13 +64,15 @@ def split_command(
         pinned_from = None if no_previous else (previous or settings.previous)
         if previous is not None and not previous.is_file():
             raise _input_error(f"{previous}: file not found; drop --previous or give the last release's splits")
-        result = split(frame, labels, settings, previous=read_previous(pinned_from))
+        result = split(frame, labels, settings, previous=read_previous(pinned_from), allow_empty=allow_empty)
         write_split(result, out_dir)
-    console.print(f"labels from {source}; pinned {result.report['pinned']} image(s) from {pinned_from}")
+    console.print(f"labels from {source}; pinned {result.report['pinned']} image(s) from {pinned_from}", markup=False)
     _print_counts(result.report)
     for warning in result.warnings:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
-    console.print(f"outputs in {out_dir}/ (splits.parquet, split.json, class_counts.csv)")
+        console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    for note in _split_left_out(result.report, settings):
+        console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    console.print(f"outputs in {out_dir}/ (splits.parquet, split.json, class_counts.csv)", markup=False)
 
 
 def augment_command(
@@ -99,9 +105,15 @@ def augment_command(
     report = result.report
     console.print(
         f"{report['augmented_images']} variants of {report['source_images']} train images "
-        f"(recipe {report['recipe_hash']}); boxes dropped: {report['boxes_dropped']} of {report['boxes_in']}"
+        f"(recipe {report['recipe_hash']}); boxes dropped: {report['boxes_dropped']} of {report['boxes_in']}",
+        markup=False,
     )
-    console.print(f"outputs in {out_dir}/ (images/, augmented.parquet, augment.json, preview.png)")
+    if report["train_unlabeled_skipped"]:
+        console.print(
+            f"[yellow]note:[/] {report['train_unlabeled_skipped']} unlabelled train image(s) not augmented",
+            highlight=False,
+        )
+    console.print(f"outputs in {out_dir}/ (images/, augmented.parquet, augment.json, preview.png)", markup=False)
 
 
 def export_command(
@@ -118,6 +130,9 @@ def export_command(
         Literal["copy", "hardlink", "symlink"] | None, typer.Option(help="Place images by copy, hardlink or symlink.")
     ] = None,
     params_path: ParamsOption = Path("params.yaml"),
+    allow_empty: Annotated[
+        bool, typer.Option("--allow-empty", help="Export even when no image has a label (otherwise an error).")
+    ] = False,
 ) -> None:
     """Export COCO JSON and CSV per split; images keep their exact bytes."""
     from curation.export import MANIFEST_COLUMNS, MARKER, PREDICTION_COLUMNS, export, file_sha256
@@ -156,10 +171,19 @@ def export_command(
                 provenance=provenance,
                 on_start=reporter.start,
                 on_progress=reporter.advance,
+                allow_empty=allow_empty,
             )
     counts = ", ".join(f"{k} {v['images']}" for k, v in result.report["splits"].items())
     console.print(f"dataset version {result.version}: {counts} images; every labels.json loads in pycocotools")
-    console.print(f"outputs in {out_dir}/ (<split>/labels.json, labels.csv, data/; export.json, provenance.json)")
+    left_out = result.report["unlabeled_left_out"]
+    if left_out:
+        console.print(
+            f"[yellow]note:[/] left out {left_out} unlabelled image(s) (export.include_unlabeled: false)",
+            highlight=False,
+        )
+    console.print(
+        f"outputs in {out_dir}/ (<split>/labels.json, labels.csv, data/; export.json, provenance.json)", markup=False
+    )
 
 
 def release_command(
@@ -185,9 +209,10 @@ def release_command(
         )
     console.print(
         f"released {result.name} (dataset version {result.version}) at commit {result.commit[:10]}; data pushed to "
-        f"DVC remote '{result.remote}' ({result.remote_url}); card {result.card}"
+        f"DVC remote '{result.remote}' ({result.remote_url}); card {result.card}",
+        markup=False,
     )
-    console.print(f"get it back: git checkout {result.name} && dvc pull")
+    console.print(f"get it back: git checkout {result.name} && dvc pull", markup=False)
 
 
 def _read_parquet(path: Path, hint: str, *, keep: Callable[[str], bool] | None = None) -> pd.DataFrame:
@@ -218,6 +243,20 @@ def _input_error(message: str) -> Exception:
     return InputError(message)
 
 
+def _split_left_out(report: dict, settings: SplitParams) -> list[str]:
+    """What the split left out or could not label, and why, one line each."""
+    notes = []
+    if report["unlabeled_dropped"]:
+        notes.append(f"left out {report['unlabeled_dropped']} unlabelled image(s) (split.unlabeled: drop)")
+    unlabeled = report["classes"].get("unlabeled", {}).get("images", 0)
+    if unlabeled:
+        notes.append(
+            f"{unlabeled} image(s) have no label (split.unlabeled: {settings.unlabeled}); export leaves them out "
+            "unless export.include_unlabeled"
+        )
+    return notes
+
+
 def _print_counts(report: dict) -> None:
     from rich.table import Table
 
@@ -226,7 +265,7 @@ def _print_counts(report: dict) -> None:
         table.add_column(column, justify="left" if column == "class" else "right")
     for name, row in report["classes"].items():
         table.add_row(
-            name,
+            escape(name),
             str(row["train"]),
             str(row["val"]),
             str(row["test"]),

@@ -29,3 +29,7 @@ class LabelImportError(InputError):
 
 class OutputError(CurationError):
     """An output cannot be written where the user asked (read-only, full disk, no permission, not ours)."""
+
+
+class EmptyDatasetError(InputError):
+    """A split or export would hold no labelled image (``--allow-empty`` makes one on purpose)."""

@@ -34,7 +34,7 @@ from typing import Any, TextIO
 
 import pandas as pd
 
-from curation.errors import CurationError, InputError
+from curation.errors import CurationError, EmptyDatasetError, InputError
 from curation.io import atomic_path, write_json
 from schemas.params_dataset import SPLITS, ExportParams
 
@@ -93,6 +93,7 @@ def export(
     provenance: dict[str, Any] | None = None,
     on_start: Callable[[int], None] | None = None,
     on_progress: Callable[[int], None] | None = None,
+    allow_empty: bool = False,
 ) -> ExportResult:
     """Write the export into ``out_dir`` (a fresh or staging folder) and validate it.
 
@@ -105,8 +106,18 @@ def export(
         augmented: ``augmented.parquet`` of the augment stage (train only), with ``augment_dir`` its folder.
         predictions: ``predictions.parquet`` (descriptions, pre-label and model versions), optional.
         provenance: Params and input hashes to record; model versions are added from ``predictions``.
+        allow_empty: Export even when no image has a label (otherwise an error).
+
+    Raises:
+        EmptyDatasetError: no exported image has a label and ``allow_empty`` is false.
     """
     out_dir = Path(out_dir)
+    n_labelled = int(splits["label"].notna().sum())
+    if not allow_empty and n_labelled == 0:
+        raise EmptyDatasetError(
+            f"splits.parquet: none of its {len(splits)} image(s) has a label, so the export would hold no labelled "
+            "image; import labels at ingest or review them in Label Studio, re-run split, or pass --allow-empty"
+        )
     table = _images_table(splits, manifest, settings, augmented, augment_dir, predictions)
     if on_start:
         on_start(len(table))
@@ -149,7 +160,7 @@ def export(
                 "params_sha256": record.get("params_sha256"),
             }
             _assemble_coco(out_dir / name / "labels.json", Path(parts) / name, categories, info)
-    report = _report(table, written, version, settings)
+    report = _report(table, written, version, settings, len(splits) - n_labelled)
     for name in SPLITS:
         _validate(out_dir / name, written[name])
     write_json(out_dir / "provenance.json", record)
@@ -430,7 +441,7 @@ def _validate(split_dir: Path, counts: _SplitCounts) -> None:
 
 
 def _report(
-    table: pd.DataFrame, written: dict[str, _SplitCounts], version: str, settings: ExportParams
+    table: pd.DataFrame, written: dict[str, _SplitCounts], version: str, settings: ExportParams, n_left_out: int
 ) -> dict[str, Any]:
     per_split: dict[str, Any] = {}
     for name in SPLITS:
@@ -451,6 +462,7 @@ def _report(
         "link": settings.link,
         "include_augmented": settings.include_augmented,
         "include_unlabeled": settings.include_unlabeled,
+        "unlabeled_left_out": 0 if settings.include_unlabeled else n_left_out,
     }
 
 

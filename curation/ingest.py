@@ -20,10 +20,12 @@ import numpy as np
 import pandas as pd
 
 from curation.discover import Discovery, discover
+from curation.errors import LabelImportError
 from curation.io import publish, write_csv, write_json, write_parquet
 from curation.labels import ImageRef, read_prior_labels
 from curation.metadata import MetadataJoin, join_metadata, read_metadata
 from curation.neardup import near_duplicate_components
+from curation.ontology import OntologyPlan, plan_classes
 from curation.probe import Probe, probe_file
 from schemas.params import IngestParams
 from schemas.records import ImageRecord, PriorLabel, QuarantineRecord, columns
@@ -51,6 +53,12 @@ class IngestResult:
     prior_labels: pd.DataFrame
     issues: pd.DataFrame
     report: dict[str, Any]
+    ontology_plan: OntologyPlan | None = None
+    """Imported labels of no class, counted per source label (``counts``), and with ``ingest.unmapped_labels:
+    add`` the classes and label_map entries params.yaml needs (the command writes them); None when every label
+    maps."""
+    notes: tuple[str, ...] = ()
+    """What was left out and why, one line each, for the command to print."""
 
 
 def ingest(
@@ -104,6 +112,7 @@ def ingest(
         ]
 
     prior = pd.DataFrame(columns=columns(PriorLabel))
+    plan, notes = None, []
     if settings.labels is not None:
         refs = {
             rel: ImageRef(sha[:ID_LENGTH], int(width), int(height))
@@ -121,6 +130,13 @@ def ingest(
         )
         prior = imported.labels
         issues += [("label", i.source_file, i.detail) for i in imported.issues]
+        prior, plan, notes = _resolve_unmapped(prior, settings, class_names)
+        n_label_issues = len(imported.issues)
+        if n_label_issues:
+            notes.append(
+                f"{n_label_issues} label(s) or label file(s) could not be imported (unmatched image, malformed "
+                "entry); each is a 'label' row of issues.csv with its file and the fix"
+            )
 
     issue_frame = pd.DataFrame(sorted(issues), columns=ISSUE_COLUMNS)
     skipped = pd.DataFrame(
@@ -128,7 +144,62 @@ def ingest(
         columns=SKIPPED_COLUMNS,
     )
     report = _report(found, manifest, quarantine, skipped, prior, issue_frame, len(good))
-    return IngestResult(manifest, quarantine, skipped, prior, issue_frame, report)
+    if plan is not None:  # labels found of no class: what ingest.unmapped_labels did with them
+        report["prior_labels_unmapped"] = sum(plan.counts.values())
+        report["prior_labels_unmapped_by_source"] = plan.counts
+        report["prior_labels_left_out"] = sum(plan.counts.values()) if settings.unmapped_labels == "skip" else 0
+        if settings.unmapped_labels == "add":
+            report["classes_added"] = [name for name, _ in plan.added]
+    notes += _left_out_notes(report)
+    return IngestResult(manifest, quarantine, skipped, prior, issue_frame, report, plan, tuple(notes))
+
+
+def _left_out_notes(report: dict[str, Any]) -> list[str]:
+    """The files ingest did not take in, and why, one line each (the counts are also in ingest.json)."""
+    notes = []
+    if report["quarantined"]:
+        reasons = ", ".join(f"{reason} {n}" for reason, n in report["quarantined_by_reason"].items())
+        notes.append(f"quarantined {report['quarantined']} file(s) ({reasons}); quarantine.csv says why for each")
+    if report["skipped_other_files"]:
+        notes.append(
+            f"skipped {report['skipped_other_files']} file(s) without an image extension (ingest.extensions); "
+            "listed in skipped.csv"
+        )
+    return notes
+
+
+def _resolve_unmapped(
+    prior: pd.DataFrame, settings: IngestParams, class_names: Sequence[str]
+) -> tuple[pd.DataFrame, OntologyPlan | None, list[str]]:
+    """Apply ``ingest.unmapped_labels`` to imported labels that map to no ontology class.
+
+    Returns:
+        The labels to keep, the ontology plan (None when every label maps), and notes saying what happened.
+
+    Raises:
+        LabelImportError: with ``error`` (the default), when any label maps to no class; the message counts them
+            per source label and names the fixes.
+    """
+    unmapped = prior["label"].isna()
+    if not unmapped.any():
+        return prior, None, []
+    counts = prior.loc[unmapped, "source_label"].astype(str).value_counts()
+    listed = ", ".join(f"{source!r} ({int(counts[source])})" for source in sorted(counts.index))
+    total = int(unmapped.sum())
+    if settings.unmapped_labels == "error":
+        raise LabelImportError(
+            f"{total} imported label(s) map to no ontology class: {listed}; map them to classes in "
+            "ingest.label_map, add them as classes with `curation ontology init`, or set ingest.unmapped_labels "
+            "to skip (leave them out) or add (append them to the ontology)"
+        )
+    if settings.unmapped_labels == "skip":
+        note = f"left out {total} imported label(s) of no ontology class (ingest.unmapped_labels: skip): {listed}"
+        plan = OntologyPlan(resolved={}, counts={str(k): int(v) for k, v in counts.items()})
+        return prior[~unmapped].reset_index(drop=True), plan, [note]
+    plan = plan_classes(counts.to_dict(), class_names=class_names, label_map=settings.label_map)
+    prior = prior.copy()
+    prior.loc[unmapped, "label"] = prior.loc[unmapped, "source_label"].astype(str).map(plan.resolved)
+    return prior, plan, []
 
 
 def write_ingest(result: IngestResult, out_dir: Path) -> None:

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -58,4 +59,4 @@ def progress(description: str, console: Console) -> Iterator[Reporter]:
         auto_refresh=False,
     )
     with bar:
-        yield Reporter(bar, bar.add_task(description, total=None))
+        yield Reporter(bar, bar.add_task(escape(description), total=None))

@@ -122,7 +122,7 @@ def dataset_card(
     for defect in ontology.classes:
         counts = [splits.get(s, {}).get("classes", {}).get(defect.name, 0) for s in SPLITS]
         lines.append(
-            f"| {defect.name} | {defect.name_ko} | {defect.definition} | "
+            f"| {defect.name} | {defect.name_ko or '-'} | {defect.definition or '-'} | "
             + " | ".join(str(c) for c in counts)
             + f" | {sum(counts)} |"
         )

@@ -38,7 +38,7 @@ import pandas as pd
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from curation.errors import InputError
+from curation.errors import EmptyDatasetError, InputError
 from curation.io import publish, write_csv, write_json, write_parquet
 from schemas.params_dataset import SPLITS, SplitParams
 
@@ -138,6 +138,7 @@ def split(
     settings: SplitParams,
     *,
     previous: pd.DataFrame | None = None,
+    allow_empty: bool = False,
 ) -> SplitResult:
     """Assign every (labelled) manifest image to train, val or test.
 
@@ -146,10 +147,14 @@ def split(
         labels: :func:`image_labels` output for the same images.
         settings: Ratios, seed, group columns, unlabeled policy.
         previous: ``splits.parquet`` of an earlier version; its assignments are kept (see the module docstring).
+        allow_empty: Cut a split even when no image has a label (otherwise an error).
 
     Returns:
         ``splits`` sorted by ``image_id`` with :data:`SPLIT_COLUMNS`; ``report`` for ``split.json``;
         ``warnings`` (also in the report) for classes too small to split and groups broken by pins.
+
+    Raises:
+        EmptyDatasetError: no image has a label and ``allow_empty`` is false.
     """
     group_columns = list(dict.fromkeys(["dup_group", *settings.group_by]))
     _require_columns(manifest, ["image_id", *group_columns], "manifest")
@@ -163,6 +168,12 @@ def split(
     frame["group"] = _groups(manifest.reset_index(drop=True), group_columns)
     frame["stratum"] = frame["label"].where(frame["label"].notna(), UNLABELED)
     frame["stratum"] = frame["group"].map(_majority(frame))
+    if not allow_empty and frame["label"].notna().sum() == 0:
+        raise EmptyDatasetError(
+            f"none of the {len(frame)} image(s) has a label, so the split would hold no labelled image; import "
+            "labels (curation ingest --labels, or ingest.labels), or review them in Label Studio and run agreement; "
+            "pass --allow-empty to split unlabelled images on purpose"
+        )
 
     n_dropped = 0
     if settings.unlabeled == "drop":

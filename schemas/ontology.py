@@ -6,7 +6,7 @@ export check labels against ``class_names``.
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
@@ -17,38 +17,64 @@ Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
 
 
 class DefectClass(StrictModel):
-    """One label annotators can choose, with what they need to choose it consistently."""
+    """One label annotators can choose, with what they need to choose it consistently.
+
+    Only ``name`` is required. Korean names and prompts are needed only by the features that use them (Korean
+    zero-shot prompts, Korean descriptions); :meth:`Ontology.missing_korean` lists the classes lacking them.
+    """
 
     name: Slug
-    name_en: Text
-    name_ko: Text
-    definition: Text
+    name_en: Text | None = Field(None, description="English name shown to people; default: the name, spaced.")
+    name_ko: Text | None = Field(None, description="Korean name (Korean descriptions, Label Studio hints).")
+    definition: Text | None = Field(None, description="What the class is, shown to annotators.")
     include: list[Text] = Field(default_factory=list, description="Inclusion criteria shown to annotators.")
     exclude: list[Text] = Field(default_factory=list, description="Exclusion criteria shown to annotators.")
-    prompts_en: list[Text] = Field(min_length=1, description="English phrasings for zero-shot prompts.")
-    prompts_ko: list[Text] = Field(min_length=1, description="Korean phrasings for Korean-capable models.")
+    prompts_en: list[Text] = Field(
+        default_factory=list, description="English phrasings for zero-shot prompts; default: the English name."
+    )
+    prompts_ko: list[Text] = Field(default_factory=list, description="Korean phrasings for Korean-capable models.")
+
+    @property
+    def label_en(self) -> str:
+        """The English name, or the class name with spaces for underscores."""
+        return self.name_en or self.name.replace("_", " ")
+
+    @property
+    def english_prompts(self) -> list[str]:
+        """``prompts_en``, or the English name alone."""
+        return self.prompts_en or [self.label_en]
 
 
 class HardNegative(StrictModel):
     """Something that looks like a defect but is not: scored as its own text class, counted as ``maps_to``."""
 
     name: Slug
-    name_ko: Text
+    name_ko: Text | None = None
     prompts_en: list[Text] = Field(min_length=1)
-    prompts_ko: list[Text] = Field(min_length=1)
+    prompts_ko: list[Text] = Field(default_factory=list)
     maps_to: Slug
 
 
 class Severity(StrictModel):
     name: Slug
-    name_ko: Text
-    definition: Text
+    name_ko: Text | None = None
+    definition: Text | None = None
+
+
+def _default_severities() -> list[Severity]:
+    return [
+        Severity(name="minor", definition="Cosmetic; the part can ship."),
+        Severity(name="major", definition="Affects appearance or function; rework or approval needed."),
+        Severity(name="critical", definition="Safety or functional failure; the part must be scrapped."),
+    ]
 
 
 class Ontology(StrictModel):
     classes: list[DefectClass] = Field(min_length=2)
     hard_negatives: list[HardNegative] = Field(default_factory=list)
-    severities: list[Severity] = Field(min_length=1, description="Ordered from least to most severe.")
+    severities: list[Severity] = Field(
+        default_factory=_default_severities, min_length=1, description="Ordered from least to most severe."
+    )
 
     @model_validator(mode="after")
     def _names_are_consistent(self) -> Ontology:
@@ -76,6 +102,12 @@ class Ontology(StrictModel):
     @property
     def severity_names(self) -> list[str]:
         return [s.name for s in self.severities]
+
+    def missing_korean(self, what: Literal["names", "prompts"]) -> list[str]:
+        """Classes lacking Korean ``names`` (name_ko), or classes and hard negatives lacking ``prompts_ko``."""
+        if what == "names":
+            return [c.name for c in self.classes if c.name_ko is None]
+        return [c.name for c in [*self.classes, *self.hard_negatives] if not c.prompts_ko]
 
     def get(self, name: str) -> DefectClass:
         for defect_class in self.classes:

@@ -41,6 +41,11 @@ class IngestParams(StrictModel):
     max_pixels: Annotated[int, Field(gt=0)] = 100_000_000
     phash_threshold: Annotated[int, Field(ge=0, le=16)] = 6
     workers: Annotated[int, Field(ge=0)] = 0
+    unmapped_labels: Literal["error", "skip", "add"] = Field(
+        "error",
+        description="Imported labels that map to no ontology class: error (stop, count them per source label), "
+        "skip (leave them out, say so) or add (append a class per source label to params.yaml's ontology).",
+    )
 
     @field_validator("extensions")
     @classmethod

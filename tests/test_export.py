@@ -274,7 +274,14 @@ def test_export_command_writes_a_validated_export(tmp_path) -> None:
     unlabeled = splits.assign(label=None)
     unlabeled.to_parquet(tmp_path / "splits.parquet")
     result = CliRunner().invoke(app, [*args, *options, "--params", str(ROOT / "params.yaml")])
+    assert result.exit_code == 1  # no labelled image: refused, and the previous export is left as it was
+    message = " ".join(result.output.split())
+    assert "none of its 12 image(s) has a label" in message and "--allow-empty" in message
+    assert json.loads((tmp_path / "out" / "export.json").read_text())["images"] == 12
+    result = CliRunner().invoke(app, [*args, *options, "--params", str(ROOT / "params.yaml"), "--allow-empty"])
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "out" / "export.json").read_text())
     assert report["images"] == 0  # include_unlabeled is off: an empty but valid export replaced the old one
+    assert report["unlabeled_left_out"] == 12
+    assert "left out 12 unlabelled image(s) (export.include_unlabeled: false)" in " ".join(result.output.split())
     assert not any((tmp_path / "out" / "train" / "data").iterdir())

@@ -75,7 +75,6 @@ def test_bad_values_are_reported_with_the_value(tmp_path: Path, raw_params: dict
         (lambda p: p["ontology"]["classes"].append(dict(p["ontology"]["classes"][0])), "appears more than once"),
         (lambda p: p["ontology"]["hard_negatives"][0].update(maps_to="rust"), "maps_to 'rust'"),
         (lambda p: p["ontology"]["classes"][0].update(name="Scratch!"), "ontology.classes.0.name"),
-        (lambda p: p["ontology"]["classes"][0].update(prompts_ko=[]), "ontology.classes.0.prompts_ko"),
         (lambda p: p.pop("ontology"), "missing key 'ontology'"),
     ],
 )

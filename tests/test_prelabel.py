@@ -270,12 +270,15 @@ def test_labels_resolve_by_path_and_drop_what_cannot_be_used(tmp_path):
     )
     csv = tmp_path / "labels.csv"
     csv.write_text(
-        "file,label\ncopy/1.png,scratch\na/2.png,dent\na/2.png,crack\nb/3.png,rust\nzz.png,ok\nb/3.png,\n",
+        "file,label\ncopy/1.png,scratch\na/2.png,dent\na/2.png,crack\nzz.png,ok\nb/3.png,\n",
         encoding="utf-8",
     )
     found = read_labels(csv, manifest, ["scratch", "dent", "crack", "ok"])
     assert found.labels == {"id1": "scratch"}
-    assert found.dropped == {"conflicting_labels": 1, "no_label": 1, "not_in_manifest": 1, "unknown_class": 1}
+    assert found.dropped == {"conflicting_labels": 1, "no_label": 1, "not_in_manifest": 1}
+    csv.write_text(csv.read_text(encoding="utf-8") + "b/3.png,rust\nb/3.png,rust\n", encoding="utf-8")
+    with pytest.raises(ManifestError, match=r"2 label\(s\) of classes not in the ontology: 'rust' \(2\)"):
+        read_labels(csv, manifest, ["scratch", "dent", "crack", "ok"])
     consensus = tmp_path / "consensus.parquet"
     pd.DataFrame({"image_id": ["id2", "id3"], "label": ["ok", None]}).to_parquet(consensus)
     assert read_labels(consensus, manifest, ["ok"]).labels == {"id2": "ok"}

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from curation.console import ParamsOption, console, load_or_exit, print_report, user_errors
 from curation.progress import progress
@@ -49,7 +50,7 @@ def agreement_command(
             )
         write_agreement(result, out_dir)
     for message in result.messages:
-        console.print(f"[yellow]note:[/] {message}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]note:[/] {escape(message)}", highlight=False, soft_wrap=True)
     label = result.metrics.get("label", {})
     print_report(
         "agreement",
@@ -63,7 +64,9 @@ def agreement_command(
             "disputed": result.metrics["consensus"]["n_disputed"],
         },
     )
-    console.print(f"outputs in {out_dir}/ (agreement.json, consensus.parquet, disputes.csv, report.html ...)")
+    console.print(
+        f"outputs in {out_dir}/ (agreement.json, consensus.parquet, disputes.csv, report.html ...)", markup=False
+    )
 
 
 def _show(block: dict[str, Any], key: str) -> str:

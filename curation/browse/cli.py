@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 
 import pandas as pd
 import typer
+from rich.markup import escape
 
 from curation.browse.errors import BrowseError
 from curation.console import ParamsOption, console, load_or_exit, user_errors
@@ -58,7 +59,9 @@ def fiftyone_command(
     }
     paths = {name: given[name] or getattr(settings.inputs, name) for name in given}
     with user_errors():
-        inputs = read_inputs(paths, on_skip=lambda message: console.print(f"note: {message}", highlight=False))
+        inputs = read_inputs(
+            paths, on_skip=lambda message: console.print(f"note: {message}", highlight=False, markup=False)
+        )
         version = version or settings.version or dataset_version(paths)
         name = dataset_name(settings.dataset_prefix, version)
         with database.running(settings.db_dir), progress(f"fiftyone {name}", console) as reporter:
@@ -78,11 +81,12 @@ def fiftyone_command(
             write_csv(staging / "views.csv", pd.DataFrame(list(summary.views.items()), columns=["view", "samples"]))
             write_json(staging / "fiftyone.json", summary.as_dict())
     for issue in summary.issues:
-        console.print(f"[yellow]note:[/] {issue}", highlight=False, soft_wrap=True)
+        console.print(f"[yellow]note:[/] {escape(issue)}", highlight=False, soft_wrap=True)
     console.print(
         f"built dataset {name!r}: {summary.n_images} images, {summary.n_augmented} augmented variants, "
         f"{len(summary.views)} saved views; browse it with: curation browse --version {version}",
         highlight=False,
+        markup=False,
     )
 
 
@@ -151,13 +155,13 @@ def search_command(
 
         dataset = find_dataset(settings, version)
         found = text_search(dataset, query, k=k or settings.search_k, settings=settings)
-    table = Table(title=f"{query!r} in {dataset.name}")
+    table = Table(title=escape(f"{query!r} in {dataset.name}"))
     for column in ("rank", "image_id", "similarity", "filepath"):
         table.add_column(column)
     for row in found.itertuples(index=False):
-        table.add_row(str(row.rank), row.image_id, f"{row.similarity:.3f}", row.filepath)
+        table.add_row(str(row.rank), row.image_id, f"{row.similarity:.3f}", escape(row.filepath))
     console.print(table)
-    console.print(f"saved as view {SEARCH_VIEW!r}; `curation browse` shows it in the App's saved views")
+    console.print(f"saved as view {SEARCH_VIEW!r}; `curation browse` shows it in the App's saved views", markup=False)
 
 
 def database_command(

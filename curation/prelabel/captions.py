@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from curation.errors import ParamsError
 from schemas.ontology import Ontology
 from schemas.params_prelabel import CaptionParams, DescriptionParams
 
@@ -53,18 +54,40 @@ def glossary_korean(text: str, glossary: dict[str, str]) -> str:
     return pattern.sub(lambda m: lowered[m.group(0).lower()], text)
 
 
+def korean_name(label: str, ontology: Ontology, settings: DescriptionParams) -> str | None:
+    """The class's Korean name in descriptions: the glossary's entry, else ``name_ko``; None when neither exists."""
+    return settings.glossary.get(label, ontology.get(label).name_ko)
+
+
+def require_korean_descriptions(ontology: Ontology, settings: DescriptionParams, language: str) -> None:
+    """Raise unless every class has a Korean name when ``labelstudio.description_language`` asks for Korean.
+
+    Raises:
+        ParamsError: ``language`` is ko or both and some classes have neither ``name_ko`` nor a glossary entry.
+    """
+    missing = [name for name in ontology.class_names if korean_name(name, ontology, settings) is None]
+    if language in ("ko", "both") and missing:
+        raise ParamsError(
+            f"Korean descriptions (labelstudio.description_language: {language}) need a Korean name for "
+            f"{', '.join(missing)}; add name_ko to them in params.yaml's ontology (or prelabel.description.glossary), "
+            "or set labelstudio.description_language: en"
+        )
+
+
 def describe(
     label: str, confidence: float, caption: str | None, ontology: Ontology, settings: DescriptionParams
-) -> tuple[str, str]:
-    """English and Korean descriptions from the templates in params."""
+) -> tuple[str, str | None]:
+    """English and Korean descriptions from the templates in params (Korean: None when the class has no Korean
+    name, see :func:`require_korean_descriptions`)."""
     defect = ontology.get(label)
-    label_ko = settings.glossary.get(label, defect.name_ko)
+    label_ko = korean_name(label, ontology, settings)
     values = {
         "label": label,
-        "label_en": defect.name_en,
+        "label_en": defect.label_en,
         "label_ko": label_ko,
         "confidence": confidence,
         "caption": caption if caption else settings.no_caption_en,
         "caption_ko": glossary_korean(caption, settings.glossary) if caption else settings.no_caption_ko,
     }
-    return settings.template_en.format(**values), settings.template_ko.format(**values)
+    english = settings.template_en.format(**values)
+    return english, None if label_ko is None else settings.template_ko.format(**values)

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from curation.console import ParamsOption, console, load_or_exit, print_report, user_errors
 from curation.progress import progress
@@ -65,10 +66,11 @@ def prelabel_command(
             )
             write_prelabel(result, out_dir)
     for note in result.notes:
-        console.print(f"[bold yellow]note:[/] {note}", highlight=False, soft_wrap=True)
+        console.print(f"[bold yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
     shown = {k: v for k, v in result.report.items() if k != "notes"}
     print_report("prelabel", {**shown, "cache": result.cache_stats})
     console.print(
         f"outputs in {out_dir}/ (predictions.parquet, embeddings.parquet, prelabel.json, "
-        f"confidence_histogram.csv/png); cache in {cache_dir}"
+        f"confidence_histogram.csv/png); cache in {cache_dir}",
+        markup=False,
     )

@@ -44,11 +44,12 @@ def default_labels_path(manifest_path: Path) -> Path | None:
 def read_labels(path: Path, manifest: pd.DataFrame, class_names: list[str]) -> LabelSet:
     """Read human labels and resolve them to manifest image ids; one label per image.
 
-    Rows without a label, with a class outside the ontology, for images not in the manifest, and images with
-    conflicting labels (several boxes of different classes) are dropped and counted, never guessed.
+    Rows without a label, for images not in the manifest, and images with conflicting labels (several boxes of
+    different classes) are dropped and counted (the stage says so), never guessed.
 
     Raises:
-        ManifestError: the file cannot be read or has no usable columns.
+        ManifestError: the file cannot be read, has no usable columns, or has labels of classes outside the
+            ontology (counted per label).
     """
     path = Path(path)
     try:
@@ -62,16 +63,23 @@ def read_labels(path: Path, manifest: pd.DataFrame, class_names: list[str]) -> L
     ids = _image_ids(frame, manifest, path)
     known = set(manifest["image_id"])
     dropped: Counter[str] = Counter()
+    unknown: Counter[str] = Counter()
     by_image: dict[str, set[str]] = {}
     for image_id, label in zip(ids, frame["label"], strict=True):
         if label is None or (isinstance(label, float) and np.isnan(label)) or str(label).strip() == "":
             dropped["no_label"] += 1
         elif str(label) not in class_names:
-            dropped["unknown_class"] += 1
+            unknown[str(label)] += 1
         elif image_id is None or image_id not in known:
             dropped["not_in_manifest"] += 1
         else:
             by_image.setdefault(image_id, set()).add(str(label))
+    if unknown:  # human labels are never dropped for their class: the ontology or the labels need fixing
+        listed = ", ".join(f"{label!r} ({count})" for label, count in sorted(unknown.items()))
+        raise ManifestError(
+            f"{path}: {sum(unknown.values())} label(s) of classes not in the ontology: {listed}; add the classes to "
+            "ontology.classes (`curation ontology init` does it for imported labels) or correct the labels"
+        )
     labels = {}
     for image_id, found in by_image.items():
         if len(found) == 1:

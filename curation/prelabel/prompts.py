@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from curation.errors import ParamsError
 from schemas.ontology import Ontology
 from schemas.params_prelabel import ClipParams, PreprocessParams
 
@@ -32,9 +33,20 @@ class TextClass:
 
 
 def build_text_classes(ontology: Ontology, settings: ClipParams) -> list[TextClass]:
-    """Ontology classes then hard negatives, each with every template x phrasing in the configured language(s)."""
+    """Ontology classes then hard negatives, each with every template x phrasing in the configured language(s).
+
+    Raises:
+        ParamsError: Korean prompts are asked for but some classes or hard negatives have no ``prompts_ko``.
+    """
     use_en = settings.prompt_language in ("en", "both")
     use_ko = settings.prompt_language in ("ko", "both")
+    missing = ontology.missing_korean("prompts") if use_ko else []
+    if missing:
+        raise ParamsError(
+            f"zero-shot with Korean prompts (prelabel.clip.prompt_language: {settings.prompt_language}) needs "
+            f"prompts_ko for {', '.join(missing)}; add prompts_ko to them in params.yaml's ontology, or set "
+            "prelabel.clip.prompt_language: en"
+        )
 
     def expand(prompts_en: list[str], prompts_ko: list[str]) -> tuple[str, ...]:
         texts: list[str] = []
@@ -44,7 +56,7 @@ def build_text_classes(ontology: Ontology, settings: ClipParams) -> list[TextCla
             texts += [t.format(p) for t in settings.templates_ko for p in prompts_ko]
         return tuple(dict.fromkeys(texts))  # a template "{}" and a phrasing can coincide: encode each text once
 
-    found = [TextClass(c.name, c.name, expand(c.prompts_en, c.prompts_ko)) for c in ontology.classes]
+    found = [TextClass(c.name, c.name, expand(c.english_prompts, c.prompts_ko)) for c in ontology.classes]
     found += [TextClass(h.name, h.maps_to, expand(h.prompts_en, h.prompts_ko)) for h in ontology.hard_negatives]
     return found
 

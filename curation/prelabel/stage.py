@@ -447,6 +447,9 @@ def _few_shot(
         where = f" in {labels.source}" if labels is not None else " (no consensus or prior labels file found)"
         notes.append(f"few-shot skipped: no usable human labels{where}")
         return _FewShotOutcome({"status": "no_labels", "labels_source": labels.source if labels else None})
+    if labels.dropped:
+        left_out = ", ".join(f"{reason.replace('_', ' ')}: {n}" for reason, n in labels.dropped.items())
+        notes.append(f"few-shot left out rows of {labels.source} it cannot use ({left_out})")
     chosen = cap_per_class(labels.labels, few.max_per_class, few.seed)
     counts = label_counts(chosen, class_names)
     enough = [c for c in class_names if counts[c] >= few.min_per_class]

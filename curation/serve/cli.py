@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+from rich.markup import escape
 
 from curation.console import ParamsOption, console, load_or_exit, user_errors
 from curation.serve.errors import ServeError
@@ -33,8 +34,11 @@ _START_TIMEOUT_S = 30.0
 
 
 def build_app(params: Params) -> Any:
+    from curation.prelabel.captions import require_korean_descriptions
     from curation.serve.app import create_app
 
+    language = params.labelstudio.description_language
+    require_korean_descriptions(params.ontology, params.prelabel.description, language)
     return create_app(
         params.serve,
         params.prelabel,
@@ -91,14 +95,16 @@ def serve_command(
     port = port or settings.port
     if not _is_loopback(host):
         console.print(
-            f"[yellow]warning:[/] binding {host}: the service has no authentication; anyone who can reach this "
+            f"[yellow]warning:[/] binding {escape(host)}: the service has no authentication; anyone who can reach this "
             "address can use it. Prefer 127.0.0.1 behind an authenticating proxy.",
             highlight=False,
         )
     with user_errors():
         app = build_app(params)
     names = ", ".join(f"{m.name} ({m.kind})" for m in settings.models)
-    console.print(f"serving on http://{host}:{port} - models (loaded on first use): {names}", highlight=False)
+    console.print(
+        f"serving on http://{host}:{port} - models (loaded on first use): {names}", highlight=False, markup=False
+    )
     uvicorn.run(app, host=host, port=port, log_level="info")
 
 
@@ -177,4 +183,5 @@ def connect_backend_command(
             f"{verb}: {url} is the ML backend of project {report['project_id']} ({settings.project_title!r}), "
             f"model version {report['model_version'] or '-'}",
             highlight=False,
+            markup=False,
         )

@@ -44,7 +44,7 @@ def _remote() -> str | None:
 
 
 def _say(message: str) -> None:
-    console.print(message, highlight=False, soft_wrap=True)
+    console.print(message, highlight=False, soft_wrap=True, markup=False)
 
 
 @studio_app.command("start")
@@ -124,11 +124,13 @@ def push_command(
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Push images and pre-labels to Label Studio: idempotent, batched, most uncertain first."""
+    from curation.prelabel.captions import require_korean_descriptions
     from curation.studio.client import connection, make_client
     from curation.studio.push import build_tasks, push, read_disputes, write_push
 
     params, settings = _load(params_path)
     with user_errors():
+        require_korean_descriptions(params.ontology, params.prelabel.description, settings.description_language)
         manifest_frame = _read_parquet(manifest, "manifest")
         predictions_frame = _read_parquet(predictions, "predictions")
         disputed, note = read_disputes(disputes or settings.disputes)

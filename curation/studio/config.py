@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from curation.studio.client import Connection, translate
 from curation.studio.errors import StudioError
-from schemas.ontology import Ontology
+from schemas.ontology import DefectClass, Ontology
 from schemas.params_studio import LabelStudioParams
 
 if TYPE_CHECKING:
@@ -51,7 +51,7 @@ def label_config(ontology: Ontology, *, boxes: bool = False) -> str:
     if boxes:
         rects = ET.SubElement(view, "RectangleLabels", name=BOXES, toName=IMAGE, strokeWidth="2")
         for defect in ontology.classes:
-            ET.SubElement(rects, "Label", value=defect.name, hint=f"{defect.name_en} / {defect.name_ko}")
+            ET.SubElement(rects, "Label", value=defect.name, hint=_names(defect))
     ET.SubElement(view, "Header", value="Defect class / 결함 유형")
     classes = ET.SubElement(
         view, "Choices", name=LABEL, toName=IMAGE, choice="single-radio", required="true", showInline="true"
@@ -61,15 +61,21 @@ def label_config(ontology: Ontology, *, boxes: bool = False) -> str:
     ET.SubElement(view, "Header", value="Severity / 심각도")
     severity = ET.SubElement(view, "Choices", name=SEVERITY, toName=IMAGE, choice="single-radio", showInline="true")
     for level in ontology.severities:
-        ET.SubElement(severity, "Choice", value=level.name, hint=f"{level.name_ko}: {level.definition}")
+        hint = ": ".join(part for part in (level.name_ko, level.definition) if part) or level.name
+        ET.SubElement(severity, "Choice", value=level.name, hint=hint)
     ET.SubElement(view, "Header", value="Description (pre-filled by the model; edit it) / 설명")
     ET.SubElement(view, "TextArea", name=DESCRIPTION, toName=IMAGE, rows="3", editable="true", maxSubmissions="1")
     ET.indent(view)
     return ET.tostring(view, encoding="unicode")
 
 
-def _class_hint(defect) -> str:
-    parts = [f"{defect.name_en} / {defect.name_ko}: {defect.definition}"]
+def _names(defect: DefectClass) -> str:
+    """``English / Korean`` (English alone when the class has no Korean name)."""
+    return " / ".join(name for name in (defect.label_en, defect.name_ko) if name)
+
+
+def _class_hint(defect: DefectClass) -> str:
+    parts = [_names(defect) + (f": {defect.definition}" if defect.definition else "")]
     if defect.include:
         parts.append("Include: " + "; ".join(defect.include))
     if defect.exclude:
@@ -83,8 +89,9 @@ def instructions(ontology: Ontology) -> str:
     out = ["<h3>Defect classes / 결함 유형</h3>"]
     for defect in ontology.classes:
         out.append(
-            f"<p><b>{html.escape(defect.name)}</b> — {html.escape(defect.name_en)} / {html.escape(defect.name_ko)}"
-            f"<br>{html.escape(defect.definition)}</p>"
+            f"<p><b>{html.escape(defect.name)}</b> — {html.escape(_names(defect))}"
+            + (f"<br>{html.escape(defect.definition)}" if defect.definition else "")
+            + "</p>"
         )
         for title, items in (("Include", defect.include), ("Exclude", defect.exclude)):
             if items:
@@ -92,7 +99,10 @@ def instructions(ontology: Ontology) -> str:
                 out.append(f"<p>{title}:</p><ul>{listed}</ul>")
     out.append("<h3>Severity / 심각도</h3><ul>")
     out.extend(
-        f"<li><b>{html.escape(s.name)}</b> ({html.escape(s.name_ko)}): {html.escape(s.definition)}</li>"
+        f"<li><b>{html.escape(s.name)}</b>"
+        + (f" ({html.escape(s.name_ko)})" if s.name_ko else "")
+        + (f": {html.escape(s.definition)}" if s.definition else "")
+        + "</li>"
         for s in ontology.severities
     )
     out.append("</ul>")
