@@ -34,6 +34,7 @@ from curation.labels import ImageRef, LabelIssue, label_row
 
 MASK_TREES = frozenset({"masks", "ground_truth"})
 MASK_SUFFIXES = ("_mask", "-mask")
+_MASK_NAME = r"(?i)(?:^|/)(?:masks|ground_truth)/|[_-]mask\.[^./]*$"
 BINARY_SHARE = 0.95
 """Share of pixels at exactly 0 or 255 (per colour channel) that makes an anti-aliased mask binary-like."""
 MAX_LEVELS = 3
@@ -158,15 +159,24 @@ def find_masks(files: pd.DataFrame, quarantined: Iterable[str]) -> tuple[list[Ma
         The mask files (sorted; every status, so none is ingested) and issues ``(rel_path, detail)`` about files
         that look like masks but stay images, or masks that cannot be used.
     """
+    # Narrowed with vectorised string operations first: at a million files, only the mask-like ones and the
+    # files sharing their names become Python objects.
+    rel_paths = files["rel_path"]
+    stems = rel_paths.str.rsplit("/", n=1).str[-1].str.replace(r"\.[^.]*$", "", regex=True)
+    candidate = files["binary"].to_numpy(dtype=bool) | rel_paths.str.contains(_MASK_NAME, regex=True).to_numpy()
+    if not candidate.any():
+        return [], []
+    wanted = {name for stem in stems[candidate] for name in (stem, _strip_suffix(stem)[0])}
+    subset = files[candidate | stems.isin(wanted).to_numpy()]
     info = {
         rel: (int(w), int(h), bool(b))
-        for rel, w, h, b in zip(files["rel_path"], files["width"], files["height"], files["binary"], strict=True)
+        for rel, w, h, b in zip(subset["rel_path"], subset["width"], subset["height"], subset["binary"], strict=True)
     }
-    failed = set(quarantined)
+    failed = {rel for rel in quarantined if PurePosixPath(rel).stem in wanted}
     pairing = _Pairing(info, failed)
     masks: list[MaskFile] = []
     issues: list[tuple[str, str]] = []
-    for rel in sorted(info):
+    for rel in sorted(rel_paths[candidate]):
         found = pairing.classify(rel)
         if isinstance(found, MaskFile):
             masks.append(found)
