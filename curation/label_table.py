@@ -7,8 +7,8 @@ ways. The rule, documented in the README:
 * delimiter: of tab, comma, semicolon and pipe, those that split every sampled line into two or more fields; the
   one giving the most fields on its worst line wins (ties in that order). When none does, fields are separated by
   runs of spaces or tabs (then a field cannot contain a space).
-* header (label CSV): the first line is a header when one of its fields is a known column name, or when its box
-  fields are not numbers while the second line's are.
+* header (label CSV): the first line is a header when it names a path column or two known columns, or when its
+  box fields are not numbers while the second line's are (a data row ``a.jpg defect`` is not a header).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ WHITESPACE = " "
 _SAMPLE_LINES = 200
 
 PATH_NAMES = ("path", "file", "filename", "file_name", "image", "image_path", "image_name", "img", "rel_path")
-LABEL_NAMES = ("label", "class", "class_name", "category", "defect", "name")
+LABEL_NAMES = ("label", "class", "class_name", "category", "defect")
 XYXY_NAMES = (
     ("x1", "y1", "x2", "y2"),
     ("xmin", "ymin", "xmax", "ymax"),
@@ -136,7 +136,8 @@ def read_label_table(path: Path, *, headerless_box: str = "xyxy") -> LabelTable:
 
 def _is_header(rows: list[list[str]]) -> bool:
     first = rows[0]
-    if any(field.strip().lower() in _KNOWN for field in first):
+    names = [field.strip().lower() for field in first]
+    if any(name in PATH_NAMES for name in names) or sum(name in _KNOWN for name in names) >= 2:
         return True
     if len(rows) < 2 or len(first) < 3:
         return False

@@ -99,10 +99,11 @@ def test_label_csv_delimiter_header_and_box_columns_are_sniffed(tmp_path: Path, 
 
 
 def test_headerless_csv_can_hold_xywh_boxes_and_image_level_rows(tmp_path: Path) -> None:
-    path = _write(tmp_path / "labels.csv", "lot_1/a.jpg,scratch,10,5,20,20\nlot_2/b.jpg,ok\n")
+    # the first row's label is a known column name ("defect"), but one name alone does not make a header
+    path = _write(tmp_path / "labels.csv", "lot_1/a.jpg,defect,10,5,20,20\nlot_2/b.jpg,ok\n")
     result = read_prior_labels("csv", tmp_path, _images(), class_names=CLASSES, labels_path=path, headerless_box="xywh")
     assert _boxes(result.labels) == [
-        ("lot_1/a.jpg", "scratch", 10.0, 5.0, 20.0, 20.0),
+        ("lot_1/a.jpg", "defect", 10.0, 5.0, 20.0, 20.0),
         ("lot_2/b.jpg", "ok", None, None, None, None),
     ]
 
