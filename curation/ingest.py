@@ -139,10 +139,18 @@ def ingest(
             if not any(p in join.by_file for p in paths)
         ]
 
-    refs = {
-        rel: ImageRef(sha[:ID_LENGTH], int(width), int(height))
-        for rel, sha, width, height in zip(good["rel_path"], good["sha256"], good["width"], good["height"], strict=True)
-    }
+    used_masks = any(m.status == "used" for m in masks)
+    needs_refs = settings.labels is not None or settings.label_column is not None or used_masks
+    refs = (
+        {  # one object per file copy: built only when some label source needs it
+            rel: ImageRef(sha[:ID_LENGTH], int(width), int(height))
+            for rel, sha, width, height in zip(
+                good["rel_path"], good["sha256"], good["width"], good["height"], strict=True
+            )
+        }
+        if needs_refs
+        else {}
+    )
     rows: list[dict[str, Any]] = []
     if settings.labels is not None:
         imported = read_prior_labels(
@@ -172,7 +180,7 @@ def ingest(
         issues += [("label", i.source_file, i.detail) for i in meta_issues]
     other = labels_frame(_without_nan(rows))
     regions: dict[str, int] = {}
-    if masks:
+    if used_masks:
         from_masks = mask_labels(
             raw_dir,
             masks,

@@ -114,7 +114,7 @@ def read_prior_labels(
         fmt: Label format.
         raw_dir: Folder of the raw images.
         images: rel_path (relative to raw_dir) of every ingested file copy -> its image. Byte-identical copies
-            share an image and each keeps its own labels.
+            share an image and each keeps its own labels here (ingest merges them: :mod:`curation.copies`).
         class_names: Ontology class names.
         labels_path: VOC/YOLO folder, COCO JSON file or label CSV (required for ``csv``). Default: raw_dir (COCO:
             the single ``*.json`` under raw_dir, or under labels_path when that is a folder). Ignored by
