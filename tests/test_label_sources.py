@@ -272,3 +272,16 @@ def test_copies_in_the_same_class_folder_give_one_label(tmp_path, params) -> Non
     write_image(raw / "dent" / "b.png", seed=24)
     prior = _run(raw, params, labels="folders").prior_labels
     assert sorted(prior["rel_path"]) == ["dent/b.png", "scratch/a again.png"]  # the copies' smallest rel_path
+
+
+def test_metadata_label_column_of_class_names_gives_one_label_per_file(tmp_path, params) -> None:
+    raw = tmp_path / "raw"
+    _images_on_disk(raw)
+    csv = _write(tmp_path / "meta.csv", "file,defect_class\nlot-1/a.png,scratch\nlot-2/b.png,Surface Dent\n")
+    result = _run(raw, params, metadata=csv, label_column="defect_class", label_map={"Surface Dent": "dent"})
+    prior = result.prior_labels.sort_values("rel_path")
+    assert prior[["rel_path", "source_label", "label", "source_file"]].values.tolist() == [
+        ["lot-1/a.png", "scratch", "scratch", str(csv)],
+        ["lot-2/b.png", "Surface Dent", "dent", str(csv)],
+    ]
+    assert result.report["prior_labels_by_format"] == {"metadata": 2}

@@ -182,6 +182,27 @@ def test_files_that_only_look_like_masks_stay_images(tmp_path, params) -> None:
     assert len(issues) == 3
 
 
+def test_unusable_named_masks_are_listed_and_reported_never_ingested(tmp_path, params) -> None:
+    raw = tmp_path / "raw"
+    write_image(raw / "a.jpg", seed=15, quality=95)
+    write_mask(raw / "a_mask.png", (32, 24), [(1, 1, 3, 3)])  # not the image's size
+    (raw / "b.jpg").write_bytes(b"not an image")
+    write_mask(raw / "b_mask.png", (64, 48), [(1, 1, 3, 3)])  # its image is quarantined
+    write_image(raw / "c.jpg", seed=16, quality=95)
+    write_image(raw / "c.png", seed=17)
+    write_mask(raw / "c_mask.png", (64, 48), [])  # two images are called c
+    result = _run(raw, params)
+
+    statuses = result.masks.set_index("rel_path")["status"].to_dict()
+    assert statuses == {"a_mask.png": "size_mismatch", "b_mask.png": "image_quarantined", "c_mask.png": "ambiguous"}
+    assert set(result.manifest["rel_path"]) == {"a.jpg", "c.jpg", "c.png"}
+    assert result.prior_labels.empty
+    mask_issues = result.issues[result.issues["kind"] == "mask"].set_index("source")["detail"]
+    assert set(mask_issues.index) == set(statuses)
+    assert "32x24" in mask_issues["a_mask.png"] and "c.jpg, c.png" in mask_issues["c_mask.png"]
+    assert result.report["files_seen"] == _accounted(result.report) == 7
+
+
 def test_masks_off_ingests_every_file_as_an_image(tmp_path, params) -> None:
     raw = tmp_path / "raw"
     write_image(raw / "a.jpg", seed=11, quality=95)
