@@ -55,8 +55,12 @@ def ingest_command(
     metadata: Annotated[
         Path | None, typer.Option(help="Metadata CSV joined by file path/name (default: ingest.metadata).")
     ] = None,
-    labels: Annotated[LabelFormat | None, typer.Option(help="Import prior labels: folders, voc, coco or yolo.")] = None,
-    labels_path: Annotated[Path | None, typer.Option(help="VOC/YOLO folder or COCO JSON (default: RAW_DIR).")] = None,
+    labels: Annotated[
+        LabelFormat | None, typer.Option(help="Import prior labels: folders, voc, coco, yolo or csv.")
+    ] = None,
+    labels_path: Annotated[
+        Path | None, typer.Option(help="VOC/YOLO folder, COCO JSON or label CSV (default: RAW_DIR).")
+    ] = None,
     no_metadata: Annotated[bool, typer.Option("--no-metadata", help="Ignore ingest.metadata from params.")] = False,
     workers: Annotated[int | None, typer.Option(min=0, help="Decoding processes (0 = one per core).")] = None,
     params_path: ParamsOption = Path("params.yaml"),
@@ -96,7 +100,9 @@ def ingest_command(
     print_report("ingest", result.report)
     for note in result.notes:
         console.print(f"[yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
-    console.print(f"outputs in {out_dir}/ (manifest.parquet, quarantine.csv, issues.csv, ingest.json)", markup=False)
+    console.print(
+        f"outputs in {out_dir}/ (manifest.parquet, quarantine.csv, issues.csv, masks.csv, ingest.json)", markup=False
+    )
 
 
 # The stages in pipeline order (each command lives in its stage's module).

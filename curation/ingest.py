@@ -1,14 +1,16 @@
-"""Ingest: every file under the raw folder ends up ingested, a duplicate copy, quarantined, or skipped, never lost.
+"""Ingest: every file under the raw folder ends up ingested, a duplicate copy, quarantined, a mask, or skipped.
 
 Outputs (``write_ingest``): ``manifest.parquet`` (one row per unique image, :class:`ImageRecord` columns plus
-``meta_*``), ``quarantine.csv``, ``skipped.csv``, ``issues.csv`` (metadata and label problems),
-``prior_labels.parquet`` (empty when no labels are imported) and ``ingest.json`` (DVC metrics).
+``meta_*``), ``quarantine.csv``, ``skipped.csv``, ``issues.csv`` (metadata, label and mask problems),
+``prior_labels.parquet`` (empty when no labels are imported), ``masks.csv`` (files taken for masks) and
+``ingest.json`` (DVC metrics). The metadata CSV and label files are checked before any image is decoded.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import os
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -19,23 +21,38 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from curation.copies import merge_copies
 from curation.discover import Discovery, discover
 from curation.errors import LabelImportError
 from curation.io import publish, write_csv, write_json, write_parquet
-from curation.labels import ImageRef, read_prior_labels
-from curation.metadata import MetadataJoin, join_metadata, read_metadata
+from curation.labels import ImageRef, check_label_source, label_resolver, labels_frame, read_prior_labels
+from curation.masks import MaskFile, find_masks, mask_labels, masks_frame
+from curation.metadata import MetadataJoin, join_metadata, metadata_labels, read_metadata
 from curation.neardup import near_duplicate_components
 from curation.ontology import OntologyPlan, plan_classes
 from curation.probe import Probe, probe_file
 from schemas.params import IngestParams
-from schemas.records import ImageRecord, PriorLabel, QuarantineRecord, columns
+from schemas.records import ImageRecord, QuarantineRecord, columns
 
 ID_LENGTH = 16
 _SERIAL_BELOW = 64  # fewer files than this are probed in-process: starting workers would cost more
 ISSUE_COLUMNS = ["kind", "source", "detail"]
+_LABEL_ISSUE_KINDS = frozenset({"label", "mask", "label_conflict"})
+"""issues.csv kinds that mean an imported label (or a mask) was not taken in as it is."""
 SKIPPED_COLUMNS = ["path", "rel_path", "reason"]
 
-_PROBE_COLUMNS = ("rel_path", "sha256", "size_bytes", "width", "height", "mode", "format", "exif_orientation", "phash")
+_PROBE_COLUMNS = (
+    "rel_path",
+    "sha256",
+    "size_bytes",
+    "width",
+    "height",
+    "mode",
+    "format",
+    "exif_orientation",
+    "phash",
+    "binary",
+)
 _PROBE_INTS = ("size_bytes", "width", "height", "exif_orientation")
 _PROBE_STRINGS = ("rel_path", "sha256", "mode", "format", "phash")
 _CHUNK = 8192  # probes turned into compact columns at a time
@@ -53,6 +70,7 @@ class IngestResult:
     prior_labels: pd.DataFrame
     issues: pd.DataFrame
     report: dict[str, Any]
+    masks: pd.DataFrame
     ontology_plan: OntologyPlan | None = None
     """Imported labels of no class, counted per source label (``counts``), and with ``ingest.unmapped_labels:
     add`` the classes and label_map entries params.yaml needs (the command writes them); None when every label
@@ -69,28 +87,49 @@ def ingest(
     on_start: Callable[[int], None] | None = None,
     on_progress: Progress | None = None,
 ) -> IngestResult:
-    """Validate, hash and de-duplicate every image under ``raw_dir``; join metadata; import prior labels.
+    """Validate, hash and de-duplicate every image under ``raw_dir``; join metadata; import prior labels and masks.
 
     Args:
         raw_dir: Folder of raw images (walked recursively; never modified).
-        settings: Ingest params; ``settings.metadata`` and ``settings.labels`` are used when set.
+        settings: Ingest params; ``settings.metadata``, ``settings.labels`` and ``settings.label_column`` are used
+            when set, masks unless ``settings.masks`` is ``off``.
         class_names: Ontology classes, to resolve imported labels.
         on_start: Called once with the number of files to probe.
         on_progress: Called with the number of files probed since the last call.
     """
     raw_dir = Path(raw_dir)
     found = discover(raw_dir, settings.extensions)
+    # everything that can fail as a whole is checked before the first image is decoded
+    resolve = label_resolver(class_names, settings.label_map)
+    table = join = None
+    if settings.metadata is not None:
+        table = read_metadata(
+            settings.metadata,
+            settings.metadata_key,
+            label_column=settings.label_column,
+            label_threshold=settings.label_threshold,
+        )
+        join = join_metadata(
+            table, settings.metadata_key, [*found.candidates, *found.loops], source=str(settings.metadata)
+        )
+    if settings.labels is not None:
+        check_label_source(
+            settings.labels, raw_dir, labels_path=settings.labels_path, headerless_box=settings.labels_box
+        )
+
     if on_start:
         on_start(len(found.candidates))
     good, failed = _collect(_probe_all(raw_dir, found.candidates, settings, on_progress))
+    masks: list[MaskFile] = []
+    issues: list[tuple[str, str, str]] = []
+    if settings.masks == "auto":
+        masks, mask_issues = find_masks(good, [p.rel_path for p in failed])
+        issues += [("mask", rel, detail) for rel, detail in mask_issues]
+        good = good[~good["rel_path"].isin({m.rel_path for m in masks})].reset_index(drop=True)
     quarantine = _quarantine_frame(raw_dir, failed, found)
     uniques, all_paths = _deduplicate(good)
 
-    issues: list[tuple[str, str, str]] = []
-    join = None
-    if settings.metadata is not None:
-        table = read_metadata(settings.metadata, settings.metadata_key)
-        join = join_metadata(table, settings.metadata_key, [*found.candidates, *found.loops])
+    if join is not None:
         issues += [
             ("metadata_unknown_file", f"{settings.metadata}:{line}", f"no file {key!r} under {raw_dir}")
             for line, key in join.unknown_rows
@@ -111,15 +150,20 @@ def ingest(
             if not any(p in join.by_file for p in paths)
         ]
 
-    prior = pd.DataFrame(columns=columns(PriorLabel))
-    plan, notes = None, []
-    if settings.labels is not None:
-        refs = {
+    used_masks = any(m.status == "used" for m in masks)
+    needs_refs = settings.labels is not None or settings.label_column is not None or used_masks
+    refs = (
+        {  # one object per file copy: built only when some label source needs it
             rel: ImageRef(sha[:ID_LENGTH], int(width), int(height))
             for rel, sha, width, height in zip(
                 good["rel_path"], good["sha256"], good["width"], good["height"], strict=True
             )
         }
+        if needs_refs
+        else {}
+    )
+    rows: list[dict[str, Any]] = []
+    if settings.labels is not None:
         imported = read_prior_labels(
             settings.labels,
             raw_dir,
@@ -127,23 +171,58 @@ def ingest(
             class_names=class_names,
             labels_path=settings.labels_path,
             label_map=settings.label_map,
+            headerless_box=settings.labels_box,
         )
-        prior = imported.labels
+        rows += imported.labels.to_dict("records")
         issues += [("label", i.source_file, i.detail) for i in imported.issues]
-        prior, plan, notes = _resolve_unmapped(prior, settings, class_names)
-        n_label_issues = len(imported.issues)
-        if n_label_issues:
-            notes.append(
-                f"{n_label_issues} label(s) or label file(s) could not be imported (unmatched image, malformed "
-                "entry); each is a 'label' row of issues.csv with its file and the fix"
-            )
+    if table is not None and join is not None and settings.label_column is not None:
+        meta_rows, meta_issues = metadata_labels(
+            table,
+            join,
+            refs,
+            column=settings.label_column,
+            threshold=settings.label_threshold,
+            ok_label=settings.ok_label,
+            defect_label=settings.defect_label,
+            resolve=resolve,
+            source_file=str(settings.metadata),
+        )
+        rows += meta_rows
+        issues += [("label", i.source_file, i.detail) for i in meta_issues]
+    other = labels_frame(_without_nan(rows))
+    regions: dict[str, int] = {}
+    if used_masks:
+        from_masks = mask_labels(
+            raw_dir,
+            masks,
+            refs,
+            other,
+            resolve=resolve,
+            ok_label=settings.ok_label,
+            defect_label=settings.defect_label,
+        )
+        rows += from_masks.rows
+        issues += [("mask", i.source_file, i.detail) for i in from_masks.issues]
+        regions = from_masks.regions
+    prior, conflicts = merge_copies(labels_frame(_without_nan(rows)))
+    issues += [("label_conflict", rel, detail) for rel, detail in conflicts]
+    prior, plan, notes = _resolve_unmapped(prior, settings, class_names)
+    label_issues = Counter(kind for kind, _, _ in issues if kind in _LABEL_ISSUE_KINDS)
+    if label_issues:
+        kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(label_issues.items()))
+        notes.append(
+            f"{sum(label_issues.values())} label(s), label file(s) or mask(s) could not be imported as they are "
+            f"({kinds}: unmatched image, malformed entry, copies with conflicting classes, unusable mask); each is a "
+            "row of issues.csv with its file and the fix"
+        )
 
     issue_frame = pd.DataFrame(sorted(issues), columns=ISSUE_COLUMNS)
     skipped = pd.DataFrame(
         [(_joined(raw_dir, rel), rel, "extension not in ingest.extensions") for rel in found.skipped],
         columns=SKIPPED_COLUMNS,
     )
-    report = _report(found, manifest, quarantine, skipped, prior, issue_frame, len(good))
+    mask_frame = masks_frame(masks, refs, regions)
+    report = _report(found, manifest, quarantine, skipped, prior, issue_frame, len(good), mask_frame)
     if plan is not None:  # labels found of no class: what ingest.unmapped_labels did with them
         report["prior_labels_unmapped"] = sum(plan.counts.values())
         report["prior_labels_unmapped_by_source"] = plan.counts
@@ -151,7 +230,12 @@ def ingest(
         if settings.unmapped_labels == "add":
             report["classes_added"] = [name for name, _ in plan.added]
     notes += _left_out_notes(report)
-    return IngestResult(manifest, quarantine, skipped, prior, issue_frame, report, plan, tuple(notes))
+    return IngestResult(manifest, quarantine, skipped, prior, issue_frame, report, mask_frame, plan, tuple(notes))
+
+
+def _without_nan(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows from a frame (NaN for a missing box) and from readers (None) alike: None."""
+    return [{k: None if isinstance(v, float) and v != v else v for k, v in row.items()} for row in rows]
 
 
 def _left_out_notes(report: dict[str, Any]) -> list[str]:
@@ -210,6 +294,7 @@ def write_ingest(result: IngestResult, out_dir: Path) -> None:
         write_csv(staging / "quarantine.csv", result.quarantine)
         write_csv(staging / "skipped.csv", result.skipped)
         write_csv(staging / "issues.csv", result.issues)
+        write_csv(staging / "masks.csv", result.masks)
         write_json(staging / "ingest.json", result.report)
 
 
@@ -262,7 +347,8 @@ def _collect(probes: Iterable[Probe]) -> tuple[pd.DataFrame, list[Probe]]:
 
 def _good_frame(rows: list[tuple]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=list(_PROBE_COLUMNS))
-    return frame.astype({c: "int64" for c in _PROBE_INTS}).astype({c: "str" for c in _PROBE_STRINGS})
+    typed = frame.astype({c: "int64" for c in _PROBE_INTS}).astype({c: "str" for c in _PROBE_STRINGS})
+    return typed.astype({"binary": "bool"})
 
 
 def _deduplicate(good: pd.DataFrame) -> tuple[pd.DataFrame, list[list[str]]]:
@@ -363,6 +449,7 @@ def _report(
     prior: pd.DataFrame,
     issues: pd.DataFrame,
     n_good: int,
+    masks: pd.DataFrame,
 ) -> dict[str, Any]:
     groups = manifest.loc[manifest["dup_group_size"] > 1, "dup_group"]
     by_reason = quarantine["reason"].value_counts().sort_index()
@@ -378,8 +465,15 @@ def _report(
         "issues_by_kind": {str(k): int(v) for k, v in issues["kind"].value_counts().sort_index().items()},
         "prior_labels": len(prior),
         "prior_labels_unmapped": int(prior["label"].isna().sum()) if len(prior) else 0,
+        "masks": len(masks),
+        "masks_by_status": {str(k): int(v) for k, v in masks["status"].value_counts().sort_index().items()},
+        "mask_regions": int(masks["regions"].sum()),
+        "masks_empty": int((masks["regions"] == 0).sum()),
+        "prior_labels_by_format": {
+            str(k): int(v) for k, v in prior["source_format"].value_counts().sort_index().items()
+        },
     }
-    accounted = report["ingested"] + report["duplicate_copies"] + report["quarantined"]
+    accounted = report["ingested"] + report["duplicate_copies"] + report["quarantined"] + report["masks"]
     if accounted != report["files_seen"]:  # a bug, not bad input: fail loudly rather than lose a file
         raise RuntimeError(f"ingest lost track of files: seen {report['files_seen']}, accounted {accounted}")
     return report

@@ -1,4 +1,4 @@
-"""Prior labels: import existing class folders, Pascal VOC, COCO or YOLO labels found beside the raw images.
+"""Prior labels: import existing class folders, Pascal VOC, COCO, YOLO or box/label CSV labels beside the images.
 
 ``read_prior_labels`` is the one entry point; each format has one reader in ``_READERS``. Every row refers to an
 ingested image; a label whose image cannot be found (quarantined, missing, ambiguous) and every malformed entry
@@ -29,11 +29,13 @@ import yaml
 
 from curation.discover import discover
 from curation.errors import LabelImportError
+from curation.label_table import read_label_table
 from schemas.params import LabelFormat
 from schemas.records import PriorLabel, columns
 
 COLUMNS = columns(PriorLabel)
 BOX_COLUMNS = ["x", "y", "w", "h"]
+FLOAT_COLUMNS = [*BOX_COLUMNS, "area"]
 YOLO_CLASS_FILES = ("classes.txt", "data.yaml", "dataset.yaml")
 """Where YOLO class names are looked for, in this order of preference within a folder."""
 
@@ -88,6 +90,7 @@ def read_prior_labels(
     class_names: Sequence[str],
     labels_path: Path | None = None,
     label_map: Mapping[str, str] | None = None,
+    headerless_box: str = "xyxy",
 ) -> LabelImport:
     """Import the labels that came with the raw images.
 
@@ -101,18 +104,24 @@ def read_prior_labels(
         ``yolo``: every ``*.txt`` under labels_path (and ``labels/`` beside an ``images/`` raw_dir) is the label
         file of the image with the same name (same folder, the mirrored folder, else a unique name); class
         names come from ``classes.txt``, ``data.yaml`` or ``dataset.yaml`` found under the labels folder or
-        raw_dir.
+        raw_dir. A line ``class x1 y1 x2 y2 ...`` (YOLO segmentation, 3+ points) becomes a polygon with its
+        bounding box and area.
+        ``csv``: the labels_path file, ``path, label`` and optionally a pixel box (``x1 y1 x2 y2`` or
+        ``x y w h``); delimiter and header are sniffed (:mod:`curation.label_table`); the image is found by its
+        path relative to raw_dir, then by a shorter tail of the path, then by a unique file name.
 
     Args:
         fmt: Label format.
         raw_dir: Folder of the raw images.
         images: rel_path (relative to raw_dir) of every ingested file copy -> its image. Byte-identical copies
-            share an image and each keeps its own labels.
+            share an image and each keeps its own labels here (ingest merges them: :mod:`curation.copies`).
         class_names: Ontology class names.
-        labels_path: VOC/YOLO folder or COCO JSON file. Default: raw_dir (COCO: the single ``*.json`` under
-            raw_dir, or under labels_path when that is a folder). Ignored by ``folders``.
+        labels_path: VOC/YOLO folder, COCO JSON file or label CSV (required for ``csv``). Default: raw_dir (COCO:
+            the single ``*.json`` under raw_dir, or under labels_path when that is a folder). Ignored by
+            ``folders``.
         label_map: Source label -> ontology class. Unmapped source labels that are class names keep their
             name; others get ``label`` None.
+        headerless_box: Box columns of a label CSV without a header (``xyxy`` or ``xywh``).
 
     Raises:
         LabelImportError: an unknown format; a ``label_map`` value that is not a class; a labels folder or COCO
@@ -130,15 +139,76 @@ def read_prior_labels(
         raw_dir=raw_dir,
         bases=[os.path.abspath(base) for base in bases],
         images=_Images.build(raw_dir, images),
-        resolve=_resolver(class_names, label_map),
+        resolve=label_resolver(class_names, label_map),
+        headerless_box=headerless_box,
     )
     _READERS[fmt](found, labels_path)
-    rows = sorted(found.rows, key=_row_key)
-    frame = pd.DataFrame(rows, columns=COLUMNS, dtype=object).astype(dict.fromkeys(BOX_COLUMNS, "float64"))
-    return LabelImport(labels=frame, issues=sorted(found.issues))
+    return LabelImport(labels=labels_frame(found.rows), issues=sorted(found.issues))
 
 
-def _resolver(class_names: Sequence[str], label_map: Mapping[str, str] | None) -> Callable[[str], str | None]:
+def check_label_source(
+    fmt: LabelFormat, raw_dir: Path, *, labels_path: Path | None = None, headerless_box: str = "xyxy"
+) -> None:
+    """Fail now, before any image is decoded, if the labels cannot be imported as a whole.
+
+    Checks the format, that the labels folder exists (VOC, YOLO), and that a label CSV can be read and has the
+    columns it needs (it is read again when the labels are imported: a label file is small next to the images).
+
+    Raises:
+        LabelImportError: as :func:`read_prior_labels` would, after the images were decoded.
+    """
+    if fmt not in _READERS:
+        raise LabelImportError(f"unknown label format {fmt!r}; use one of {', '.join(_READERS)} in ingest.labels")
+    labels_path = Path(labels_path) if labels_path is not None else None
+    if fmt in ("voc", "yolo"):
+        _label_folder(Path(raw_dir), labels_path, f"{fmt} label")
+    elif fmt == "csv":
+        if labels_path is None or not labels_path.is_file():
+            raise LabelImportError(_CSV_NEEDS_FILE.format(path=labels_path or "(none)"))
+        read_label_table(labels_path, headerless_box=headerless_box)
+
+
+def labels_frame(rows: Iterable[dict[str, Any]]) -> pd.DataFrame:
+    """``PriorLabel`` row dicts as the sorted, typed frame :class:`LabelImport` documents."""
+    ordered = sorted(rows, key=_row_key)
+    return pd.DataFrame(ordered, columns=COLUMNS, dtype=object).astype(dict.fromkeys(FLOAT_COLUMNS, "float64"))
+
+
+def label_row(
+    image: ImageRef,
+    rel_path: str,
+    source_label: str,
+    label: str | None,
+    source_format: str,
+    source_file: str,
+    box: Box | None = None,
+    polygons: list[list[float]] | None = None,
+    area: float | None = None,
+) -> dict[str, Any]:
+    """One ``PriorLabel`` row as a dict; ``polygons`` are written as compact JSON."""
+    x, y, w, h = box if box is not None else (None, None, None, None)
+    return {
+        "image_id": image.image_id,
+        "rel_path": rel_path,
+        "source_label": source_label,
+        "label": label,
+        "source_format": source_format,
+        "source_file": source_file,
+        "x": x,
+        "y": y,
+        "w": w,
+        "h": h,
+        "polygons": None if polygons is None else json.dumps(polygons, separators=(",", ":")),
+        "area": area,
+    }
+
+
+def label_resolver(class_names: Sequence[str], label_map: Mapping[str, str] | None) -> Callable[[str], str | None]:
+    """Source label -> ontology class (``label_map`` first, then an exact class name), None when neither.
+
+    Raises:
+        LabelImportError: a ``label_map`` value is not an ontology class.
+    """
     known = set(class_names)
     mapping = dict(label_map or {})
     wrong = sorted((key, value) for key, value in mapping.items() if value not in known)
@@ -153,7 +223,8 @@ def _resolver(class_names: Sequence[str], label_map: Mapping[str, str] | None) -
 
 def _row_key(row: dict[str, Any]) -> tuple:
     x, y = row["x"], row["y"]
-    return row["image_id"], row["source_file"], row["source_label"], x is not None, x or 0.0, y or 0.0
+    shape = (row["w"] or 0.0, row["h"] or 0.0, row["polygons"] or "")
+    return row["image_id"], row["source_file"], row["source_label"], x is not None, x or 0.0, y or 0.0, *shape
 
 
 def _norm(path: str) -> str:
@@ -230,24 +301,23 @@ class _Found:
     bases: list[str]
     images: _Images
     resolve: Callable[[str], str | None]
+    headerless_box: str = "xyxy"
     rows: list[dict[str, Any]] = field(default_factory=list)
     issues: list[LabelIssue] = field(default_factory=list)
 
-    def add(self, rel_path: str, source_label: str, source_file: str, box: Box | None = None) -> None:
-        x, y, w, h = box if box is not None else (None, None, None, None)
+    def add(
+        self,
+        rel_path: str,
+        source_label: str,
+        source_file: str,
+        box: Box | None = None,
+        polygons: list[list[float]] | None = None,
+        area: float | None = None,
+    ) -> None:
+        image = self.images.refs[rel_path]
+        label = self.resolve(source_label)
         self.rows.append(
-            {
-                "image_id": self.images.refs[rel_path].image_id,
-                "rel_path": rel_path,
-                "source_label": source_label,
-                "label": self.resolve(source_label),
-                "source_format": self.source_format,
-                "source_file": source_file,
-                "x": x,
-                "y": y,
-                "w": w,
-                "h": h,
-            }
+            label_row(image, rel_path, source_label, label, self.source_format, source_file, box, polygons, area)
         )
 
     def issue(self, source_file: str, detail: str) -> None:
@@ -514,14 +584,15 @@ def _read_yolo_file(found: _Found, path: Path, root: Path, names: dict[int, str]
         if not line.strip():
             continue
         try:
-            index, box = _yolo_line(line.split(), found.images.refs[image])
+            index, box, polygon = _yolo_line(line.split(), found.images.refs[image])
         except ValueError as err:
             found.issue(source, f"line {number}: {err}")
             continue
+        shape = {} if polygon is None else {"polygons": [polygon], "area": polygon_area(polygon)}
         if names is None:
-            found.add(image, str(index), source, box)
+            found.add(image, str(index), source, box, **shape)
         elif index in names:
-            found.add(image, names[index], source, box)
+            found.add(image, names[index], source, box, **shape)
         else:
             found.issue(source, f"line {number}: class index {index} is not in the class list ({len(names)} names)")
 
@@ -588,21 +659,75 @@ def _yolo_candidates(found: _Found, path: Path, root: Path) -> Iterable[list[str
     yield found.images.by_stem.get(path.stem, [])
 
 
-def _yolo_line(fields: list[str], image: ImageRef) -> tuple[int, Box]:
-    """``class cx cy w h`` (normalised) -> (class index, pixel box)."""
-    if len(fields) != 5:
-        raise ValueError(f"expected 5 values 'class cx cy w h', got {len(fields)}: {' '.join(fields)!r}")
+def _yolo_line(fields: list[str], image: ImageRef) -> tuple[int, Box, list[float] | None]:
+    """``class cx cy w h`` or ``class x1 y1 x2 y2 x3 y3 ...`` (normalised) -> (index, pixel box, pixel polygon).
+
+    The polygon (YOLO segmentation) is None for a box line; its box is the polygon's bounding box.
+    """
+    segment = len(fields) >= 7 and len(fields) % 2 == 1
+    if len(fields) != 5 and not segment:
+        raise ValueError(
+            f"expected 5 values 'class cx cy w h' (a box) or an odd number from 7 'class x1 y1 x2 y2 x3 y3 ...' "
+            f"(a polygon), got {len(fields)}: {' '.join(fields)!r}"
+        )
     try:
         index = int(fields[0])
-        cx, cy, w, h = (float(value) for value in fields[1:])
+        values = [float(value) for value in fields[1:]]
     except ValueError:
-        raise ValueError(f"expected an integer class and four numbers, got {' '.join(fields)!r}") from None
+        raise ValueError(f"expected an integer class and numbers, got {' '.join(fields)!r}") from None
     if index < 0:
         raise ValueError(f"class index {index} is negative")
-    if not all(0.0 <= value <= 1.0 for value in (cx, cy, w, h)):
+    if not all(0.0 <= value <= 1.0 for value in values):
         raise ValueError(f"coordinates must be normalised to 0..1 (pixels?), got {' '.join(fields[1:])!r}")
     width, height = image.width, image.height
-    return index, _checked(((cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height))
+    if not segment:
+        cx, cy, w, h = values
+        return index, _checked(((cx - w / 2) * width, (cy - h / 2) * height, w * width, h * height)), None
+    polygon = [round(v * (width if k % 2 == 0 else height), 3) for k, v in enumerate(values)]
+    xs, ys = polygon[0::2], polygon[1::2]
+    box = _checked((min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)))
+    if polygon_area(polygon) <= 0:
+        raise ValueError("polygon has no area (its points are on one line); fix or delete it")
+    return index, box, polygon
+
+
+def polygon_area(polygon: list[float]) -> float:
+    """Area of a flat ``[x1, y1, x2, y2, ...]`` polygon (shoelace formula), in squared pixels."""
+    xs, ys = polygon[0::2], polygon[1::2]
+    twice = sum(xs[k] * ys[k - 1] - xs[k - 1] * ys[k] for k in range(len(xs)))
+    return abs(twice) / 2.0
+
+
+_CSV_NEEDS_FILE = (
+    "label CSV {path} is not a file; set ingest.labels_path (or --labels-path) to the CSV of 'path, label[, box]' rows"
+)
+
+
+def _read_csv(found: _Found, labels_path: Path | None) -> None:
+    if labels_path is None or not labels_path.is_file():
+        raise LabelImportError(_CSV_NEEDS_FILE.format(path=labels_path or "(none)"))
+    source = found.display(labels_path)
+    table = read_label_table(labels_path, headerless_box=found.headerless_box)
+    for line, problem in table.problems:
+        found.issue(f"{source}:{line}", problem)
+    unmatched: dict[str, list[int]] = defaultdict(list)
+    matches: dict[str, tuple[str | None, list[str]]] = {}
+    for row in table.rows:
+        if row.key not in matches:
+            matches[row.key] = found.images.match(_coco_candidates(found, row.key))
+        image = matches[row.key][0]
+        if image is None:
+            unmatched[row.key].append(row.line)
+            continue
+        try:
+            box = None if row.box is None else _checked(row.box)
+        except ValueError as err:
+            found.issue(f"{source}:{row.line}", str(err))
+            continue
+        found.add(image, row.label, source, box)
+    for key, lines in unmatched.items():
+        shown = ", ".join(map(str, lines[:5])) + (", ..." if len(lines) > 5 else "")
+        found.unmatched(f"{source}:{lines[0]}", f"path {key!r} (line(s) {shown})", matches[key][1])
 
 
 _READERS: dict[str, Callable[[_Found, Path | None], None]] = {
@@ -610,4 +735,5 @@ _READERS: dict[str, Callable[[_Found, Path | None], None]] = {
     "voc": _read_voc,
     "coco": _read_coco,
     "yolo": _read_yolo,
+    "csv": _read_csv,
 }

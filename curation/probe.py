@@ -19,6 +19,7 @@ import imagehash
 from PIL import Image, UnidentifiedImageError
 
 from curation.imaging import HIGH_DEPTH_MODES, stretch_to_8bit, upright
+from curation.masks import binary_like
 
 EXIF_ORIENTATION_TAG = 0x0112
 _HASH_INPUT = 64
@@ -39,6 +40,8 @@ class Probe:
     phash: str | None = None
     reason: str | None = None
     detail: str = ""
+    binary: bool = False
+    """Whether the pixels look like a mask (:func:`curation.masks.binary_like`); decided where they are decoded."""
 
 
 def probe_file(path: str, rel_path: str, max_pixels: int) -> Probe:
@@ -90,6 +93,7 @@ def _decode(base: Probe, data: bytes, max_pixels: int) -> Probe:
         format=image.format,
         exif_orientation=orientation,
         phash=str(imagehash.phash(_for_hashing(image, orientation))),
+        binary=binary_like(image),
     )
 
 

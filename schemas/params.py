@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from curation.errors import ParamsError
 from schemas.base import FieldProblem, StrictModel
@@ -21,7 +21,7 @@ from schemas.params_prelabel import PrelabelParams
 from schemas.params_serve import ServeParams
 from schemas.params_studio import LabelStudioParams
 
-LabelFormat = Literal["folders", "voc", "coco", "yolo"]
+LabelFormat = Literal["folders", "voc", "coco", "yolo", "csv"]
 
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
 
@@ -46,6 +46,29 @@ class IngestParams(StrictModel):
         description="Imported labels that map to no ontology class: error (stop, count them per source label), "
         "skip (leave them out, say so) or add (append a class per source label to params.yaml's ontology).",
     )
+    masks: Literal["auto", "off"] = Field(
+        "auto", description="auto: image + mask pairs become prior labels (README, ingest); off: all files are images."
+    )
+    ok_label: str = Field("ok", min_length=1, description="Source label of an all-black mask without another class.")
+    defect_label: str = Field(
+        "defect", min_length=1, description="Source label of mask regions when no other source gives the class."
+    )
+    label_column: str | None = Field(None, description="Metadata CSV column imported as prior labels.")
+    label_threshold: float | None = Field(
+        None, description="With label_column: values >= this get defect_label, lower values ok_label."
+    )
+    labels_box: Literal["xyxy", "xywh"] = Field(
+        "xyxy", description="Box columns of a label CSV without a header: x1 y1 x2 y2 or x y w h."
+    )
+
+    @model_validator(mode="after")
+    def _threshold_needs_column(self) -> IngestParams:
+        if self.label_threshold is not None and self.label_column is None:
+            raise FieldProblem(
+                "label_threshold is set but label_column is not; name the metadata column to threshold",
+                "label_threshold",
+            )
+        return self
 
     @field_validator("extensions")
     @classmethod

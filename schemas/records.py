@@ -54,14 +54,22 @@ class PriorLabel(StrictModel):
 
     image_id: str
     rel_path: str
-    source_label: str = Field(description="The label as written in the source (folder, VOC, COCO, YOLO).")
+    source_label: str = Field(description="The label as written in the source (folder, VOC, COCO, YOLO, CSV, ...).")
     label: str | None = Field(description="Ontology class via ingest.label_map or an exact name match; else null.")
-    source_format: Literal["folders", "voc", "coco", "yolo"]
+    source_format: Literal["folders", "voc", "coco", "yolo", "masks", "csv", "metadata"]
     source_file: str = Field(description="File the label came from (the image itself for folders).")
     x: float | None = Field(None, description="Box left, pixels of the stored image.")
     y: float | None = None
     w: float | None = None
     h: float | None = None
+    polygons: str | None = Field(
+        None,
+        description="JSON list of the region's polygons, each a flat [x1, y1, x2, y2, ...] in pixels of the stored "
+        "image (COCO segmentation format); null when the label has no shape.",
+    )
+    area: float | None = Field(
+        None, description="Region area in pixels (mask pixels; polygon area for YOLO segmentation); null without shape."
+    )
 
 
 def columns(model: type[StrictModel]) -> list[str]:

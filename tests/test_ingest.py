@@ -16,7 +16,15 @@ from schemas.params import IngestParams, Params
 from tests.conftest import XSDD, write_image
 from tests.corpus import build_bad_corpus
 
-OUTPUTS = ["manifest.parquet", "prior_labels.parquet", "quarantine.csv", "skipped.csv", "issues.csv", "ingest.json"]
+OUTPUTS = [
+    "manifest.parquet",
+    "prior_labels.parquet",
+    "quarantine.csv",
+    "skipped.csv",
+    "issues.csv",
+    "masks.csv",
+    "ingest.json",
+]
 
 
 def _settings(**overrides) -> IngestParams:
@@ -62,7 +70,8 @@ def test_bad_corpus_every_file_lands_where_expected(tmp_path, params, monkeypatc
     # nothing is reported that the corpus did not contain, and the sum checks out
     assert set(copies) | set(quarantine) | skipped == set(expected)
     report = result.report
-    assert report["files_seen"] == report["ingested"] + report["duplicate_copies"] + report["quarantined"]
+    accounted = report["ingested"] + report["duplicate_copies"] + report["quarantined"] + report["masks"]
+    assert report["files_seen"] == accounted and report["masks"] == 0
     assert report["duplicate_copies"] == sum(e.outcome == "duplicate" for e in expected.values())
     assert sum(report["quarantined_by_reason"].values()) == report["quarantined"]
     assert _digest_tree(raw) == before  # originals untouched
@@ -191,19 +200,22 @@ def test_real_xsdd_ingests_with_its_folder_labels(tmp_path, params) -> None:
     assert report["files_seen"] == 1360
     assert report["ingested"] + report["duplicate_copies"] == 1360
     assert report["quarantined"] == 0
+    assert report["masks"] == 0  # no file there looks like a mask
     prior = result.prior_labels
-    assert len(prior) == 134 and set(prior["source_label"]) == {"surface scratch"}  # one label per file copy
+    # one folder label per image: 9 "red iron" files are byte-identical copies of 9 others, labelled once
+    assert report["duplicate_copies"] == 9
+    assert len(prior) == 134 and set(prior["source_label"]) == {"surface scratch"}
     assert set(prior["label"]) == {"scratch"}
     assert report["prior_labels_unmapped_by_source"] == {
-        "red iron": 397,
+        "red iron": 397 - 9,
         "slag inclusion": 238,
         "finishing roll printing": 203,
         "oxide scale of temperature system": 203,
         "iron sheet ash": 122,
         "oxide scale of plate system": 63,
     }
-    assert report["prior_labels_unmapped"] == report["prior_labels_left_out"] == 1360 - 134
-    assert any(f"left out {1360 - 134} imported label(s)" in note for note in result.notes)
+    assert report["prior_labels_unmapped"] == report["prior_labels_left_out"] == 1360 - 9 - 134
+    assert any(f"left out {1360 - 9 - 134} imported label(s)" in note for note in result.notes)
     assert set(prior["image_id"]) <= set(result.manifest["image_id"])
     assert set(result.manifest["format"]) == {"JPEG", "PNG"}
     write_ingest(result, tmp_path / "out")

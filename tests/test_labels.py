@@ -92,8 +92,8 @@ def test_label_map_value_outside_the_ontology_is_an_error_naming_the_key(tmp_pat
 
 
 def test_unknown_format_is_an_error_listing_the_formats(tmp_path: Path) -> None:
-    with pytest.raises(LabelImportError, match="folders, voc, coco, yolo"):
-        read_prior_labels("csv", tmp_path, {}, class_names=CLASSES)  # type: ignore[arg-type]
+    with pytest.raises(LabelImportError, match="folders, voc, coco, yolo, csv"):
+        read_prior_labels("labelme", tmp_path, {}, class_names=CLASSES)  # type: ignore[arg-type]
 
 
 # --- folders ---------------------------------------------------------------------------------------------------
