@@ -21,7 +21,8 @@ CLASSES = ["scratch", "dent", "contamination", "ok"]
 
 
 def _run(raw: Path, params: Params, **overrides):
-    settings = IngestParams(**{"metadata": None, "workers": 1, **overrides})
+    # labels of no ontology class (the masks' "defect", made-up classes) are kept as new classes, as with `add`
+    settings = IngestParams(**{"metadata": None, "workers": 1, "unmapped_labels": "add", **overrides})
     return ingest(raw, settings, class_names=params.ontology.class_names)
 
 
@@ -213,7 +214,7 @@ def test_metadata_keys_with_a_folder_prefix_match_and_ambiguity_is_reported(tmp_
     assert issues.loc[issues["kind"] == "metadata_ambiguous", "source"].tolist() == [f"{csv}:4"]
     prior = result.prior_labels
     assert prior[["rel_path", "source_label", "label", "source_format"]].values.tolist() == sorted(
-        [["lot-1/a.png", "defect", None, "metadata"], ["lot-2/c.png", "ok", "ok", "metadata"]],
+        [["lot-1/a.png", "defect", "defect", "metadata"], ["lot-2/c.png", "ok", "ok", "metadata"]],
         key=lambda row: manifest.loc[row[0], "image_id"],
     )  # the empty value gives no label
 

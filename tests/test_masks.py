@@ -30,7 +30,8 @@ MT_MAP = {"MT_Free": "ok", "MT_Crack": "crack", "MT_Uneven": "discoloration"}
 
 
 def _run(raw: Path, params: Params, **overrides):
-    settings = IngestParams(**{"metadata": None, "workers": 1, **overrides})
+    # labels of no ontology class (the masks' "defect", made-up classes) are kept as new classes, as with `add`
+    settings = IngestParams(**{"metadata": None, "workers": 1, "unmapped_labels": "add", **overrides})
     return ingest(raw, settings, class_names=params.ontology.class_names)
 
 
@@ -223,7 +224,7 @@ def test_contradicting_mask_and_class_are_reported(tmp_path, params) -> None:
     assert "all black" in issues["scratch/a.png"] and "'scratch'" in issues["scratch/a.png"]
     assert "1 defect region" in issues["ok/b.png"]
     region = result.prior_labels.dropna(subset=["x"])
-    assert region[["rel_path", "source_label", "label"]].values.tolist() == [["ok/b.jpg", "defect", None]]
+    assert region[["rel_path", "source_label", "label"]].values.tolist() == [["ok/b.jpg", "defect", "defect"]]  # `defect` added as a class
 
 
 def test_outputs_with_masks_are_identical_on_rerun(tmp_path, params) -> None:
