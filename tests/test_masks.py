@@ -248,7 +248,7 @@ def test_outputs_with_masks_are_identical_on_rerun(tmp_path, params) -> None:
 def magnetic(params):
     if not MAGNETIC.is_dir():
         pytest.skip(f"magnetic-tile not present at {MAGNETIC} (set MAGNETIC_TILE_DIR)")
-    settings = IngestParams(metadata=None, labels="folders", label_map=MT_MAP, workers=0)
+    settings = IngestParams(metadata=None, labels="folders", label_map=MT_MAP, workers=0, unmapped_labels="add")
     start = time.perf_counter()
     result = ingest(MAGNETIC, settings, class_names=params.ontology.class_names)
     print(f"\nmagnetic-tile ingest: {time.perf_counter() - start:.1f} s")
