@@ -280,7 +280,9 @@ def _resolve_unmapped(
         note = f"left out {total} imported label(s) of no ontology class (ingest.unmapped_labels: skip): {listed}"
         plan = OntologyPlan(resolved={}, counts={str(k): int(v) for k, v in counts.items()})
         return prior[~unmapped].reset_index(drop=True), plan, [note]
-    plan = plan_classes(counts.to_dict(), class_names=class_names, label_map=settings.label_map)
+    plan = plan_classes(
+        counts.to_dict(), class_names=class_names, label_map=settings.label_map, ok_label=settings.ok_label
+    )
     prior = prior.copy()
     prior.loc[unmapped, "label"] = prior.loc[unmapped, "source_label"].astype(str).map(plan.resolved)
     return prior, plan, []

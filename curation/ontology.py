@@ -24,6 +24,11 @@ from schemas.params import DEFAULT_EXTENSIONS, LabelFormat, load_params
 
 _NOT_NAME = re.compile(r"[^a-z0-9]+")
 
+OK_WORDS = frozenset({"ok", "good", "normal", "free", "defect_free", "no_defect", "nodefect", "non_defective", "pass"})
+"""Source labels that mean "no defect" in public data sets and factory exports (MVTec AD ``good``, magnetic tile
+``MT_Free``, ``OK``/``NG`` folders): a label whose class name is one of these, or ends in ``_<word>``, resolves to
+the OK class (``ingest.ok_label``) instead of becoming a class of its own."""
+
 
 def class_name_for(source_label: str) -> str | None:
     """A valid class name (``^[a-z][a-z0-9_]*$``) for a source label, or None when it has no Latin letters or digits.
@@ -60,15 +65,26 @@ class OntologyPlan:
         return bool(self.added or self.label_map)
 
 
+def is_ok_label(name: str) -> bool:
+    """True for a class name that says "no defect" (:data:`OK_WORDS`, also as the last part: ``mt_free``)."""
+    return name in OK_WORDS or any(name.endswith(f"_{word}") for word in OK_WORDS)
+
+
 def plan_classes(
-    counts: Mapping[str, int], *, class_names: Sequence[str], label_map: Mapping[str, str] | None = None
+    counts: Mapping[str, int],
+    *,
+    class_names: Sequence[str],
+    label_map: Mapping[str, str] | None = None,
+    ok_label: str = "ok",
 ) -> OntologyPlan:
-    """Resolve every source label: a ``label_map`` entry, an existing class of that name, else a new class.
+    """Resolve every source label: a ``label_map`` entry, an existing class of that name, the OK class for a label
+    that means "no defect" (:func:`is_ok_label`), else a new class.
 
     Args:
         counts: Source label -> number of labels carrying it.
         class_names: Classes already in the ontology (kept as they are).
         label_map: ``ingest.label_map`` as it is.
+        ok_label: The OK class (``ingest.ok_label``); added to the ontology when an OK-like label needs it.
 
     Raises:
         LabelImportError: some source labels have no Latin letters or digits to name a class after (the message
@@ -91,12 +107,14 @@ def plan_classes(
         if name is None:
             unnamed.append(source)
             continue
+        if name != ok_label and is_ok_label(name):
+            name = ok_label
         resolved[source] = name
         if name != source:
             new_map[source] = name
         if name not in known:
             known.append(name)
-            added.append((name, source.strip()))
+            added.append((name, "ok" if name == ok_label else source.strip()))
     if unnamed:
         listed = ", ".join(f"{s!r} ({counts[s]})" for s in unnamed)
         raise LabelImportError(

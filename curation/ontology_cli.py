@@ -68,7 +68,7 @@ def init_command(
             raise LabelImportError(
                 f"no {fmt} labels found under {raw_dir}; check the folder, --labels and --labels-path"
             )
-        plan = plan_classes(counts, class_names=class_names, label_map=ingest.label_map)
+        plan = plan_classes(counts, class_names=class_names, label_map=ingest.label_map, ok_label=ingest.ok_label)
         dropped = write_params_ontology(params_path, plan, replace=replace)
     _print_plan(plan, set(class_names))
     if plan.changes_params or dropped:

@@ -224,7 +224,8 @@ def test_contradicting_mask_and_class_are_reported(tmp_path, params) -> None:
     assert "all black" in issues["scratch/a.png"] and "'scratch'" in issues["scratch/a.png"]
     assert "1 defect region" in issues["ok/b.png"]
     region = result.prior_labels.dropna(subset=["x"])
-    assert region[["rel_path", "source_label", "label"]].values.tolist() == [["ok/b.jpg", "defect", "defect"]]  # `defect` added as a class
+    # `defect` is added as a class (unmapped_labels: add)
+    assert region[["rel_path", "source_label", "label"]].values.tolist() == [["ok/b.jpg", "defect", "defect"]]
 
 
 def test_outputs_with_masks_are_identical_on_rerun(tmp_path, params) -> None:

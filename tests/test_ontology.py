@@ -323,3 +323,20 @@ def test_ingest_says_which_files_it_left_out(project) -> None:
     assert result.exit_code == 0, result.output
     assert "quarantined 1 file(s) (not_an_image 1); quarantine.csv says why for each" in _text(result)
     assert "skipped 1 file(s) without an image extension (ingest.extensions); listed in skipped.csv" in _text(result)
+
+
+def test_labels_that_mean_no_defect_resolve_to_the_ok_class() -> None:
+    # magnetic tile's MT_Free, MVTec's good, OK/NG folders: one OK class, not a class per data set's word for it
+    counts = {"MT_Free": 952, "MT_Crack": 57, "good": 3, "NG": 4, "OK": 5}
+    plan = plan_classes(counts, class_names=["scratch"], ok_label="ok")
+    assert plan.resolved == {"MT_Free": "ok", "MT_Crack": "mt_crack", "good": "ok", "NG": "ng", "OK": "ok"}
+    assert plan.added == [("mt_crack", "MT_Crack"), ("ok", "ok"), ("ng", "NG")]  # in sorted source-label order
+    assert plan.label_map == {"MT_Free": "ok", "MT_Crack": "mt_crack", "good": "ok", "NG": "ng", "OK": "ok"}
+    # an existing OK class is reused, and a data set whose OK class has another name keeps it
+    assert plan_classes({"good": 1}, class_names=["ok"]).added == []
+    assert plan_classes({"good": 1}, class_names=[], ok_label="pass").resolved == {"good": "pass"}
+    # words that merely contain an OK word are classes of their own
+    assert plan_classes({"goods_damage": 1, "freehand": 1}, class_names=[]).resolved == {
+        "freehand": "freehand",
+        "goods_damage": "goods_damage",
+    }
