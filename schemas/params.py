@@ -38,6 +38,11 @@ class IngestParams(StrictModel):
     max_pixels: Annotated[int, Field(gt=0)] = 100_000_000
     phash_threshold: Annotated[int, Field(ge=0, le=16)] = 6
     workers: Annotated[int, Field(ge=0)] = 0
+    near_duplicate_min_correlation: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.8,
+        description="A pHash candidate pair is a near-duplicate only when the detail of the two images' 32x32 grey "
+        "thumbnails (lighting and shading removed) correlates at least this much; see curation/neardup.py.",
+    )
 
     @field_validator("extensions")
     @classmethod
