@@ -42,6 +42,7 @@ _ROW_CHUNK = 1024
 _SURFACE_DEGREE = 3  # illumination model: total degree of the least-squares polynomial surface
 _SHADING_SIGMA = 2.0  # thumbnail pixels
 _APART = 3.0  # a distance above any correlation distance (1 - r <= 2)
+_DETAIL_CHUNK = 4096  # thumbnails filtered at a time (float64 work arrays of 8 KiB each)
 _LINKAGE_MAX = 4096  # members per complete-linkage run (its distance matrix is quadratic)
 
 
@@ -85,7 +86,7 @@ def near_duplicate_groups(
     low_information = int((~informative).sum())
     members, detail = members[informative], detail[informative]
     unit = detail - detail.mean(axis=1, keepdims=True)
-    unit /= np.linalg.norm(unit, axis=1, keepdims=True)
+    unit /= np.linalg.norm(unit, axis=1, keepdims=True)  # informative rows are far from zero
     codes = np.array([int(h, 16) for h in hashes], dtype=np.uint64)[members]
     first, second = _confirmed_pairs(candidates[members], codes, unit, threshold, min_correlation)
     m = len(members)
@@ -93,6 +94,9 @@ def near_duplicate_groups(
     _, confirmed = connected_components(graph, directed=False)
     local = np.arange(m)
     for component in _sets_of_two_or_more(confirmed):
+        if len(component) == 2:  # one confirmed pair: already a clique
+            local[component] = component[0]
+            continue
         for part in np.array_split(component, -(-len(component) // _LINKAGE_MAX)):
             local[part] = part[_complete_linkage(unit[part], codes[part], threshold, min_correlation)]
     labels[members] = members[local]
@@ -161,18 +165,21 @@ def _close_pairs(codes: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndar
 
 
 def _detail(thumbnails: np.ndarray) -> np.ndarray:
-    """Thumbnails minus their illumination surface and their shading: the texture that is compared, flattened."""
+    """Thumbnails minus their illumination surface and their shading, flattened (float32, computed in chunks)."""
     count, side = len(thumbnails), thumbnails.shape[1]
-    pixels = thumbnails.reshape(count, side * side).astype(np.float64)
     grid = np.linspace(-1.0, 1.0, side)
     y, x = np.meshgrid(grid, grid, indexing="ij")
     degrees = [(i, j) for i in range(_SURFACE_DEGREE + 1) for j in range(_SURFACE_DEGREE + 1)]
     keep = [k for k, (i, j) in enumerate(degrees) if i + j <= _SURFACE_DEGREE]
     design = polyvander2d(y.ravel(), x.ravel(), [_SURFACE_DEGREE, _SURFACE_DEGREE])[:, keep]
-    coefficients, *_ = np.linalg.lstsq(design, pixels.T, rcond=None)
-    residual = (pixels - (design @ coefficients).T).reshape(count, side, side)
-    shading = gaussian_filter(residual, sigma=(0, _SHADING_SIGMA, _SHADING_SIGMA), mode="reflect")
-    return (residual - shading).reshape(count, side * side)
+    projection = np.linalg.pinv(design)  # least-squares surface coefficients = projection @ pixels
+    out = np.empty((count, side * side), dtype=np.float32)
+    for start in range(0, count, _DETAIL_CHUNK):
+        pixels = thumbnails[start : start + _DETAIL_CHUNK].reshape(-1, side * side).astype(np.float64)
+        residual = (pixels - (design @ (projection @ pixels.T)).T).reshape(-1, side, side)
+        shading = gaussian_filter(residual, sigma=(0, _SHADING_SIGMA, _SHADING_SIGMA), mode="reflect")
+        out[start : start + len(pixels)] = (residual - shading).reshape(-1, side * side)
+    return out
 
 
 def _confirmed_pairs(

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 from scipy.ndimage import gaussian_filter
 
+from curation import neardup
 from curation.neardup import THUMB_SIDE, near_duplicate_components, near_duplicate_groups
 
 
@@ -126,3 +127,15 @@ def test_groups_do_not_depend_on_row_order_and_empty_input_is_fine() -> None:
     assert groups == again == [[2 * k, 2 * k + 1] for k in range(5)]
     empty = near_duplicate_groups([], np.zeros((0, SIDE, SIDE), dtype=np.uint8), 6, min_correlation=0.8)
     assert empty.labels.shape == (0,) and empty.low_information == 0
+
+
+def test_a_confirmed_set_above_the_linkage_limit_is_cut_into_cliques(monkeypatch) -> None:
+    monkeypatch.setattr(neardup, "_LINKAGE_MAX", 4)
+    texture = _texture(7)
+    thumbs = np.stack(
+        [_thumb(128 + 25 * texture + np.random.default_rng(k).normal(0, 1, texture.shape)) for k in range(10)]
+    )
+    result = near_duplicate_groups([SAME_HASH] * 10, thumbs, 6, min_correlation=0.8)
+    sizes = sorted(np.unique(result.labels, return_counts=True)[1].tolist())
+    assert sizes == [3, 3, 4]  # ten near-identical images, linked in parts of at most four
+    assert result.pairs_across_groups == 45 - (3 + 3 + 6)  # every other confirmed pair is counted as cut
