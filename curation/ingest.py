@@ -40,6 +40,7 @@ _PROBE_COLUMNS = (
 _PROBE_INTS = ("size_bytes", "width", "height", "exif_orientation")
 _PROBE_STRINGS = ("rel_path", "sha256", "mode", "format", "phash")
 _CHUNK = 8192  # probes turned into compact columns at a time
+# ingest.json's near_duplicate_group_sizes: (bucket name, smallest, largest group size)
 _GROUP_SIZE_BUCKETS = (
     ("2", 2, 2),
     ("3-4", 3, 4),
@@ -47,7 +48,7 @@ _GROUP_SIZE_BUCKETS = (
     ("9-16", 9, 16),
     ("17-64", 17, 64),
     ("65+", 65, 2**62),
-)  # name, sizes
+)
 _LOOP_DETAIL = "folder symlink leads back to a folder above it; not followed"
 _UNREADABLE_DETAIL = "folder cannot be listed (check its permissions); files inside it were not seen"
 
@@ -338,7 +339,7 @@ def _report(
         "near_duplicate_groups": int(groups.nunique()),
         "near_duplicate_images": len(groups),
         "near_duplicate_group_sizes": _group_sizes(group_sizes),
-        "near_duplicate_largest_group": int(group_sizes.max()) if len(group_sizes) else 1 if len(manifest) else 0,
+        "near_duplicate_largest_group": int(manifest["dup_group_size"].max()) if len(manifest) else 0,
         "near_duplicate_pairs_across_groups": near.pairs_across_groups,
         "near_duplicate_low_information": near.low_information,
         "quarantined": len(quarantine),
