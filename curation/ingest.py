@@ -28,7 +28,7 @@ from curation.io import publish, write_csv, write_json, write_parquet
 from curation.labels import ImageRef, check_label_source, label_resolver, labels_frame, read_prior_labels
 from curation.masks import MaskFile, find_masks, mask_labels, masks_frame
 from curation.metadata import MetadataJoin, join_metadata, metadata_labels, read_metadata
-from curation.neardup import near_duplicate_components
+from curation.neardup import THUMB_SIDE, NearDuplicates, near_duplicate_groups
 from curation.ontology import OntologyPlan, plan_classes
 from curation.probe import Probe, probe_file
 from schemas.params import IngestParams
@@ -52,10 +52,20 @@ _PROBE_COLUMNS = (
     "exif_orientation",
     "phash",
     "binary",
+    "thumbnail",  # bytes, only for grouping: not a manifest column
 )
 _PROBE_INTS = ("size_bytes", "width", "height", "exif_orientation")
 _PROBE_STRINGS = ("rel_path", "sha256", "mode", "format", "phash")
 _CHUNK = 8192  # probes turned into compact columns at a time
+# ingest.json's near_duplicate_group_sizes: (bucket name, smallest, largest group size)
+_GROUP_SIZE_BUCKETS = (
+    ("2", 2, 2),
+    ("3-4", 3, 4),
+    ("5-8", 5, 8),
+    ("9-16", 9, 16),
+    ("17-64", 17, 64),
+    ("65+", 65, 2**62),
+)
 _LOOP_DETAIL = "folder symlink leads back to a folder above it; not followed"
 _UNREADABLE_DETAIL = "folder cannot be listed (check its permissions); files inside it were not seen"
 
@@ -142,7 +152,8 @@ def ingest(
             )
             for line, key in join.ambiguous_rows
         ]
-    manifest = _manifest_frame(raw_dir, uniques, all_paths, settings.phash_threshold, join)
+    near = _near_duplicates(uniques, settings)
+    manifest = _manifest_frame(raw_dir, uniques, all_paths, near.labels, join)
     if join is not None:
         issues += [
             ("metadata_missing", rel, f"no row in {settings.metadata}")
@@ -222,7 +233,7 @@ def ingest(
         columns=SKIPPED_COLUMNS,
     )
     mask_frame = masks_frame(masks, refs, regions)
-    report = _report(found, manifest, quarantine, skipped, prior, issue_frame, len(good), mask_frame)
+    report = _report(found, manifest, quarantine, skipped, prior, issue_frame, len(good), mask_frame, near)
     if plan is not None:  # labels found of no class: what ingest.unmapped_labels did with them
         report["prior_labels_unmapped"] = sum(plan.counts.values())
         report["prior_labels_unmapped_by_source"] = plan.counts
@@ -348,9 +359,12 @@ def _collect(probes: Iterable[Probe]) -> tuple[pd.DataFrame, list[Probe]]:
 
 
 def _good_frame(rows: list[tuple]) -> pd.DataFrame:
+    import pyarrow as pa
+
     frame = pd.DataFrame(rows, columns=list(_PROBE_COLUMNS))
     typed = frame.astype({c: "int64" for c in _PROBE_INTS}).astype({c: "str" for c in _PROBE_STRINGS})
-    return typed.astype({"binary": "bool"})
+    # thumbnails: THUMB_SIDE**2 bytes a row, no Python object each
+    return typed.astype({"binary": "bool", "thumbnail": pd.ArrowDtype(pa.binary())})
 
 
 def _deduplicate(good: pd.DataFrame) -> tuple[pd.DataFrame, list[list[str]]]:
@@ -393,15 +407,14 @@ def _manifest_frame(
     raw_dir: Path,
     uniques: pd.DataFrame,
     all_paths: list[list[str]],
-    threshold: int,
+    dup_groups: np.ndarray,
     join: MetadataJoin | None,
 ) -> pd.DataFrame:
     """The manifest, built column by column from the unique images (sorted by sha256, hence by image_id)."""
     if uniques.empty:  # untyped columns, as an empty manifest has always been written
         return pd.DataFrame([], columns=[*columns(ImageRecord), *(join.columns if join is not None else [])])
-    components = near_duplicate_components(uniques["phash"].tolist(), threshold)
     ids = uniques["sha256"].str[:ID_LENGTH]
-    group = ids.groupby(components)
+    group = ids.groupby(dup_groups)
     prefix = _joined(raw_dir, "x")[:-1]  # rel_paths from discover are clean, so joining is concatenating
     data: dict[str, Any] = {
         "image_id": ids,
@@ -422,6 +435,26 @@ def _manifest_frame(
             values = join.values[:, k]
             frame[column] = [values[row] if row >= 0 else None for row in found]
     return frame
+
+
+def _near_duplicates(uniques: pd.DataFrame, settings: IngestParams) -> NearDuplicates:
+    """Near-duplicate groups of the unique images, in their (content-hash) order: see :mod:`curation.neardup`."""
+    pixels = np.frombuffer(b"".join(uniques["thumbnail"].tolist()), dtype=np.uint8)
+    return near_duplicate_groups(
+        uniques["phash"].tolist(),
+        pixels.reshape(len(uniques), THUMB_SIDE, THUMB_SIDE),
+        settings.phash_threshold,
+        min_correlation=settings.near_duplicate_min_correlation,
+    )
+
+
+def _group_sizes(sizes: pd.Series) -> dict[str, int]:
+    """Near-duplicate groups (of two or more images) counted by size bucket; every bucket is always present."""
+    counts = sizes.value_counts()
+    return {
+        name: int(counts[(counts.index >= low) & (counts.index <= high)].sum())
+        for name, low, high in _GROUP_SIZE_BUCKETS
+    }
 
 
 def _check_records(frame: pd.DataFrame) -> None:
@@ -452,8 +485,10 @@ def _report(
     issues: pd.DataFrame,
     n_good: int,
     masks: pd.DataFrame,
+    near: NearDuplicates,
 ) -> dict[str, Any]:
     groups = manifest.loc[manifest["dup_group_size"] > 1, "dup_group"]
+    group_sizes = groups.value_counts()
     by_reason = quarantine["reason"].value_counts().sort_index()
     report: dict[str, Any] = {
         "files_seen": len(found.candidates) + len(found.loops) + len(found.unreadable_dirs),
@@ -461,6 +496,10 @@ def _report(
         "duplicate_copies": n_good - len(manifest),
         "near_duplicate_groups": int(groups.nunique()),
         "near_duplicate_images": len(groups),
+        "near_duplicate_group_sizes": _group_sizes(group_sizes),
+        "near_duplicate_largest_group": int(manifest["dup_group_size"].max()) if len(manifest) else 0,
+        "near_duplicate_pairs_across_groups": near.pairs_across_groups,
+        "near_duplicate_low_information": near.low_information,
         "quarantined": len(quarantine),
         "quarantined_by_reason": {str(k): int(v) for k, v in by_reason.items()},
         "skipped_other_files": len(skipped),

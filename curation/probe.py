@@ -20,6 +20,7 @@ from PIL import Image, UnidentifiedImageError
 
 from curation.imaging import HIGH_DEPTH_MODES, stretch_to_8bit, upright
 from curation.masks import binary_like
+from curation.neardup import THUMB_SIDE
 
 EXIF_ORIENTATION_TAG = 0x0112
 _HASH_INPUT = 64
@@ -38,6 +39,8 @@ class Probe:
     format: str | None = None
     exif_orientation: int | None = None
     phash: str | None = None
+    thumbnail: bytes | None = None
+    """``THUMB_SIDE`` x ``THUMB_SIDE`` grey pixels of the upright image (row-major uint8): confirms near-duplicates."""
     reason: str | None = None
     detail: str = ""
     binary: bool = False
@@ -83,6 +86,7 @@ def _decode(base: Probe, data: bytes, max_pixels: int) -> Probe:
         )
     image.load()  # full decode: a file that opens but cannot be decoded is quarantined, not ingested
     orientation = int(image.getexif().get(EXIF_ORIENTATION_TAG, 1) or 1)
+    small = _for_hashing(image, orientation)
     return Probe(
         base.rel_path,
         base.size_bytes,
@@ -92,7 +96,8 @@ def _decode(base: Probe, data: bytes, max_pixels: int) -> Probe:
         mode=image.mode,
         format=image.format,
         exif_orientation=orientation,
-        phash=str(imagehash.phash(_for_hashing(image, orientation))),
+        phash=str(imagehash.phash(small)),
+        thumbnail=small.resize((THUMB_SIDE, THUMB_SIDE), Image.Resampling.BOX).tobytes(),
         binary=binary_like(image),
     )
 
@@ -101,7 +106,7 @@ def _for_hashing(image: Image.Image, orientation: int) -> Image.Image:
     """A small, upright, 8-bit greyscale copy: a rotated, 16-bit or resized copy hashes like the original.
 
     The image is first shrunk with a box filter to at most ~2x the hash's 32 px input, so hashing costs little
-    next to decoding; imagehash then applies its own resize and DCT.
+    next to decoding; imagehash then applies its own resize and DCT, and the thumbnail one more box resize.
     """
     if image.mode in HIGH_DEPTH_MODES:
         image = stretch_to_8bit(image)

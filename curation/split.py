@@ -7,11 +7,15 @@ How an image gets its split:
    group never crosses splits.
 2. **Strata.** Each group is stratified by its majority class (ties: first class name); unlabeled images form an
    ``unlabeled`` stratum, or are left out (``split.unlabeled: drop``) and counted.
-3. **Order by content id.** Within a stratum, groups are ordered by ``sha256(seed:group key)``, where the group key
-   is the smallest image id in the group: a content id, not a row position, so the order of the input never matters.
-4. **Cut at the ratios.** Walking that order, a group goes to the split whose cumulative interval
-   ``[0, train*n) [train*n, (train+val)*n) ...`` holds the midpoint of the group's images. With single-image
-   groups every split is within one image of its target per class.
+3. **Order by size, then content id.** Within a stratum, groups are ordered largest first, equal sizes by
+   ``sha256(seed:group key)``, where the group key is the smallest image id in the group: a content id, not a row
+   position, so the order of the input never matters.
+4. **Fill to the ratios.** Walking that order, a group goes to the split where it brings the class closest to its
+   target counts (``ratio * n``): the one whose error ``|count - target|`` grows least, ties to the split further
+   below target. Large groups are placed while small ones can still even out the rest, so each class lands within
+   one image of its targets with single-image groups, and close to them whenever its groups allow. A group larger
+   than ``split.max_group_share`` of the split it lands in is warned about (its images weigh that split's metrics
+   as if they were one).
 5. **Stability.** A re-cut on a larger dataset would move old images, so assignments of the last release
    (``split.previous``, written by ``curation release``) are pinned: every image found there keeps its split, a new
    image that joins a pinned group follows the group, and only the new groups are cut, against each split's
@@ -151,7 +155,8 @@ def split(
 
     Returns:
         ``splits`` sorted by ``image_id`` with :data:`SPLIT_COLUMNS`; ``report`` for ``split.json``;
-        ``warnings`` (also in the report) for classes too small to split and groups broken by pins.
+        ``warnings`` (also in the report) for classes too small to split, groups broken by pins and groups above
+        ``split.max_group_share`` of their split.
 
     Raises:
         EmptyDatasetError: no image has a label and ``allow_empty`` is false.
@@ -193,10 +198,10 @@ def split(
             continue
         sizes = free.groupby("group").size()
         keys = free.groupby("group")["image_id"].min()
-        order = sorted(sizes.index, key=lambda g: (_unit_hash(settings.seed, keys[g]), keys[g]))
+        order = sorted(sizes.index, key=lambda g: (-sizes[g], _unit_hash(settings.seed, keys[g]), keys[g]))
         assigned = rows["split"].value_counts()
         targets = _deficits(ratios, len(rows), {s: int(assigned.get(s, 0)) for s in SPLITS}, len(free))
-        chosen = _cut([int(sizes[g]) for g in order], targets)
+        chosen = _fill([int(sizes[g]) for g in order], targets, [s for s in SPLITS if ratios[s] > 0])
         frame.loc[free.index, "split"] = free["group"].map(dict(zip(order, chosen, strict=True)))
         n_groups = rows["group"].nunique()
         needed = sum(1 for r in ratios.values() if r > 0)
@@ -206,6 +211,7 @@ def split(
                 "splits: it cannot appear in every split; label more images of it"
             )
 
+    warnings += _large_groups(frame, settings.max_group_share)
     frame = frame.sort_values("image_id", kind="stable").reset_index(drop=True)
     splits = frame[SPLIT_COLUMNS].astype({"pinned": bool, "disputed": bool})
     report = _report(frame, ratios, n_dropped, len(pins), previous, warnings)
@@ -307,19 +313,39 @@ def _deficits(ratios: dict[str, float], n_total: int, assigned: dict[str, int], 
     return {s: want[s] * n_free / total for s in SPLITS}
 
 
-def _cut(sizes: list[int], targets: dict[str, float]) -> list[str]:
-    """Walk groups in order; each goes to the split whose cumulative interval holds the group's midpoint."""
-    bounds = np.cumsum([targets[s] for s in SPLITS])
-    chosen, done = [], 0
+def _fill(sizes: list[int], targets: dict[str, float], allowed: list[str]) -> list[str]:
+    """Place groups in order, each where the error ``|count - target|`` grows least (ties: the larger deficit).
+
+    Hand-written: this is greedy number partitioning (largest first, to the emptiest bin relative to its target),
+    a few lines; scikit-learn's group splitters take no ratios and no pinned counts.
+    """
+    filled = dict.fromkeys(allowed, 0.0)
+    chosen = []
     for size in sizes:
-        middle = done + size / 2
-        index = int(np.searchsorted(bounds, middle, side="right"))
-        index = min(index, len(SPLITS) - 1)
-        while targets[SPLITS[index]] <= 0 and index > 0:  # never into a split with ratio 0
-            index -= 1
-        chosen.append(SPLITS[index])
-        done += size
+
+        def cost(name: str, size: int = size) -> tuple[float, float, int]:
+            gap = targets[name] - filled[name]
+            return abs(gap - size) - abs(gap), -gap, allowed.index(name)
+
+        best = min(allowed, key=cost)
+        filled[best] += size
+        chosen.append(best)
     return chosen
+
+
+def _large_groups(frame: pd.DataFrame, max_share: float) -> list[str]:
+    """One warning per group of two or more images that is more than ``max_share`` of the split it is in."""
+    split_sizes = frame["split"].value_counts()
+    counts = frame.groupby(["group", "split"]).size().rename("n").reset_index()
+    counts["share"] = counts["n"] / counts["split"].map(split_sizes)
+    large = counts[(counts["n"] > 1) & (counts["share"] > max_share)]
+    large = large.sort_values(["share", "group", "split"], ascending=[False, True, True])
+    return [
+        f"group {group!r} holds {n} images, {share:.1%} of split {name!r} ({split_sizes[name]} images), above "
+        f"split.max_group_share = {max_share:g}: they count as one sample there; check that the group is real "
+        "(manifest dup_group, split.group_by) or raise the share"
+        for group, name, n, share in large[["group", "split", "n", "share"]].itertuples(index=False)
+    ]
 
 
 def _report(

@@ -60,6 +60,11 @@ class IngestParams(StrictModel):
     labels_box: Literal["xyxy", "xywh"] = Field(
         "xyxy", description="Box columns of a label CSV without a header: x1 y1 x2 y2 or x y w h."
     )
+    near_duplicate_min_correlation: Annotated[float, Field(ge=0.0, le=1.0)] = Field(
+        0.8,
+        description="A pHash candidate pair is a near-duplicate only when the detail of the two images' 32x32 grey "
+        "thumbnails (lighting and shading removed) correlates at least this much; see curation/neardup.py.",
+    )
 
     @model_validator(mode="after")
     def _threshold_needs_column(self) -> IngestParams:

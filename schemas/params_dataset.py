@@ -33,6 +33,11 @@ class SplitParams(StrictModel):
         Path("releases/splits.parquet"),
         description="splits.parquet of the last release; its assignments are pinned when the file exists.",
     )
+    max_group_share: Ratio = Field(
+        0.05,
+        description="Warn when one group (near-duplicates or a split.group_by value) is more than this share of the "
+        "split it lands in: its images then weigh that split's metrics as one sample.",
+    )
 
     @model_validator(mode="after")
     def _ratios_sum_to_one(self) -> SplitParams:

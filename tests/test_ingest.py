@@ -12,10 +12,12 @@ from PIL import Image
 from curation import ingest as ingest_module
 from curation.errors import InputError, MetadataError
 from curation.ingest import ingest, write_ingest
+from curation.neardup import near_duplicate_components
 from schemas.params import IngestParams, Params
-from tests.conftest import XSDD, write_image
+from tests.conftest import ROOT, XSDD, write_image
 from tests.corpus import build_bad_corpus
 
+MAGNETIC_TILE = Path(os.environ.get("MAGNETIC_TILE_DIR", ROOT.parent / "shared" / "datasets" / "magnetic-tile"))
 OUTPUTS = [
     "manifest.parquet",
     "prior_labels.parquet",
@@ -117,6 +119,58 @@ def test_near_duplicates_share_a_group_distinct_images_do_not(tmp_path, params) 
     assert manifest.loc["other.png", "dup_group_size"] == 1
     exact_only = _run(raw, params, phash_threshold=0).manifest
     assert exact_only["dup_group_size"].max() <= 3  # threshold 0 groups only identical hashes
+    report = _run(raw, params, phash_threshold=6).report
+    assert report["near_duplicate_group_sizes"] == {"2": 0, "3-4": 1, "5-8": 0, "9-16": 0, "17-64": 0, "65+": 0}
+    assert report["near_duplicate_largest_group"] == 3
+
+
+def test_blank_images_of_different_sizes_form_no_group(tmp_path, params) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    for k, size in enumerate([(300, 200), (310, 190), (64, 64)]):  # all black: degenerate pHashes, different bytes
+        Image.new("L", size).save(raw / f"black_{k}.png")
+    Image.new("RGB", (200, 150), (3, 3, 3)).save(raw / "near_black.jpg", quality=90)
+    result = _run(raw, params)
+    candidates = near_duplicate_components(result.manifest["phash"].tolist(), 6)
+    assert len(set(candidates.tolist())) == 1  # the hash alone would make them one group
+    assert (result.manifest["dup_group_size"] == 1).all()
+    assert result.report["near_duplicate_low_information"] == 4
+    assert result.report["near_duplicate_largest_group"] == 1
+
+
+@pytest.mark.skipif(not XSDD.is_dir(), reason=f"X-SDD not present at {XSDD} (set XSDD_DIR)")
+def test_a_reencoded_resized_real_image_groups_with_its_original_only(tmp_path, params) -> None:
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    sources = sorted((XSDD / "red iron").glob("*.jpg"))[:6] + sorted((XSDD / "slag inclusion").glob("*.jpg"))[:2]
+    for source in sources:
+        (raw / f"{source.parent.name}-{source.name}").write_bytes(source.read_bytes())
+    with Image.open(sources[0]) as image:
+        smaller = image.resize((round(image.width * 0.95), round(image.height * 0.95)), Image.Resampling.BILINEAR)
+        smaller.save(raw / "copy.jpg", quality=80)
+    manifest = _run(raw, params).manifest.set_index("rel_path")
+    original = f"red iron-{sources[0].name}"
+    assert manifest.loc["copy.jpg", "dup_group"] == manifest.loc[original, "dup_group"]
+    assert manifest.loc["copy.jpg", "dup_group_size"] == 2
+    assert (manifest["dup_group_size"] > 1).sum() == 2  # the other steel surfaces, alike as they are, stay apart
+
+
+@pytest.mark.skipif(not MAGNETIC_TILE.is_dir(), reason=f"magnetic-tile not present at {MAGNETIC_TILE}")
+def test_real_magnetic_tile_groups_are_small_and_each_one_tile(tmp_path, params) -> None:
+    # The data set shows each tile under up to 7 lightings (exp0..exp6), cropped by hand each time: real
+    # near-duplicates, sometimes labelled differently. pHash links alone chained 97 images of four classes.
+    # the .png masks beside the photos are taken for masks (ingest.masks: auto), so they form no group either
+    result = ingest(MAGNETIC_TILE, _settings(workers=0), class_names=params.ontology.class_names)
+    manifest = result.manifest
+    assert len(manifest) == 1344 and result.report["masks"] == 1344
+    groups = manifest.groupby("dup_group")
+    assert groups.size().max() <= 16  # a tile's lightings, at most two crops of it
+    # one tile per group, checked on what the grouping never sees (its thumbnails are squares): the crop's shape
+    widths, heights = groups["width"], groups["height"]
+    assert (widths.max() <= 1.1 * widths.min()).all() and (heights.max() <= 1.1 * heights.min()).all()
+    sizes = groups.size()
+    assert result.report["near_duplicate_largest_group"] == sizes.max()
+    assert sum(result.report["near_duplicate_group_sizes"].values()) == (sizes > 1).sum()
 
 
 def test_outputs_are_identical_on_rerun(tmp_path, params) -> None:

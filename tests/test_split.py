@@ -190,3 +190,34 @@ def test_split_command_writes_outputs_and_pins_a_previous_release(tmp_path) -> N
 
     result = CliRunner().invoke(app, [*base, *options, "--previous", str(tmp_path / "nope.parquet")])
     assert result.exit_code == 1 and "nope.parquet: file not found" in result.output
+
+
+def test_grouped_classes_land_within_two_points_of_the_ratios() -> None:
+    # sizes like magnetic-tile's after grouping (a tile under several lightings): 1 to 12 images per group
+    counts = {"scratch": 115, "contamination": 85, "dent": 57, "crack": 103, "ok": 952}
+    manifest = make_manifest(counts, group_sizes=(1, 2, 1, 3, 7, 1, 2, 4, 12, 1, 5, 2))
+    result = run(manifest)
+    merged = manifest.merge(result.splits, on="image_id")
+    assert merged.groupby("dup_group")["split"].nunique().max() == 1
+    target = SplitParams().ratios
+    for cls, n in counts.items():
+        got = merged[merged["truth"] == cls]["split"].value_counts()
+        for name in SPLITS:
+            assert abs(got.get(name, 0) / n - target[name]) <= 0.02, (cls, name, got.to_dict())
+
+
+def test_a_group_above_the_share_of_its_split_is_warned_about_once() -> None:
+    manifest = make_manifest({"scratch": 100, "dent": 100})
+    big = manifest.index[manifest["truth"] == "dent"][:12]
+    manifest.loc[big, "dup_group"] = manifest.loc[big, "image_id"].min()
+    result = run(manifest, SplitParams(group_by=[], max_group_share=0.05))
+    group = manifest.loc[big, "image_id"].min()
+    lines = [w for w in result.warnings if group in w]
+    assert len(lines) == 1 and len(result.warnings) == 1
+    landed = result.splits.set_index("image_id").loc[manifest.loc[big[0], "image_id"], "split"]
+    split_size = int((result.splits["split"] == landed).sum())
+    assert f"holds 12 images, {12 / split_size:.1%} of split {landed!r} ({split_size} images)" in lines[0]
+    assert "split.max_group_share = 0.05" in lines[0] and "\n" not in lines[0]
+    assert result.report["warnings"] == result.warnings
+    quiet = run(manifest, SplitParams(group_by=[], max_group_share=0.5))
+    assert quiet.warnings == []
