@@ -160,7 +160,8 @@ def test_real_magnetic_tile_groups_are_small_and_each_one_tile(tmp_path, params)
     # The data set shows each tile under up to 7 lightings (exp0..exp6), cropped by hand each time: real
     # near-duplicates, sometimes labelled differently. pHash links alone chained 97 images of four classes.
     # the .png masks beside the photos are taken for masks (ingest.masks: auto), so they form no group either
-    result = ingest(MAGNETIC_TILE, _settings(workers=0), class_names=params.ontology.class_names)
+    settings = _settings(workers=0, unmapped_labels="add")  # mask regions are "defect", not a sample class
+    result = ingest(MAGNETIC_TILE, settings, class_names=params.ontology.class_names)
     manifest = result.manifest
     assert len(manifest) == 1344 and result.report["masks"] == 1344
     groups = manifest.groupby("dup_group")
