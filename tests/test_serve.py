@@ -542,5 +542,6 @@ def test_connect_backend_gives_label_studio_the_secret():
             **auth,
         },
     )
-    assert calls[1] == ("update", {"id": 5, "url": "http://127.0.0.1:9090", **auth})  # an old one gets the secret
+    # an existing registration gets the secret too
+    assert calls[1] == ("update", {"id": 5, "project": 1, "url": "http://127.0.0.1:9090", **auth})
     assert first["created"] and not again["created"]

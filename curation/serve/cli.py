@@ -161,7 +161,8 @@ def connect_backend(
         existing = [b for b in client.ml.list(project=project_id) if (b.url or "").rstrip("/") == url]
     if existing:
         with translate(f"giving the ML backend {url} the service's secret", conn):
-            backend = client.ml.update(id=existing[0].id, url=url, **auth)
+            # Label Studio re-validates (/health, /setup) on update and needs the project for it
+            backend = client.ml.update(id=existing[0].id, project=project_id, url=url, **auth)
         created = False
     else:
         from label_studio_sdk.core.api_error import ApiError
