@@ -153,8 +153,9 @@ def serve(project: Project, tmp_path_factory) -> Iterator[Serve]:
         process = _start(["serve", "--port", str(port)], project.root, log, env)
         try:
             _wait(process, log, f"http://127.0.0.1:{port}/health")
-            secret = json.loads(project.backend.read_text())
-            yield Serve(port, (secret["user"], secret["password"]), studio)
+            # a service that made no secret (as before the fix) still gets probed, with credentials it ignores
+            secret = json.loads(project.backend.read_text()) if project.backend.exists() else {}
+            yield Serve(port, (secret.get("user", "label-studio"), secret.get("password", "none")), studio)
         finally:
             _stop(process.pid)
             process.wait(timeout=10)
@@ -281,7 +282,6 @@ def test_browse_refuses_foreign_hosts_and_origins(project: Project, browse: int)
 
 
 def test_serve_gives_no_secret_through_any_route(project: Project, serve: Serve) -> None:
-    assert project.backend.stat().st_mode & 0o777 == 0o600
     markers = (*project.markers, serve.auth[1])
     creds = str(project.credentials)
     images = [
@@ -331,3 +331,4 @@ def test_serve_gives_no_secret_through_any_route(project: Project, serve: Serve)
     evil = httpx.get(f"http://127.0.0.1:{serve.port}/health", headers={"Host": "evil.example"}, trust_env=False)
     assert evil.status_code == 400
     _assert_nothing_leaks(answers, markers)
+    assert project.backend.stat().st_mode & 0o777 == 0o600
