@@ -332,3 +332,30 @@ def test_serve_gives_no_secret_through_any_route(project: Project, serve: Serve)
     assert evil.status_code == 400
     _assert_nothing_leaks(answers, markers)
     assert project.backend.stat().st_mode & 0o777 == 0o600
+
+
+@pytest.mark.parametrize(
+    ("host", "ok"),
+    [
+        ("127.0.0.1:9090", True),
+        ("localhost:9090", True),
+        ("LocalHost.:9090", True),
+        ("[::1]:9090", True),
+        ("127.0.0.1:9091", False),
+        ("127.0.0.1", False),  # port 80
+        ("evil.example:9090", False),
+        ("127.0.0.1.evil.example:9090", False),
+        ("127.0.0.1:9090@evil.example", False),
+        ("evil.example@127.0.0.1:9090", False),
+        ("127.0.0.1:9090/x", False),
+        ("127.0.0.1:abc", False),
+        ("[::1", False),
+        ("", False),
+        ("proxy.factory.example:443", True),  # a configured name, any port
+    ],
+)
+def test_host_guard_reads_host_headers(host: str, ok: bool) -> None:
+    from curation.localhttp import HostGuard
+
+    guard = HostGuard(None, names=["Proxy.Factory.Example"])
+    assert guard.allowed(host, 9090) is ok

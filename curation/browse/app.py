@@ -33,7 +33,8 @@ def media_paths(dataset: Any) -> frozenset[str]:
     paths: set[str] = set()
     for name in sorted(fields):
         if name == "filepath" or name in schema:
-            paths.update(value for value in dataset.distinct(name) if isinstance(value, str) and value)
+            # values() streams a cursor; distinct() builds one MongoDB document, capped at 16 MB of paths
+            paths.update(value for value in dataset.values(name) if isinstance(value, str) and value)
     return frozenset(paths)
 
 
