@@ -261,7 +261,11 @@ def test_browse_serves_the_dataset_images_and_no_secret(project: Project, browse
     listing = json.dumps(
         {"operator_uri": "@voxel51/operators/list_files", "params": {"path": str(project.credentials.parent)}}
     )
-    answers.append(("list_files", *_raw(port, "POST", "/operators/execute", body=listing.encode())))
+    listed = _raw(port, "POST", "/operators/execute", body=listing.encode())
+    assert listed[0] == 403 and b"credentials.json" not in listed[2]  # FiftyOne would list the folder
+    answers.append(("list_files", *listed))
+    other = json.dumps({"operator_uri": "@voxel51/operators/list_saved_views", "params": {}, "dataset_name": DATASET})
+    assert _raw(port, "POST", "/operators/execute", body=other.encode())[0] == 200  # other operators still work
     _assert_nothing_leaks(answers, project.markers)
     assert len(answers) > 150
 

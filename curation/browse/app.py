@@ -6,6 +6,8 @@ uvicorn on 127.0.0.1, with two changes that keep other local programs and web pa
   for character, a media path of the dataset when the App started (``filepath`` and the dataset's App media
   fields). No path arithmetic, so ``..``, encodings and symlinks outside the dataset have nothing to match. The
   list is fixed at start: a sample added or edited through the App (its operators can) cannot widen it.
+- The operator that lists any folder on disk (``list_files``, for the App's file pickers) is refused
+  (:class:`OperatorFilter`); every other operator works as in FiftyOne.
 - :class:`curation.localhttp.HostGuard` in front: any ``Host`` but 127.0.0.1/localhost on this port is refused
   (DNS rebinding), and so is a request whose ``Origin`` is another site (a page POSTing to the App's operators).
 
@@ -15,6 +17,7 @@ reach without our guards; serving the same application object here leaves only t
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 from typing import Any
@@ -24,6 +27,8 @@ from curation.localhttp import HostGuard
 
 HOST = "127.0.0.1"
 MEDIA_ROUTE = "/media"
+# operators that reach beyond the dataset: list_files returns the names and sizes in any folder the user can read
+DENIED_OPERATORS = frozenset({"@voxel51/operators/list_files"})
 
 
 def media_paths(dataset: Any) -> frozenset[str]:
@@ -71,7 +76,51 @@ def guarded_app(media: frozenset[str]) -> Any:
         )
     app.router.routes[found[0]] = Route(MEDIA_ROUTE, DatasetMedia)
     app.debug = False  # fiftyone turns Starlette's debug pages on: tracebacks with local paths in error answers
-    return HostGuard(app, check_origin=True)
+    return HostGuard(OperatorFilter(app, DENIED_OPERATORS), check_origin=True)
+
+
+class OperatorFilter:
+    """ASGI middleware: 403 for a POST to the App's ``/operators/...`` routes that names a ``denied`` operator.
+
+    The operator is named in the JSON body, so the body is read here and handed on unchanged.
+    """
+
+    def __init__(self, app: Any, denied: frozenset[str]) -> None:
+        self.app = app
+        self.denied = denied
+
+    async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] != "POST" or not scope["path"].startswith("/operators"):
+            await self.app(scope, receive, send)
+            return
+        body = bytearray()
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":  # the client went away
+                return
+            body += message.get("body", b"")
+            if not message.get("more_body", False):
+                break
+        try:
+            named = json.loads(body).get("operator_uri")
+        except (ValueError, AttributeError):
+            named = None  # not a JSON object: FiftyOne answers it (400)
+        if named in self.denied:
+            answer = json.dumps({"detail": f"operator {named} is disabled by curation browse"}).encode()
+            headers = [(b"content-type", b"application/json"), (b"content-length", str(len(answer)).encode())]
+            await send({"type": "http.response.start", "status": 403, "headers": headers})
+            await send({"type": "http.response.body", "body": answer})
+            return
+        replayed = False
+
+        async def replay() -> dict:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": bytes(body), "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
 
 def bind(port: int) -> socket.socket:
