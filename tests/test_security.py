@@ -12,6 +12,7 @@ import json
 import os
 import re
 import secrets
+import socket
 import subprocess
 import sys
 import time
@@ -363,3 +364,15 @@ def test_host_guard_reads_host_headers(host: str, ok: bool) -> None:
 
     guard = HostGuard(None, names=["Proxy.Factory.Example"])
     assert guard.allowed(host, 9090) is ok
+
+
+def test_browse_names_a_taken_port() -> None:
+    from curation.browse.app import bind
+    from curation.browse.errors import BrowseError
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        with pytest.raises(BrowseError, match=f"port {port} on 127.0.0.1 is in use.*--port"):
+            bind(port)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import re
 import threading
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -545,3 +546,25 @@ def test_connect_backend_gives_label_studio_the_secret():
     # an existing registration gets the secret too
     assert calls[1] == ("update", {"id": 5, "project": 1, "url": "http://127.0.0.1:9090", **auth})
     assert first["created"] and not again["created"]
+
+
+def test_the_secret_is_made_once_private_and_explained_when_missing(tmp_path):
+    from curation.serve.auth import authorized, ensure_secret, load_secret
+    from curation.serve.errors import ServeError
+    from curation.studio.errors import StudioError
+    from curation.studio.server import StudioHome
+
+    home = StudioHome(tmp_path / ".studio")
+    with pytest.raises(ServeError, match=r"backend.json not found: start `curation serve` once"):
+        load_secret(home)
+    made = ensure_secret(home)
+    path = home.root / "backend.json"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert ensure_secret(home) == made == load_secret(home)
+    assert re.fullmatch(r"[0-9a-f]{40}", made.password) and made.password not in repr(made)
+    assert authorized(made.header()["Authorization"], made)
+    assert not authorized(BackendSecret(made.user, made.password[:-1] + "x").header()["Authorization"], made)
+    assert not authorized(f"Bearer {made.password}", made) and not authorized(None, made)
+    path.chmod(0o644)
+    with pytest.raises(StudioError, match="chmod 600"):
+        load_secret(home)
