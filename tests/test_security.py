@@ -29,11 +29,9 @@ import yaml
 from PIL import Image
 
 from curation.browse import database
-from curation.browse.build import BrowseInputs, build_dataset
 from curation.studio.server import write_private_json
-from schemas.params_browse import BrowseParams
 from tests.conftest import ROOT
-from tests.test_browse import _stop, browse_db  # noqa: F401  (browse_db: the session's mongod)
+from tests.test_browse import _stop
 from tests.test_serve import _http_server
 from tests.tiny_models import build_clip
 
@@ -52,42 +50,45 @@ class Project:
 
 
 @pytest.fixture(scope="module")
-def project(browse_db, params) -> Iterator[Project]:  # noqa: F811
-    """The fixture's project folder: a dataset of 3 images, `.studio/credentials.json` beside it, a symlink to the
-    credentials among the images (what another local user or program could plant), and a params.yaml."""
-    import fiftyone as fo
-
-    root = browse_db.root
-    credentials = root / ".studio" / "credentials.json"
-    password, token = f"pw-{secrets.token_hex(12)}", secrets.token_hex(20)
-    write_private_json(credentials, {"email": "admin@studio.local", "password": password, "token": token})
-    images = root / "sec-images"
-    images.mkdir(exist_ok=True)
-    rows = []
-    for k in range(3):
-        path = images / f"part {k}.png"
-        Image.fromarray(np.full((32, 48, 3), 40 * k, dtype=np.uint8)).save(path)
-        rows.append({"image_id": f"{k:016x}", "path": str(path), "width": 48, "height": 32, "format": "PNG"})
-    link = images / "link.png"
-    link.unlink(missing_ok=True)
-    link.symlink_to(credentials)
-    build_dataset(
-        BrowseInputs(manifest=pd.DataFrame(rows)),
-        name=DATASET,
-        version="sectest",
-        class_names=params.ontology.class_names,
-        settings=BrowseParams(),
-        base_dir=root,
-    )
-    data = params.model_dump(mode="json")
-    data["prelabel"]["clip"]["model"] = str(build_clip(root / "sec-clip"))
-    (root / "params.yaml").write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+def project(tmp_path_factory, params) -> Iterator[Project]:
+    """A project folder as a user has it: its own mongod, a dataset of 3 images built by `curation fiftyone`,
+    `.studio/credentials.json`, a symlink to the credentials among the images (what another local user or program
+    could plant) and a params.yaml. FiftyOne is never connected in the test process: the servers run as the CLI."""
+    root = tmp_path_factory.mktemp("secproject")
+    db = database.start(root / ".fiftyone")
     try:
+        credentials = root / ".studio" / "credentials.json"
+        password, token = f"pw-{secrets.token_hex(12)}", secrets.token_hex(20)
+        write_private_json(credentials, {"email": "admin@studio.local", "password": password, "token": token})
+        images = root / "sec-images"
+        images.mkdir()
+        rows = []
+        for k in range(3):
+            path = images / f"part {k}.png"
+            Image.fromarray(np.full((32, 48, 3), 40 * k, dtype=np.uint8)).save(path)
+            rows.append({"image_id": f"{k:016x}", "path": str(path), "width": 48, "height": 32, "format": "PNG"})
+        pd.DataFrame(rows).to_parquet(root / "manifest.parquet", index=False)
+        link = images / "link.png"
+        link.symlink_to(credentials)
+        data = params.model_dump(mode="json")
+        data["prelabel"]["clip"]["model"] = str(build_clip(root / "sec-clip"))
+        (root / "params.yaml").write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
+        build = ["fiftyone", "out", "--manifest", "manifest.parquet", "--version", "sectest"]
+        built = subprocess.run(
+            [sys.executable, "-m", "curation.cli", *build],
+            cwd=root,
+            env={**os.environ, **QUIET, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert built.returncode == 0, built.stdout[-2000:] + built.stderr[-2000:]
         yield Project(
             root, credentials, root / ".studio" / "backend.json", images / "part 0.png", link, (password, token)
         )
     finally:
-        fo.delete_dataset(DATASET)
+        database.stop(root / ".fiftyone")
+        assert not database._alive(db.pid)
 
 
 def _start(args: list[str], root: Path, log: Path, env: dict[str, str]) -> subprocess.Popen:
