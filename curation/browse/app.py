@@ -1,5 +1,5 @@
 """The FiftyOne App as ``curation browse`` serves it: FiftyOne's own Starlette application, run in this process by
-uvicorn on 127.0.0.1, with two changes that keep other local programs and web pages away from the user's files.
+uvicorn on 127.0.0.1, with changes that keep other local programs and web pages away from the user's files.
 
 - ``/media`` serves only the media of the dataset being browsed. FiftyOne's route returns any file the user can
   read (``/media?filepath=/home/me/.studio/credentials.json``); ours answers 404 unless ``filepath`` is, character
