@@ -50,7 +50,7 @@ def _default_bands() -> list[Band]:
 class ServeParams(StrictModel):
     """Everything ``curation serve`` reads from ``params.yaml`` (section ``serve``)."""
 
-    host: str = Field("127.0.0.1", description="Bind address; the service has no authentication: keep loopback.")
+    host: str = Field("127.0.0.1", description="Bind address; keep loopback unless Label Studio runs elsewhere.")
     port: Annotated[int, Field(ge=1, le=65535)] = 9090
     models: list[ServeModel] = Field(default_factory=lambda: [ServeModel(name="clip", kind="clip")], min_length=1)
     predict_model: str | None = Field(None, description="CLIP model for Label Studio /predict; null = first clip.")
@@ -67,6 +67,11 @@ class ServeParams(StrictModel):
     fetch_timeout_s: Annotated[float, Field(gt=0)] = Field(30.0, description="Fetching a task's image from Studio.")
     text_cache_size: Annotated[int, Field(ge=0)] = Field(4096, description="Prompt embeddings kept per model.")
     bands: list[Band] = Field(default_factory=_default_bands, min_length=1)
+    allowed_hosts: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=list,
+        description="Host names accepted in the Host header besides 127.0.0.1, localhost, ::1 and serve.host "
+        "(e.g. the name Label Studio uses to reach the service); any other Host gets HTTP 400 (DNS rebinding).",
+    )
 
     @model_validator(mode="after")
     def _consistent(self) -> ServeParams:

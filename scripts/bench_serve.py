@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import secrets
 import sys
 import tempfile
 import threading
@@ -33,11 +34,18 @@ PROMPTS = ["a scratch on a steel surface", "an oil stain on metal", "a clean ste
 
 from curation.io import atomic_path  # noqa: E402
 from curation.serve.app import create_app  # noqa: E402
+from curation.serve.auth import BackendSecret  # noqa: E402
 from curation.serve.cli import running  # noqa: E402
 from schemas.params import load_params  # noqa: E402
 from schemas.params_prelabel import CaptionParams, ClipParams, PrelabelParams  # noqa: E402
 from schemas.params_serve import ServeParams  # noqa: E402
 from tests.tiny_models import build_clip  # noqa: E402
+
+SECRET = BackendSecret(user="label-studio", password=secrets.token_hex(20))  # this run's services only
+
+
+def no_studio() -> tuple[str, str]:
+    raise SystemExit("the benchmark sends inline images only; no Label Studio is involved")
 
 
 def images(limit: int = 64) -> list[str]:
@@ -55,7 +63,7 @@ def load(url: str, clients: int, seconds: float, payloads: list[str]) -> tuple[f
     stop_at = time.perf_counter() + seconds
 
     def client(index: int) -> None:
-        with httpx.Client(base_url=url, timeout=120, trust_env=False) as http:
+        with httpx.Client(base_url=url, timeout=120, trust_env=False, headers=SECRET.header()) as http:
             i = index
             while time.perf_counter() < stop_at:
                 body = {"image": payloads[i % len(payloads)], "prompts": PROMPTS}
@@ -101,7 +109,8 @@ def main() -> None:
         with ExitStack() as stack:
             urls = {}
             for mode, max_batch in modes.items():
-                app = create_app(ServeParams(max_batch=max_batch, max_wait_ms=5.0), prelabel, params.ontology)
+                settings = ServeParams(max_batch=max_batch, max_wait_ms=5.0)
+                app = create_app(settings, prelabel, params.ontology, secret=SECRET, studio=no_studio)
                 urls[mode] = stack.enter_context(running(app))
                 load(urls[mode], 2, 3.0, payloads)  # loads the weights and warms up, outside the timing
             for clients in args.clients:

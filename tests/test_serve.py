@@ -6,8 +6,15 @@ from __future__ import annotations
 
 import base64
 import io
+import json
+import re
+import threading
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import ClassVar
 
 import httpx
 import numpy as np
@@ -21,7 +28,9 @@ from curation.prelabel.models import ClipScorer, Runtime, resolve_checkpoint
 from curation.prelabel.stage import prelabel
 from curation.serve import cli as serve_cli
 from curation.serve.app import create_app
+from curation.serve.auth import BackendSecret
 from curation.serve.cli import running
+from curation.serve.errors import ClientError
 from curation.serve.scoring import band_of
 from curation.studio.config import label_config
 from schemas.params_prelabel import CaptionParams, ClipParams, PrelabelParams
@@ -62,10 +71,28 @@ def _serve(world, **changes) -> ServeParams:
     return ServeParams(**{"models": models, "max_batch": 16, "max_wait_ms": 20.0, **changes})
 
 
+SECRET = BackendSecret(user="label-studio", password="a-test-secret-0123456789")
+
+
+def _no_studio() -> tuple[str, str]:
+    raise ClientError("no Label Studio server to fetch task images from (the tests give none)", 503)
+
+
+def _app(world, params, serve: ServeParams | None = None, studio=_no_studio, prelabel: PrelabelParams | None = None):
+    return create_app(
+        serve or _serve(world), prelabel or _prelabel(world), params.ontology, secret=SECRET, studio=studio
+    )
+
+
+def _client(url: str, auth: BackendSecret | None = SECRET) -> httpx.Client:
+    credentials = (auth.user, auth.password) if auth else None
+    return httpx.Client(base_url=url, timeout=TIMEOUT, trust_env=False, auth=credentials)
+
+
 @pytest.fixture(scope="module")
 def service(world, params):
-    app = create_app(_serve(world), _prelabel(world), params.ontology)
-    with running(app) as url, httpx.Client(base_url=url, timeout=TIMEOUT, trust_env=False) as http:
+    studio = ("http://127.0.0.1:1", "studio-token")  # nothing listens there: these tests send inline images
+    with running(_app(world, params, studio=lambda: studio)) as url, _client(url) as http:
         yield http
 
 
@@ -100,8 +127,7 @@ def _reference(folder: Path, data: bytes, prompts: list[str], prelabel: Prelabel
 
 
 def test_models_load_lazily_and_health_reports_them(world, params):
-    app = create_app(_serve(world), _prelabel(world), params.ontology)
-    with running(app) as url, httpx.Client(base_url=url, timeout=TIMEOUT, trust_env=False) as http:
+    with running(_app(world, params)) as url, _client(url) as http:
         before = {m["name"]: m for m in http.get("/health").json()["models"]}
         assert set(before) == {"clip-en", "clip-ko", "blip"}
         assert not any(m["loaded"] for m in before.values())
@@ -159,10 +185,10 @@ def test_model_is_selectable_and_korean_prompts_are_noted(world, service):
 
 def test_fifty_parallel_requests_are_batched_and_answered_correctly(world, params):
     prelabel_settings = _prelabel(world)
-    app = create_app(_serve(world), prelabel_settings, params.ontology)
+    app = _app(world, params, prelabel=prelabel_settings)
     images = [_png(100 + i) for i in range(50)]
     prompts = [[f"defect number {i}", "a clean surface"] for i in range(50)]
-    with running(app) as url, httpx.Client(base_url=url, timeout=TIMEOUT, trust_env=False) as http:
+    with running(app) as url, _client(url) as http:
 
         def ask(i: int) -> httpx.Response:
             return http.post("/score", json={"image": _b64(images[i]), "prompts": prompts[i]})
@@ -208,8 +234,7 @@ def test_bad_input_gets_a_clear_4xx(service, payload, status, words):
 
 
 def test_too_large_bodies_are_refused(world, params):
-    app = create_app(_serve(world, max_request_bytes=4096), _prelabel(world), params.ontology)
-    with running(app) as url, httpx.Client(base_url=url, timeout=TIMEOUT, trust_env=False) as http:
+    with running(_app(world, params, _serve(world, max_request_bytes=4096))) as url, _client(url) as http:
         declared = http.post("/score", json={"image": "A" * 8000, "prompts": ["x"]})
 
         def chunks():
@@ -232,8 +257,7 @@ def test_unexpected_errors_are_500_without_details(world, params, monkeypatch):
         raise RuntimeError("secret internal detail")
 
     monkeypatch.setattr(Registry, "_run_clip", broken)
-    app = create_app(_serve(world), _prelabel(world), params.ontology)
-    with running(app) as url, httpx.Client(base_url=url, timeout=TIMEOUT, trust_env=False) as http:
+    with running(_app(world, params)) as url, _client(url) as http:
         answer = http.post("/score", json={"image": _b64(_png(4)), "prompts": ["x"]})
         again = http.get("/health")
     assert answer.status_code == 500
@@ -243,8 +267,7 @@ def test_unexpected_errors_are_500_without_details(world, params, monkeypatch):
 
 def test_missing_model_weights_are_503_with_the_fix(world, params, tmp_path):
     serve = ServeParams(models=[ServeModel(name="gone", path=str(tmp_path / "missing" / "clip"))])
-    app = create_app(serve, _prelabel(world), params.ontology)
-    with running(app) as url, httpx.Client(base_url=url, timeout=TIMEOUT, trust_env=False) as http:
+    with running(_app(world, params, serve)) as url, _client(url) as http:
         answer = http.post("/score", json={"image": _b64(_png(5)), "prompts": ["x"]})
         health = http.get("/health").json()["models"][0]
     assert answer.status_code == 503 and "not a folder" in answer.json()["detail"]
@@ -283,9 +306,8 @@ def test_setup_and_predict_match_the_prelabel_stage(world, params, service, tmp_
 
 
 def test_predict_with_captions(world, params):
-    app = create_app(_serve(world, caption_model="blip"), _prelabel(world), params.ontology)
     path = world["manifest"]["path"].iloc[0]
-    with running(app) as url, httpx.Client(base_url=url, timeout=TIMEOUT, trust_env=False) as http:
+    with running(_app(world, params, _serve(world, caption_model="blip"))) as url, _client(url) as http:
         answer = http.post("/predict", json={"tasks": [{"id": 1, "data": {"image": _data_uri(path)}}]})
         health = {m["name"]: m["loaded"] for m in http.get("/health").json()["models"]}
     assert answer.status_code == 200, answer.text
@@ -317,6 +339,7 @@ def test_serve_command_binds_loopback_by_default(world, params, monkeypatch, tmp
     params_file = tmp_path / "params.yaml"
     data = params.model_dump(mode="json")
     data["prelabel"]["clip"]["model"] = str(world["clip_en"])
+    data["labelstudio"]["home"] = str(tmp_path / ".studio")
     params_file.write_text(yaml.safe_dump(data, allow_unicode=True))
     app = typer.Typer()
     app.command("serve")(serve_cli.serve_command)
@@ -324,9 +347,17 @@ def test_serve_command_binds_loopback_by_default(world, params, monkeypatch, tmp
     result = CliRunner().invoke(app, ["serve", "--params", str(params_file)])
     assert result.exit_code == 0, result.output
     assert calls == {"host": "127.0.0.1", "port": 9090, "log_level": "info"}
+    secret_file = tmp_path / ".studio" / "backend.json"
+    assert secret_file.stat().st_mode & 0o777 == 0o600
+    assert str(secret_file) in result.output.replace("\n", "")
+    secret = json.loads(secret_file.read_text())
+    assert (
+        secret["user"] == "label-studio" and len(secret["password"]) == 40 and secret["password"] not in result.output
+    )
     result = CliRunner().invoke(app, ["serve", "--params", str(params_file), "--host", "0.0.0.0", "--port", "9100"])
     assert calls["host"] == "0.0.0.0" and calls["port"] == 9100
-    assert "no authentication" in result.output
+    assert "plain HTTP" in result.output
+    assert json.loads(secret_file.read_text()) == secret  # made once, kept
 
 
 def test_connect_names_the_ssrf_guard_not_the_token():
@@ -346,5 +377,194 @@ def test_connect_names_the_ssrf_guard_not_the_token():
     client = SimpleNamespace(ml=SimpleNamespace(list=lambda project: [], create=refuse))
     conn = Connection("http://127.0.0.1:8080", "secret-token", "local")
     with pytest.raises(StudioRequestError, match="USE_DEFAULT_BANNED_SUBNETS") as caught:
-        connect_backend(client, conn, 1, "http://127.0.0.1:9090")
+        connect_backend(client, conn, 1, "http://127.0.0.1:9090", secret=SECRET)
     assert "API token" not in str(caught.value) and "secret-token" not in str(caught.value)
+
+
+# ---------------------------------------------------------------------------------------------- security
+
+
+class _Recorder(BaseHTTPRequestHandler):
+    """A loopback HTTP server that records each request; serves ``files`` (path -> bytes), 404 otherwise."""
+
+    files: ClassVar[dict[str, bytes]] = {}
+
+    def do_GET(self) -> None:
+        self.server.seen.append((self.path, self.headers.get("Authorization")))
+        body = self.files.get(self.path)
+        self.send_response(200 if body is not None else 404)
+        self.end_headers()
+        self.wfile.write(body or b"not here")
+
+    def log_message(self, *_args) -> None:
+        return None
+
+
+@contextmanager
+def _http_server(files: dict[str, bytes]) -> Iterator[ThreadingHTTPServer]:
+    handler = type("Handler", (_Recorder,), {"files": files})
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.seen = []
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=10)
+
+
+def _url(server: ThreadingHTTPServer) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
+def test_every_route_but_health_needs_the_secret(service):
+    url = str(service.base_url)
+    wrong = BackendSecret(user="label-studio", password="a-test-secret-0123456788")
+    requests = [
+        ("POST", "/setup", {"project": "1.0", "hostname": "http://127.0.0.1:1"}),
+        ("POST", "/predict", {"tasks": [{"id": 1, "data": {"image": "/data/local-files/?d=x.png"}}]}),
+        ("POST", "/score", {"image": _b64(_png(6)), "prompts": ["x"]}),
+        ("POST", "/webhook", {"action": "TASKS_CREATED"}),
+        ("GET", "/docs", None),
+        ("GET", "/nothing-here", None),
+    ]
+    for auth in (None, wrong):
+        with _client(url, auth) as http:
+            for method, path, body in requests:
+                answer = http.request(method, path, json=body)
+                assert answer.status_code == 401, (method, path, answer.text)
+                assert answer.headers["www-authenticate"].startswith("Basic ")
+                assert "backend.json" in answer.json()["detail"]
+            assert http.get("/health").status_code == 200
+    garbled = httpx.post(f"{url}/setup", json={}, headers={"Authorization": "Basic !!!"}, trust_env=False)
+    assert garbled.status_code == 401
+    assert service.post("/webhook", json={"action": "TASKS_CREATED"}).status_code == 200  # the right secret
+
+
+def test_unexpected_host_headers_are_refused(service):
+    port = service.base_url.port
+    for host in ("evil.example", f"evil.example:{port}", f"127.0.0.1.evil.example:{port}", f"127.0.0.1:{port + 1}"):
+        answer = service.get("/health", headers={"Host": host})
+        assert answer.status_code == 400, host
+        assert "Host" in answer.json()["detail"]
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}"):
+        assert service.get("/health", headers={"Host": host}).status_code == 200, host
+    # a rebinding page cannot use the service even with the secret (it would not have it), nor without
+    assert service.post("/score", headers={"Host": f"evil.example:{port}"}, json={}).status_code == 400
+
+
+def test_setup_cannot_point_image_fetches_at_another_host(world, params):
+    image = _png(7)
+    studio_files = {"/data/local-files/?d=line%201/a.png": image}
+    with _http_server(studio_files) as studio, _http_server({"/internal/admin?x=1": b"admin page"}) as internal:
+        target = (_url(studio), "settings-token")
+        with running(_app(world, params, studio=lambda: target)) as url, _client(url) as http:
+            setup = http.post(
+                "/setup", json={"project": "7.1", "hostname": _url(internal), "access_token": "project-token"}
+            )
+            assert setup.status_code == 200
+            tasks = [
+                {"id": 1, "data": {"image": "/data/local-files/?d=line%201/a.png"}},
+                {"id": 2, "data": {"image": "/internal/admin?x=1"}},
+                {"id": 3, "data": {"image": f"{_url(internal)}/internal/admin?x=1"}},
+                {"id": 4, "data": {"image": f"//127.0.0.1:{internal.server_address[1]}/internal/admin?x=1"}},
+                {"id": 5, "data": {"image": "file:///etc/passwd"}},
+            ]
+            answer = http.post("/predict", json={"tasks": tasks, "project": "7.1"})
+            other_project = http.post("/predict", json={"tasks": tasks[:1], "project": "9.9"})
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert "result" in results[0] and results[0]["model_version"]
+    assert "HTTP 404" in results[1]["error"]  # asked of Label Studio, which has no such file
+    for result in results[2:]:
+        assert "not on the Label Studio server" in result["error"], result
+    assert internal.seen == []  # /setup's hostname was never contacted
+    # the project's token from /setup; the settings' token for a project that never called /setup
+    assert sorted(studio.seen[:2]) == [
+        ("/data/local-files/?d=line%201/a.png", "Token project-token"),
+        ("/internal/admin?x=1", "Token project-token"),
+    ]
+    assert studio.seen[2:] == [("/data/local-files/?d=line%201/a.png", "Token settings-token")]
+    assert other_project.status_code == 200
+
+
+def test_predict_where_every_task_failed_is_4xx_with_each_error(service):
+    tasks = [
+        {"id": 1, "data": {"image": "http://example.com/a.png"}},
+        {"id": 2, "data": {"image": "http://example.com/b.png"}},
+    ]
+    answer = service.post("/predict", json={"tasks": tasks})
+    assert answer.status_code == 400, answer.text
+    body = answer.json()
+    assert "every task failed (2)" in body["detail"]
+    assert [r["task"] for r in body["results"]] == [1, 2]
+    assert all("not on the Label Studio server" in r["error"] and "result" not in r for r in body["results"])
+    mixed = [
+        {"id": 1, "data": {"image": "http://example.com/a.png"}},
+        {"id": 2, "data": {"image": "data:image/png;base64,bm90IGFuIGltYWdl"}},
+    ]
+    answer = service.post("/predict", json={"tasks": mixed})
+    assert answer.status_code == 422 and [r["task"] for r in answer.json()["results"]] == [1, 2]
+
+
+def test_connect_backend_gives_label_studio_the_secret():
+    from types import SimpleNamespace
+
+    from curation.serve.cli import connect_backend
+    from curation.studio.client import Connection
+
+    calls = []
+
+    def record(name):
+        def call(**kwargs):
+            calls.append((name, kwargs))
+            return SimpleNamespace(id=5, title="t", state="CO", model_version="v")
+
+        return call
+
+    registered = []
+    client = SimpleNamespace(
+        ml=SimpleNamespace(list=lambda project: registered, create=record("create"), update=record("update"))
+    )
+    conn = Connection("http://127.0.0.1:8080", "studio-token", "local")
+    first = connect_backend(client, conn, 1, "http://127.0.0.1:9090/", secret=SECRET)
+    registered.append(SimpleNamespace(id=5, url="http://127.0.0.1:9090"))
+    again = connect_backend(client, conn, 1, "http://127.0.0.1:9090", secret=SECRET)
+    auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": SECRET.user, "basic_auth_pass": SECRET.password}
+    assert calls[0] == (
+        "create",
+        {
+            "project": 1,
+            "url": "http://127.0.0.1:9090",
+            "title": serve_cli.BACKEND_TITLE,
+            "is_interactive": False,
+            **auth,
+        },
+    )
+    # an existing registration gets the secret too
+    assert calls[1] == ("update", {"id": 5, "project": 1, "url": "http://127.0.0.1:9090", **auth})
+    assert first["created"] and not again["created"]
+
+
+def test_the_secret_is_made_once_private_and_explained_when_missing(tmp_path):
+    from curation.serve.auth import authorized, ensure_secret, load_secret
+    from curation.serve.errors import ServeError
+    from curation.studio.errors import StudioError
+    from curation.studio.server import StudioHome
+
+    home = StudioHome(tmp_path / ".studio")
+    with pytest.raises(ServeError, match=r"backend.json not found: start `curation serve` once"):
+        load_secret(home)
+    made = ensure_secret(home)
+    path = home.root / "backend.json"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert ensure_secret(home) == made == load_secret(home)
+    assert re.fullmatch(r"[0-9a-f]{40}", made.password) and made.password not in repr(made)
+    assert authorized(made.header()["Authorization"], made)
+    assert not authorized(BackendSecret(made.user, made.password[:-1] + "x").header()["Authorization"], made)
+    assert not authorized(f"Bearer {made.password}", made) and not authorized(None, made)
+    path.chmod(0o644)
+    with pytest.raises(StudioError, match="chmod 600"):
+        load_secret(home)

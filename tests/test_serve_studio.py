@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 
 from curation.serve import cli as serve_cli
 from curation.serve.app import create_app
+from curation.serve.auth import BackendSecret, ensure_secret
 from curation.serve.cli import connect_backend, running
 from curation.studio import cli as studio_cli
 from curation.studio import server as studio_server_module
@@ -23,6 +24,8 @@ from schemas.params_serve import ServeParams
 from tests.conftest import ROOT, write_image
 from tests.studio_fixture import Studio, studio_server  # noqa: F401
 from tests.tiny_models import build_clip
+
+SECRET = BackendSecret(user="label-studio", password="not-the-service-secret")
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +53,14 @@ def test_connected_backend_predicts_tasks_opened_without_predictions(studio_for_
     task = client.tasks.create(project=project.id, data={"image": local_files_url(image, studio.document_root)})
     assert not client.predictions.list(task=task.id)
 
-    app = create_app(ServeParams(), prelabel, params.ontology)
+    secret = ensure_secret(studio.home)  # where `curation serve` keeps it; connect-backend reads it there
+    target = (studio.conn.url, studio.conn.token)
+    app = create_app(ServeParams(), prelabel, params.ontology, secret=secret, studio=lambda: target)
     with running(app) as url:
-        first = connect_backend(client, studio.conn, project.id, url)
-        again = connect_backend(client, studio.conn, project.id, url)
-        version = httpx.post(f"{url}/setup", json={}, trust_env=False).json()["model_version"]
+        refused = httpx.post(f"{url}/setup", json={}, trust_env=False)
+        first = connect_backend(client, studio.conn, project.id, url, secret=secret)
+        again = connect_backend(client, studio.conn, project.id, url, secret=secret)
+        version = httpx.post(f"{url}/setup", json={}, headers=secret.header(), trust_env=False).json()["model_version"]
         client.tasks.get(id=task.id)  # opening the task: Label Studio asks the backend (show_collab_predictions)
         predictions = client.predictions.list(task=task.id)
 
@@ -68,6 +74,7 @@ def test_connected_backend_predicts_tasks_opened_without_predictions(studio_for_
             patch.setattr(studio_cli, "studio_settings", lambda _params: settings)
             result = CliRunner().invoke(app_cli, ["connect-backend", url, "--params", str(params_file)])
 
+    assert refused.status_code == 401  # Label Studio got in below only because connect-backend gave it the secret
     assert first["created"] and not again["created"] and first["backend_id"] == again["backend_id"]
     assert first["model_version"] == version
     assert version.startswith(f"{clip}@local-")
@@ -89,5 +96,5 @@ def test_connect_to_a_dead_backend_is_a_clear_error(studio_for_backends, params)
     client = studio.client(retries=0)
     project = ensure_project(client, studio.conn, params.ontology, studio.settings_for("Serve dead backend"))
     with pytest.raises(StudioError, match="connecting the ML backend") as caught:
-        connect_backend(client, studio.conn, project.id, f"http://127.0.0.1:{free_port()}")
+        connect_backend(client, studio.conn, project.id, f"http://127.0.0.1:{free_port()}", secret=SECRET)
     assert studio.token not in str(caught.value)

@@ -107,7 +107,11 @@ def browse_command(
     port: Annotated[int | None, typer.Option(min=1, max=65535, help="App port (default: browse.port).")] = None,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Launch the FiftyOne App on 127.0.0.1 for a dataset version and print its URL; Ctrl-C stops it."""
+    """Serve the FiftyOne App on 127.0.0.1 for a dataset version and print its URL; Ctrl-C stops it.
+
+    The App is served from this process, and its /media route serves the dataset's images only
+    (:mod:`curation.browse.app`).
+    """
     from curation.browse import database
 
     settings = load_or_exit(params_path).browse
@@ -115,23 +119,24 @@ def browse_command(
     # SIGTERM (e.g. from a test or a process manager) unwinds like Ctrl-C, so the App server and mongod are stopped
     signal.signal(signal.SIGTERM, _raise_interrupt)
     with user_errors(), database.running(settings.db_dir):
-        import fiftyone as fo
-
+        from curation.browse.app import bind, guarded_app, media_paths, serve
         from curation.browse.search import register_zoo_model
 
+        sock = bind(port)
         dataset = find_dataset(settings, version)
         register_zoo_model(settings.db_dir)  # the App's text search loads the CLIP text tower through this entry
-        session = fo.launch_app(dataset, port=port, address=database.HOST, remote=True, auto=False)
+        app = guarded_app(media_paths(dataset))
         url = f"http://{database.HOST}:{port}/datasets/{dataset.name}"
         typer.echo(f"FiftyOne App for {dataset.name!r} ({len(dataset)} samples): {url}", err=False)
         typer.echo("saved views: " + (", ".join(dataset.list_saved_views()) or "none"))
         typer.echo("Ctrl-C stops the App")
         try:
-            session.wait(-1)
+            serve(app, sock)
         except KeyboardInterrupt:
-            typer.echo("stopping the App")
+            pass
         finally:
-            session.close()
+            sock.close()
+        typer.echo("stopped the App")
 
 
 def _raise_interrupt(signum: int, frame: Any) -> None:

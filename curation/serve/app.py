@@ -8,7 +8,14 @@ with the project's label config, hostname and access token, answered with ``mode
 with serialized tasks, answered with ``{"results": [one prediction per task]}``.
 
 Errors: a bad request gets a 4xx JSON ``{"detail": message}`` that names the problem and the fix; anything
-unexpected gets a 500 with a generic message (the traceback goes to the server log only).
+unexpected gets a 500 with a generic message (the traceback goes to the server log only). A ``/predict`` where some
+tasks fail answers 200 with an ``error`` in place of those tasks' predictions (Label Studio stores the others); one
+where every task failed answers 4xx (the tasks' shared status, else 422) with the per-task errors in ``results``.
+
+Security: every route but ``GET /health`` needs the service's HTTP Basic secret (:mod:`curation.serve.auth`),
+the ``Host`` header must name this server (:class:`curation.localhttp.HostGuard`, against DNS rebinding), and task
+images are fetched only from the Label Studio server in the project's settings (``LABEL_STUDIO_URL`` or the local
+server), whatever ``/setup`` says: ``/setup`` only supplies the project's access token.
 """
 
 from __future__ import annotations
@@ -16,12 +23,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from curation.localhttp import HostGuard
 from curation.prelabel.errors import ModelUnavailableError
+from curation.serve.auth import BackendSecret, BasicAuthGuard
 from curation.serve.errors import ClientError
 from schemas.ontology import Ontology
 from schemas.params_prelabel import PrelabelParams
@@ -119,14 +129,29 @@ async def _send_json(send: Any, status: int, payload: dict) -> None:
     await send({"type": "http.response.body", "body": body})
 
 
+StudioTarget = Callable[[], tuple[str, str]]
+
+
 def create_app(
     settings: ServeParams,
     prelabel: PrelabelParams,
     ontology: Ontology,
     *,
+    secret: BackendSecret,
+    studio: StudioTarget,
     description_language: str = "both",
 ) -> Any:
-    """The FastAPI application (models load lazily, on their first request)."""
+    """The service as an ASGI application (models load lazily, on their first request).
+
+    Args:
+        settings: The ``serve`` section.
+        prelabel: The ``prelabel`` section (prompts, preprocessing, descriptions).
+        ontology: The classes.
+        secret: HTTP Basic credentials every route but ``GET /health`` requires.
+        studio: Returns ``(url, token)`` of the Label Studio server in the project's settings, the only host task
+            images are fetched from (called per ``/predict``; raises :class:`ClientError` when there is none).
+        description_language: Language of the pre-filled descriptions.
+    """
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
@@ -137,8 +162,9 @@ def create_app(
     from curation.serve.registry import ClipJob, Registry
 
     registry = Registry(settings, prelabel, ontology)
-    # project uid (None: the latest) -> (Label Studio URL, access token) from /setup; kept in memory only
-    studios: dict[str | None, tuple[str, str]] = {}
+    # project uid -> the project's access token from /setup; kept in memory only. /setup's hostname is not used:
+    # images come only from the Label Studio in the project's settings.
+    tokens: dict[str, str] = {}
 
     @asynccontextmanager
     async def lifespan(_app: Any):
@@ -180,9 +206,8 @@ def create_app(
     async def setup(request: SetupRequest) -> dict[str, Any]:
         if request.schema_:
             _check_config(request.schema_, ontology)
-        if request.project and request.hostname:
-            studios[request.project] = (request.hostname, request.access_token or "")
-            studios[None] = studios[request.project]
+        if request.project and request.access_token:
+            tokens[request.project] = request.access_token
         return {"model_version": await run_in_threadpool(registry.predict_version)}
 
     @app.post("/webhook")
@@ -205,8 +230,8 @@ def create_app(
         note = scoring.language_note(prompts, list(entry.spec.languages))
         return {"model": name, "model_version": scorer.key, **result, "note": note}
 
-    @app.post("/predict")
-    async def predict(request: PredictRequest) -> dict[str, Any]:
+    @app.post("/predict", response_model=None)
+    async def predict(request: PredictRequest) -> dict[str, Any] | JSONResponse:
         if not request.tasks:
             raise ClientError("no tasks to predict")
         if len(request.tasks) > settings.max_predict_tasks:
@@ -218,7 +243,16 @@ def create_app(
         key = image_key(request.label_config)
         if request.label_config:
             _check_config(request.label_config, ontology)
-        studio = studios.get(request.project) or studios.get(None)
+        target: list[tuple[str, str]] = []  # resolved once, on the first task that needs a fetch
+        lock = asyncio.Lock()
+
+        async def where() -> tuple[str, str]:
+            async with lock:
+                if not target:
+                    url, token = await run_in_threadpool(studio)
+                    target.append((url, tokens.get(request.project or "", token)))
+            return target[0]
+
         name = settings.predict_clip
         scorer = await run_in_threadpool(registry.model, name, "clip")
         version = await run_in_threadpool(registry.predict_version)
@@ -226,7 +260,7 @@ def create_app(
 
         async def fetch(task: dict[str, Any]) -> Any:
             async with gate:
-                return await _task_image(task, key, studio, settings)
+                return await _task_image(task, key, where, settings)
 
         images = await asyncio.gather(*(fetch(task) for task in request.tasks), return_exceptions=True)
         good = [i for i, image in enumerate(images) if not isinstance(image, BaseException)]
@@ -238,33 +272,37 @@ def create_app(
             {"task": request.tasks[i].get("id"), "error": str(images[i])}
             for i in range(len(images))
         ]
-        if good:
-            pixels = await asyncio.gather(
-                *(run_in_threadpool(_prepare, images[i], scorer.spec, prelabel) for i in good)
+        if not good:
+            statuses = {image.status for image in images if isinstance(image, ClientError)}
+            status = statuses.pop() if len(statuses) == 1 else 422
+            detail = f"every task failed ({len(images)}); the first: {results[0]['error']}"
+            return JSONResponse({"detail": detail, "results": results, "model_version": version}, status_code=status)
+        pixels = await asyncio.gather(*(run_in_threadpool(_prepare, images[i], scorer.spec, prelabel) for i in good))
+        answers = await asyncio.gather(*(registry.batcher(name).submit(ClipJob(p, (), True)) for p in pixels))
+        captions: list[str | None] = [None] * len(good)
+        if settings.caption_model:
+            captioner = await run_in_threadpool(registry.model, settings.caption_model, "blip")
+            caption_pixels = await asyncio.gather(
+                *(run_in_threadpool(_prepare, images[i], captioner.spec, prelabel) for i in good)
             )
-            answers = await asyncio.gather(*(registry.batcher(name).submit(ClipJob(p, (), True)) for p in pixels))
-            captions: list[str | None] = [None] * len(good)
-            if settings.caption_model:
-                captioner = await run_in_threadpool(registry.model, settings.caption_model, "blip")
-                caption_pixels = await asyncio.gather(
-                    *(run_in_threadpool(_prepare, images[i], captioner.spec, prelabel) for i in good)
-                )
-                batcher = registry.batcher(settings.caption_model)
-                captions = list(await asyncio.gather(*(batcher.submit(p) for p in caption_pixels)))
-            made = scoring.predictions(
-                list(answers),
-                captions,
-                text_classes=registry.text_classes,
-                ontology=ontology,
-                prelabel=prelabel,
-                version=version,
-                description_language=description_language,
-            )
-            for i, prediction in zip(good, made, strict=True):
-                results[i] = prediction
+            batcher = registry.batcher(settings.caption_model)
+            captions = list(await asyncio.gather(*(batcher.submit(p) for p in caption_pixels)))
+        made = scoring.predictions(
+            list(answers),
+            captions,
+            text_classes=registry.text_classes,
+            ontology=ontology,
+            prelabel=prelabel,
+            version=version,
+            description_language=description_language,
+        )
+        for i, prediction in zip(good, made, strict=True):
+            results[i] = prediction
         return {"results": results, "model_version": version}
 
-    return BodyLimit(app, settings.max_request_bytes)
+    names = [*settings.allowed_hosts, *([] if settings.host in ("0.0.0.0", "::", "") else [settings.host])]
+    guarded = BasicAuthGuard(BodyLimit(app, settings.max_request_bytes), secret)
+    return HostGuard(guarded, names=names)
 
 
 def _check_prompts(prompts: list[str], settings: ServeParams) -> list[str]:
@@ -317,8 +355,9 @@ def _prepare(rgb: Any, spec: Any, prelabel: PrelabelParams) -> Any:
     return prepare(rgb, spec, prelabel.preprocess)
 
 
-async def _task_image(task: dict[str, Any], key: str, studio: tuple[str, str] | None, settings: ServeParams) -> Any:
-    """A task's image as RGB: an inline data: URI, or fetched from the Label Studio server with its token."""
+async def _task_image(task: dict[str, Any], key: str, studio: Callable[[], Any], settings: ServeParams) -> Any:
+    """A task's image as RGB: an inline data: URI, or fetched with the token from the Label Studio server that
+    ``studio()`` names (the project's settings)."""
     from starlette.concurrency import run_in_threadpool
 
     from curation.serve.images import decode_base64, open_rgb, resolve_url
@@ -331,8 +370,9 @@ async def _task_image(task: dict[str, Any], key: str, studio: tuple[str, str] | 
     if value.startswith("data:"):
         data = decode_base64(value, what=what)
     else:
-        url = resolve_url(value, studio[0] if studio else None)
-        data = await _fetch(url, studio[1] if studio else "", settings, what)
+        studio_url, token = await studio()
+        url = resolve_url(value, studio_url)
+        data = await _fetch(url, token, settings, what)
     return await run_in_threadpool(open_rgb, data, max_pixels=settings.max_image_pixels, what=what)
 
 

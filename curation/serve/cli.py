@@ -1,5 +1,6 @@
 """``curation serve`` (the service in the foreground) and ``connect-backend`` (register it with the Label Studio
-project), plus :func:`running`, the service in a background thread for tests and benchmarks.
+project, with the service's HTTP Basic secret), plus :func:`running`, the service in a background thread for tests
+and benchmarks.
 
 Registered by ``curation.cli``: ``app.command("serve")(serve_command)`` and
 ``studio_app.command("connect-backend")(connect_backend_command)``.
@@ -10,7 +11,7 @@ from __future__ import annotations
 import ipaddress
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -19,9 +20,12 @@ import typer
 from rich.markup import escape
 
 from curation.console import ParamsOption, console, load_or_exit, user_errors
-from curation.serve.errors import ServeError
-from curation.studio.server import LOCAL_BACKEND_ENV
+from curation.serve.auth import BackendSecret, ensure_secret, load_secret, secret_path
+from curation.serve.errors import ClientError, ServeError
+from curation.studio.errors import StudioError
+from curation.studio.server import LOCAL_BACKEND_ENV, StudioHome
 from schemas.params import Params
+from schemas.params_studio import LabelStudioParams
 
 if TYPE_CHECKING:
     from label_studio_sdk.client import LabelStudio
@@ -33,9 +37,26 @@ BACKEND_TITLE = "defect-curation pre-labeler"
 _START_TIMEOUT_S = 30.0
 
 
-def build_app(params: Params) -> Any:
+def studio_target(settings: LabelStudioParams) -> Callable[[], tuple[str, str]]:
+    """``(url, token)`` of the Label Studio server in the project's settings (``LABEL_STUDIO_URL`` and
+    ``LABEL_STUDIO_API_KEY``, else the running local server), looked up on each call: the local server picks a new
+    port when it restarts."""
+    from curation.studio.client import connection
+
+    def resolve() -> tuple[str, str]:
+        try:
+            conn = connection(settings)
+        except StudioError as err:
+            raise ClientError(f"no Label Studio server to fetch task images from: {err}", 503) from None
+        return conn.url, conn.token
+
+    return resolve
+
+
+def build_app(params: Params, secret: BackendSecret) -> Any:
     from curation.prelabel.captions import require_korean_descriptions
     from curation.serve.app import create_app
+    from curation.studio.cli import studio_settings
 
     language = params.labelstudio.description_language
     require_korean_descriptions(params.ontology, params.prelabel.description, language)
@@ -43,6 +64,8 @@ def build_app(params: Params) -> Any:
         params.serve,
         params.prelabel,
         params.ontology,
+        secret=secret,
+        studio=studio_target(studio_settings(params)),
         description_language=params.labelstudio.description_language,
     )
 
@@ -89,33 +112,51 @@ def serve_command(
     """Serve the pre-labeler over HTTP: Label Studio ML backend (/health, /setup, /predict) and /score."""
     import uvicorn
 
+    from curation.studio.cli import studio_settings
+
     params = load_or_exit(params_path)
-    settings = params.serve
-    host = host or settings.host
+    settings = params.serve.model_copy(update={"host": host or params.serve.host})
     port = port or settings.port
-    if not _is_loopback(host):
+    if not _is_loopback(settings.host):
         console.print(
-            f"[yellow]warning:[/] binding {escape(host)}: the service has no authentication; anyone who can reach this "
-            "address can use it. Prefer 127.0.0.1 behind an authenticating proxy.",
+            f"[yellow]warning:[/] binding {escape(settings.host)}: requests travel as plain HTTP, so the service's "
+            "secret can be read on the network. Prefer 127.0.0.1, or a TLS proxy in front.",
             highlight=False,
         )
+    home = StudioHome(studio_settings(params).home)
     with user_errors():
-        app = build_app(params)
+        secret = ensure_secret(home)
+        app = build_app(params.model_copy(update={"serve": settings}), secret)
     names = ", ".join(f"{m.name} ({m.kind})" for m in settings.models)
     console.print(
-        f"serving on http://{host}:{port} - models (loaded on first use): {names}", highlight=False, markup=False
+        f"serving on http://{settings.host}:{port} - models (loaded on first use): {names}",
+        highlight=False,
+        markup=False,
     )
-    uvicorn.run(app, host=host, port=port, log_level="info")
+    console.print(
+        f"every route but /health needs HTTP Basic auth with the user and password in {secret_path(home)}; "
+        "`curation studio connect-backend` gives them to Label Studio",
+        highlight=False,
+        markup=False,
+    )
+    uvicorn.run(app, host=settings.host, port=port, log_level="info")
 
 
 # ---------------------------------------------------------------------------------------------- Label Studio
 
 
 def connect_backend(
-    client: LabelStudio, conn: Connection, project_id: int, url: str, *, title: str = BACKEND_TITLE
+    client: LabelStudio,
+    conn: Connection,
+    project_id: int,
+    url: str,
+    *,
+    secret: BackendSecret,
+    title: str = BACKEND_TITLE,
 ) -> dict[str, Any]:
-    """Register ``url`` as the project's ML backend (once: an existing registration of that URL is kept), so
-    tasks without predictions get one when opened. Label Studio calls /health and /setup while registering.
+    """Register ``url`` as the project's ML backend with the service's HTTP Basic secret (once: an existing
+    registration of that URL is kept and given the current secret), so tasks without predictions get one when
+    opened. Label Studio calls /health and /setup while registering.
 
     Raises:
         StudioError: Label Studio refused (its message says why, e.g. the backend did not answer).
@@ -124,17 +165,20 @@ def connect_backend(
     from curation.studio.errors import StudioRequestError
 
     url = url.rstrip("/")
+    auth = {"auth_method": "BASIC_AUTH", "basic_auth_user": secret.user, "basic_auth_pass": secret.password}
     with translate("listing the project's ML backends", conn):
         existing = [b for b in client.ml.list(project=project_id) if (b.url or "").rstrip("/") == url]
     if existing:
-        backend = existing[0]
+        with translate(f"giving the ML backend {url} the service's secret", conn):
+            # Label Studio re-validates (/health, /setup) on update and needs the project for it
+            backend = client.ml.update(id=existing[0].id, project=project_id, url=url, **auth)
         created = False
     else:
         from label_studio_sdk.core.api_error import ApiError
 
         with translate(f"connecting the ML backend {url}", conn):
             try:
-                backend = client.ml.create(project=project_id, url=url, title=title, is_interactive=False)
+                backend = client.ml.create(project=project_id, url=url, title=title, is_interactive=False, **auth)
             except ApiError as err:  # a 403 here is the SSRF guard, not the token: say so before translate
                 if "reserved network address" not in str(err.body):
                     raise
@@ -169,6 +213,7 @@ def connect_backend_command(
     params = load_or_exit(params_path)
     settings = studio_settings(params)
     with user_errors():
+        secret = load_secret(StudioHome(settings.home))
         conn = connection(settings)
         client = make_client(conn, retries=settings.retries, timeout_s=settings.timeout_s)
         project_ids = find_projects(client, conn, settings.project_title)  # every part of the project set
@@ -176,7 +221,7 @@ def connect_backend_command(
             raise ServeError(
                 f"no Label Studio project titled {settings.project_title!r} on {conn.url}; run `curation push` first"
             )
-        reports = [connect_backend(client, conn, project_id, url) for project_id in project_ids]
+        reports = [connect_backend(client, conn, project_id, url, secret=secret) for project_id in project_ids]
     for report in reports:
         verb = "connected" if report["created"] else "already connected"
         console.print(

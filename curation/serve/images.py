@@ -2,8 +2,8 @@
 
 Every check answers with a :class:`ClientError` naming the problem and the fix: bad base64 (400), a file that is
 not a supported image (415), too many pixels or bytes (413). Task images are fetched only from the Label Studio
-server that called ``/setup`` (or inline ``data:`` URIs), never from another host, so the service cannot be used
-to reach arbitrary addresses.
+server in the project's settings (or inline ``data:`` URIs), never from another host and without following
+redirects, so the service cannot be used to reach arbitrary addresses.
 """
 
 from __future__ import annotations
@@ -87,13 +87,8 @@ def image_key(label_config: str | None) -> str:
     raise ClientError('the project\'s labeling interface has no <Image value="$..."> tag; this backend labels images')
 
 
-def resolve_url(url: str, studio_url: str | None) -> str:
+def resolve_url(url: str, studio_url: str) -> str:
     """The absolute URL to fetch for a task image; only on the Label Studio server itself."""
-    if studio_url is None:
-        raise ClientError(
-            "no Label Studio server is known yet to fetch task images from; connect the backend to the project "
-            "(`curation studio connect-backend`), which calls /setup"
-        )
     absolute = urljoin(studio_url.rstrip("/") + "/", url)
     origin, target = urlparse(studio_url), urlparse(absolute)
     if (target.scheme, _host(target.hostname), target.port) != (origin.scheme, _host(origin.hostname), origin.port):
