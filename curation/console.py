@@ -44,7 +44,7 @@ def user_errors() -> Iterator[None]:
         if err.errno not in WRITE_ERRNOS:
             raise
         message = os_error_message(err, Path(err.filename or "an output"))
-        console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
 
 
