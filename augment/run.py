@@ -1,5 +1,10 @@
 """Apply a recipe to many images in parallel: N seeded variants per image, boxes followed and dropped boxes counted.
 
+A region with a shape (COCO polygons) is rasterised to its own mask, the mask goes through the recipe with the image,
+and the region's polygons, box and area are traced again from the transformed mask (:mod:`curation.shapes`), so a
+rotated crack keeps its outline instead of the rotated box's corners. It is dropped (and counted with the dropped
+boxes) when its box fails the visibility filter, or when its mask is empty or under ``augment.min_area`` pixels.
+
 Each variant's seed comes from (seed, image id, variant index), so the output bytes do not depend on the number of
 workers or the order in which they finish. Workers are forked, as in ingest: ``curation.progress`` draws from the
 caller's thread, so no other thread holds a lock at fork time.
@@ -22,6 +27,7 @@ import numpy as np
 from PIL import Image
 
 from augment.recipe import BOX_FIELD, apply, build_pipeline, variant_seed
+from curation.shapes import mask_box, mask_to_polygons, rasterise
 from schemas.params_dataset import AugmentParams
 
 _SERIAL_BELOW = 16  # fewer images than this are augmented in-process: starting workers would cost more
@@ -31,12 +37,14 @@ _NATIVE_MODES = ("RGB", "L")  # other modes (RGBA, CMYK, P, 16-bit) are converte
 
 @dataclass(frozen=True)
 class Source:
-    """One train image to augment. ``boxes`` are COCO ``[x, y, w, h]`` pixels with one class label each."""
+    """One train image to augment. ``boxes`` are COCO ``[x, y, w, h]`` pixels with one class label each;
+    ``segmentations`` (empty, or one entry per box) holds each box's polygons, or None for a box without a shape."""
 
     image_id: str
     path: str
     boxes: tuple[tuple[float, float, float, float], ...] = ()
     box_labels: tuple[str, ...] = ()
+    segmentations: tuple[list[list[float]] | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -52,7 +60,7 @@ class Variant:
     height: int
     seed: int
     applied: str  # JSON list of [transform name, sampled parameters] actually applied
-    boxes: str | None  # JSON list of {x, y, w, h, label} after the transform, or null without boxes
+    boxes: str | None  # JSON list of {x, y, w, h, label} (+ segmentation, area) after the transform, or null
     boxes_in: int
     boxes_dropped: int
 
@@ -131,10 +139,12 @@ class _Job:
         settings = self.settings
         pixels = load_pixels(source.path)
         boxes = [list(b) for b in source.boxes]
+        shaped = [i for i, polygons in enumerate(source.segmentations) if polygons is not None]
+        masks = [rasterise(source.segmentations[i], *pixels.shape[:2]) for i in shaped] if shaped else None
         out = []
         for variant in range(settings.variants):
             seed = variant_seed(settings.seed, source.image_id, variant)
-            result = apply(self._pipeline, pixels, boxes, seed)
+            result = apply(self._pipeline, pixels, boxes, seed, masks=masks)
             image = np.ascontiguousarray(result["image"])
             data = encode(image, settings.image_format, settings.jpeg_quality)
             name = f"{source.image_id}_a{variant}"
@@ -142,10 +152,16 @@ class _Job:
             with open(os.path.join(self.images_dir, file), "wb") as handle:
                 handle.write(data)
             kept = [int(i) for i in result[BOX_FIELD]]
-            out_boxes = [
-                {"x": _px(x), "y": _px(y), "w": _px(w), "h": _px(h), "label": source.box_labels[i]}
-                for (x, y, w, h), i in zip(np.asarray(result["bboxes"]).reshape(-1, 4), kept, strict=True)
-            ]
+            moved = dict(zip(shaped, result["masks"], strict=True)) if masks else {}
+            out_boxes = []
+            for (x, y, w, h), i in zip(np.asarray(result["bboxes"]).reshape(-1, 4), kept, strict=True):
+                label = source.box_labels[i]
+                if i not in moved:
+                    out_boxes.append({"x": _px(x), "y": _px(y), "w": _px(w), "h": _px(h), "label": label})
+                    continue
+                region = _region(np.asarray(moved[i]), settings.min_area)
+                if region is not None:
+                    out_boxes.append({**region, "label": label})
             applied = [[name_, _plain(params)] for name_, params in result["applied_transforms"]]
             out.append(
                 Variant(
@@ -160,10 +176,19 @@ class _Job:
                     applied=json.dumps(applied, sort_keys=True),
                     boxes=json.dumps(out_boxes, sort_keys=True) if source.boxes else None,
                     boxes_in=len(boxes),
-                    boxes_dropped=len(boxes) - len(kept),
+                    boxes_dropped=len(boxes) - len(out_boxes),
                 )
             )
         return out
+
+
+def _region(mask: np.ndarray, min_area: float) -> dict[str, Any] | None:
+    """Box, polygons and pixel area of a transformed region mask; None when it vanished or is under ``min_area``."""
+    area = int(np.count_nonzero(mask))
+    if area == 0 or area < min_area:
+        return None
+    x, y, w, h = mask_box(mask)  # type: ignore[misc]  # not empty
+    return {"x": x, "y": y, "w": w, "h": h, "segmentation": mask_to_polygons(mask), "area": float(area)}
 
 
 def _px(value: float) -> float:

@@ -62,6 +62,12 @@ class PriorLabel(StrictModel):
     y: float | None = None
     w: float | None = None
     h: float | None = None
+    polygons: str | None = Field(
+        None,
+        description="JSON list of the region's polygons, each a flat list [x1, y1, x2, y2, ...] in pixels of the "
+        "stored image (COCO segmentation polygons); null when the label has no shape.",
+    )
+    area: float | None = Field(None, description="The region's area in pixels; null when the label has no shape.")
 
 
 def columns(model: type[StrictModel]) -> list[str]:
