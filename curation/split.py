@@ -379,8 +379,8 @@ def _shape(row: Any, position: int) -> dict[str, Any]:
         polygons = parse_polygons(row.polygons)
     except ValueError as err:
         raise SplitError(
-            f"prior labels: row {position} (image {row.image_id}): polygons cannot be read ({err}); fix or remove "
-            "the mask or polygon file it came from and re-run ingest"
+            f"prior labels: row {position + 1} (1-based, image {row.image_id}): polygons cannot be read ({err}); "
+            "fix or remove the mask or polygon file it came from and re-run ingest"
         ) from None
     shape: dict[str, Any] = {"segmentation": polygons}
     if pd.isna(row.x) or pd.isna(row.y) or pd.isna(row.w) or pd.isna(row.h):

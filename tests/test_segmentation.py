@@ -199,7 +199,8 @@ def test_without_polygons_the_split_and_export_bytes_do_not_change(shaped, tmp_p
 def test_unreadable_polygons_name_the_row_and_image(shaped) -> None:
     prior = shaped["prior"].copy()
     prior.loc[1, "polygons"] = "[[1, 2, 3, 4]]"  # two points: not a polygon
-    with pytest.raises(SplitError, match=rf"row 1 \(image {prior.loc[1, 'image_id']}\): polygons cannot be read"):
+    image_id = prior.loc[1, "image_id"]
+    with pytest.raises(SplitError, match=rf"row 2 \(1-based, image {image_id}\): polygons cannot be read"):
         image_labels(shaped["manifest"], prior=prior, class_names=CLASSES)
 
 
