@@ -85,12 +85,22 @@ def augment_all(
         results: Iterator[list[Variant]] = map(job, sources)
         executor = None
     else:
+        import cv2
+
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        executor = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context(method), initializer=_one_thread_each
-        )
-        chunk = max(1, min(32, len(sources) // (workers * 8)))
-        results = executor.map(job, sources, chunksize=chunk)
+        # Fork while OpenCV's thread pool has no worker threads: a child forked from a process whose pool has run
+        # (after in-process augmentation of large images, say) waits forever in cv2.setNumThreads for threads that
+        # fork did not copy (seen here). With fork every worker starts at the first submit; then the pool is restored.
+        threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            executor = ProcessPoolExecutor(
+                max_workers=workers, mp_context=multiprocessing.get_context(method), initializer=_one_thread_each
+            )
+            chunk = max(1, min(32, len(sources) // (workers * 8)))
+            results = executor.map(job, sources, chunksize=chunk)
+        finally:
+            cv2.setNumThreads(threads)
     try:
         for variants in results:
             if on_progress:
@@ -184,10 +194,11 @@ class _Job:
 
 def _region(mask: np.ndarray, min_area: float) -> dict[str, Any] | None:
     """Box, polygons and pixel area of a transformed region mask; None when it vanished or is under ``min_area``."""
+    box = mask_box(mask)
     area = int(np.count_nonzero(mask))
-    if area == 0 or area < min_area:
+    if box is None or area < min_area:
         return None
-    x, y, w, h = mask_box(mask)  # type: ignore[misc]  # not empty
+    x, y, w, h = box
     return {"x": x, "y": y, "w": w, "h": h, "segmentation": mask_to_polygons(mask), "area": float(area)}
 
 

@@ -157,6 +157,18 @@ def test_split_boxes_carry_segmentation_and_area(shaped) -> None:
         )
 
 
+def test_with_consensus_only_regions_of_the_agreed_class_keep_their_shapes(shaped) -> None:
+    manifest, prior = shaped["manifest"], shaped["prior"]
+    consensus = pd.DataFrame({"image_id": manifest["image_id"], "label": ["crack", "dent"]})
+    labels = image_labels(manifest, consensus=consensus, prior=prior, class_names=CLASSES).set_index("image_id")
+    crack_id, uneven_id = manifest["image_id"]
+    kept = json.loads(labels.loc[crack_id, "boxes"])
+    assert [b["segmentation"] for b in kept] == [
+        json.loads(p) for p in prior.loc[prior["image_id"] == crack_id, "polygons"]
+    ]
+    assert pd.isna(labels.loc[uneven_id, "boxes"])  # its regions are discoloration, the reviewers said dent
+
+
 def test_coco_segmentation_loads_in_pycocotools_and_rasterises_to_the_real_mask(shaped) -> None:
     with contextlib.redirect_stdout(io.StringIO()):
         coco = COCO(str(shaped["out"] / "export" / "train" / "labels.json"))
