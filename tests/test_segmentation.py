@@ -7,6 +7,7 @@ import hashlib
 import io
 import json
 import os
+import uuid
 from pathlib import Path
 
 import cv2
@@ -316,3 +317,29 @@ def test_augmented_variants_export_their_moved_segmentation(shaped) -> None:
             assert drawn.shape == (image["height"], image["width"])
             assert drawn.sum() >= ann["area"] > 0  # holes filled in the polygon, never fewer pixels
     assert sum(len(coco.getAnnIds(imgIds=i["id"])) for i in variants) > 0
+
+
+def test_fiftyone_imports_the_exported_segmentation_as_instance_masks(shaped, tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("FIFTYONE_DATABASE_DIR", str(tmp_path / "fiftyone-db"))
+    monkeypatch.setenv("FIFTYONE_DO_NOT_TRACK", "true")
+    import fiftyone as fo
+
+    dataset = fo.Dataset.from_dir(
+        dataset_dir=str(shaped["out"] / "export" / "train"),
+        dataset_type=fo.types.COCODetectionDataset,
+        label_types=["segmentations"],
+        label_field="ground_truth",
+        name=f"test-segmentation-{uuid.uuid4().hex[:8]}",
+    )
+    try:
+        by_id = {Path(s.filepath).stem: s for s in dataset}  # exported as data/<image_id><ext>
+        for row, mask in zip(shaped["manifest"].itertuples(), shaped["masks"], strict=True):
+            detections = by_id[row.image_id]["ground_truth"].detections
+            height, width = mask.shape
+            union = np.zeros_like(mask, dtype=bool)
+            for detection in detections:
+                assert detection.mask is not None
+                union |= detection.to_segmentation(frame_size=(width, height), target=1).mask.astype(bool)
+            assert iou(union, mask) > 0.9, row.rel_path
+    finally:
+        dataset.delete()
