@@ -1,8 +1,10 @@
 """Apply a recipe to many images in parallel: N seeded variants per image, boxes followed and dropped boxes counted.
 
-A region with a shape (COCO polygons) is rasterised to its own mask, the mask goes through the recipe with the image,
-and the region's polygons, box and area are traced again from the transformed mask (:mod:`curation.shapes`), so a
-rotated crack keeps its outline instead of the rotated box's corners. It is dropped (and counted with the dropped
+A region with a shape (COCO polygons) is rasterised into a label map (one uint16 map for regions that do not
+overlap, another only where they do, rather than one full-size mask per region), the maps go through the recipe with
+the image (albumentations' ``masks`` target, nearest-neighbour, so labels stay intact), and each region's polygons,
+box and area are traced again from its pixels in the moved map (:mod:`curation.shapes`), so a rotated crack keeps
+its outline instead of the rotated box's corners. It is dropped (and counted with the dropped
 boxes) when its box fails the visibility filter, or when its mask is empty or under ``augment.min_area`` pixels.
 
 Each variant's seed comes from (seed, image id, variant index), so the output bytes do not depend on the number of
@@ -149,8 +151,7 @@ class _Job:
         settings = self.settings
         pixels = load_pixels(source.path)
         boxes = [list(b) for b in source.boxes]
-        shaped = [i for i, polygons in enumerate(source.segmentations) if polygons is not None]
-        masks = [rasterise(source.segmentations[i], *pixels.shape[:2]) for i in shaped] if shaped else None
+        masks, placed = _label_maps(source.segmentations, *pixels.shape[:2])
         out = []
         for variant in range(settings.variants):
             seed = variant_seed(settings.seed, source.image_id, variant)
@@ -162,14 +163,14 @@ class _Job:
             with open(os.path.join(self.images_dir, file), "wb") as handle:
                 handle.write(data)
             kept = [int(i) for i in result[BOX_FIELD]]
-            moved = dict(zip(shaped, result["masks"], strict=True)) if masks else {}
             out_boxes = []
             for (x, y, w, h), i in zip(np.asarray(result["bboxes"]).reshape(-1, 4), kept, strict=True):
                 label = source.box_labels[i]
-                if i not in moved:
+                if i not in placed:
                     out_boxes.append({"x": _px(x), "y": _px(y), "w": _px(w), "h": _px(h), "label": label})
                     continue
-                region = _region(np.asarray(moved[i]), settings.min_area)
+                layer, value = placed[i]
+                region = _region(np.asarray(result["masks"][layer]) == value, settings.min_area)
                 if region is not None:
                     out_boxes.append({**region, "label": label})
             applied = [[name_, _plain(params)] for name_, params in result["applied_transforms"]]
@@ -190,6 +191,31 @@ class _Job:
                 )
             )
         return out
+
+
+def _label_maps(
+    segmentations: tuple[list[list[float]] | None, ...], height: int, width: int
+) -> tuple[list[np.ndarray] | None, dict[int, tuple[int, int]]]:
+    """Rasterise the regions with a shape into as few uint16 label maps as possible: a region goes into the first
+    map where it overlaps no other region. Returns the maps (None without shapes) and, per region index, its
+    ``(map, label value)``."""
+    maps: list[np.ndarray] = []
+    used: list[int] = []
+    placed: dict[int, tuple[int, int]] = {}
+    for index, polygons in enumerate(segmentations):
+        if polygons is None:
+            continue
+        region = rasterise(polygons, height, width).astype(bool)
+        layer = next(
+            (k for k, m in enumerate(maps) if used[k] < np.iinfo(np.uint16).max and not m[region].any()), len(maps)
+        )
+        if layer == len(maps):
+            maps.append(np.zeros((height, width), dtype=np.uint16))
+            used.append(0)
+        used[layer] += 1
+        maps[layer][region] = used[layer]
+        placed[index] = (layer, used[layer])
+    return (maps or None), placed
 
 
 def _region(mask: np.ndarray, min_area: float) -> dict[str, Any] | None:

@@ -343,3 +343,37 @@ def test_fiftyone_imports_the_exported_segmentation_as_instance_masks(shaped, tm
             assert iou(union, mask) > 0.9, row.rel_path
     finally:
         dataset.delete()
+
+
+def test_overlapping_regions_each_keep_their_own_shape(tmp_path) -> None:
+    path, mask = defect_image(UNEVEN, tmp_path)
+    ys, xs = np.nonzero(mask)
+    box = (float(xs.min()), float(ys.min()), float(xs.max() + 1 - xs.min()), float(ys.max() + 1 - ys.min()))
+    top = mask.copy()
+    top[int(ys.mean()) :, :] = 0  # the upper part of the same blob: overlaps the whole blob entirely
+    source = Source(
+        "overlap",
+        str(path),
+        boxes=(box, box),
+        box_labels=("discoloration", "dent"),
+        segmentations=(mask_to_polygons(mask), mask_to_polygons(top)),
+    )
+    recipe = [TransformSpec(name="HorizontalFlip", args={"p": 1.0})]
+    [variant] = augment_all([source], AugmentParams(variants=1, workers=1, recipe=recipe), tmp_path / "out")
+    whole, upper = json.loads(variant.boxes)
+    height, width = mask.shape
+    assert (whole["label"], upper["label"]) == ("discoloration", "dent")
+    assert np.array_equal(coco_rasterise(upper["segmentation"], height, width), top[:, ::-1])
+    assert (coco_rasterise(whole["segmentation"], height, width) >= mask[:, ::-1]).all()  # holes filled, if any
+    assert (whole["area"], upper["area"]) == (float(mask.sum()), float(top.sum()))
+
+
+def test_regions_that_do_not_overlap_share_one_label_map() -> None:
+    from augment.run import _label_maps
+
+    crack = read_mask(CRACK)
+    parts = components(crack)
+    maps, placed = _label_maps(tuple(mask_to_polygons(p) for p in parts), *crack.shape)
+    assert len(maps) == 1 and sorted(placed.values()) == [(0, 1), (0, 2)]
+    maps, placed = _label_maps((mask_to_polygons(crack), None, mask_to_polygons(parts[0])), *crack.shape)
+    assert len(maps) == 2 and placed == {0: (0, 1), 2: (1, 1)}  # the box without a shape gets no label
