@@ -1,4 +1,4 @@
-"""Preview grid: one row per source image, the original first and then its variants, boxes drawn in."""
+"""Preview grid: one row per source image, the original first and then its variants, boxes and outlines drawn in."""
 
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ TILE = 160  # pixels, the longer side of each thumbnail
 _GAP = 4
 _CAPTION = 14
 _BOX_COLOUR = (255, 40, 40)
+_SHAPE_COLOUR = (40, 220, 255)
 
 
 def preview_grid(rows: Sequence[tuple[str, str, str | None, Sequence[tuple[str, str | None]]]]) -> Image.Image:
@@ -46,6 +47,8 @@ def _thumbnail(path: str, boxes: str | None) -> Image.Image:
     for box in json.loads(boxes) if boxes else []:
         x, y, w, h = (np.array([box["x"], box["y"], box["w"], box["h"]]) * scale).tolist()
         draw.rectangle([x, y, x + w, y + h], outline=_BOX_COLOUR, width=2)
+        for polygon in box.get("segmentation") or []:
+            draw.polygon((np.asarray(polygon) * scale).tolist(), outline=_SHAPE_COLOUR, width=1)
     tile = Image.new("RGB", (TILE, TILE), (230, 230, 230))
     tile.paste(image, ((TILE - image.width) // 2, (TILE - image.height) // 2))
     return tile

@@ -69,11 +69,26 @@ def build_pipeline(
     return pipeline
 
 
-def apply(pipeline: A.Compose, image: np.ndarray, boxes: list[list[float]], seed: int) -> dict[str, Any]:
-    """Run ``pipeline`` on one image and its boxes with ``seed``: same inputs and seed, same output pixels."""
+def apply(
+    pipeline: A.Compose,
+    image: np.ndarray,
+    boxes: list[list[float]],
+    seed: int,
+    *,
+    masks: list[np.ndarray] | None = None,
+) -> dict[str, Any]:
+    """Run ``pipeline`` on one image and its boxes with ``seed``: same inputs and seed, same output pixels.
+
+    ``masks`` (one ``(H, W)`` array per region with a shape) go through the same spatial transforms as the image
+    (albumentations' ``masks`` target, nearest-neighbour), and come back as ``result["masks"]``; passing them does
+    not change the image's random draws.
+    """
     _seed_tree(pipeline, seed)
     array = np.asarray(boxes, dtype=np.float32).reshape(-1, 4)
-    return pipeline(image=image, bboxes=array, **{BOX_FIELD: list(range(len(boxes)))})
+    extra: dict[str, Any] = {BOX_FIELD: list(range(len(boxes)))}
+    if masks is not None:
+        extra["masks"] = masks
+    return pipeline(image=image, bboxes=array, **extra)
 
 
 def _seed_tree(transform: A.BasicTransform | A.BaseCompose, seed: int) -> None:
@@ -120,11 +135,13 @@ def _build_one(index: int, spec: TransformSpec) -> A.BasicTransform:
 
 def _try_once(pipeline: A.Compose, recipe: Sequence[TransformSpec]) -> None:
     image = np.full((64, 64, 3), 128, dtype=np.uint8)
+    mask = np.zeros((64, 64), dtype=np.uint8)
+    mask[8:40, 8:40] = 1
     try:
-        apply(pipeline, image, [[8.0, 8.0, 32.0, 32.0]], seed=0)
+        apply(pipeline, image, [[8.0, 8.0, 32.0, 32.0]], seed=0, masks=[mask])
     except Exception as err:  # albumentations raises many types; say which recipe failed and why
         names = [spec.name for spec in recipe]
         raise RecipeError(
-            f"augment.recipe {names} fails on a test image with a box ({type(err).__name__}: {err}); "
-            "remove transforms that do not support bounding boxes or fix their arguments"
+            f"augment.recipe {names} fails on a test image with a box and a mask ({type(err).__name__}: {err}); "
+            "remove transforms that do not support bounding boxes or masks, or fix their arguments"
         ) from err

@@ -1,5 +1,12 @@
 """Apply a recipe to many images in parallel: N seeded variants per image, boxes followed and dropped boxes counted.
 
+A region with a shape (COCO polygons) is rasterised into a label map (one uint16 map for regions that do not
+overlap, another only where they do, rather than one full-size mask per region), the maps go through the recipe with
+the image (albumentations' ``masks`` target, nearest-neighbour, so labels stay intact), and each region's polygons,
+box and area are traced again from its pixels in the moved map (:mod:`curation.shapes`), so a rotated crack keeps
+its outline instead of the rotated box's corners. It is dropped (and counted with the dropped
+boxes) when its box fails the visibility filter, or when its mask is empty or under ``augment.min_area`` pixels.
+
 Each variant's seed comes from (seed, image id, variant index), so the output bytes do not depend on the number of
 workers or the order in which they finish. Workers are forked, as in ingest: ``curation.progress`` draws from the
 caller's thread, so no other thread holds a lock at fork time.
@@ -22,6 +29,7 @@ import numpy as np
 from PIL import Image
 
 from augment.recipe import BOX_FIELD, apply, build_pipeline, variant_seed
+from curation.shapes import mask_box, mask_to_polygons, rasterise
 from schemas.params_dataset import AugmentParams
 
 _SERIAL_BELOW = 16  # fewer images than this are augmented in-process: starting workers would cost more
@@ -31,12 +39,14 @@ _NATIVE_MODES = ("RGB", "L")  # other modes (RGBA, CMYK, P, 16-bit) are converte
 
 @dataclass(frozen=True)
 class Source:
-    """One train image to augment. ``boxes`` are COCO ``[x, y, w, h]`` pixels with one class label each."""
+    """One train image to augment. ``boxes`` are COCO ``[x, y, w, h]`` pixels with one class label each;
+    ``segmentations`` (empty, or one entry per box) holds each box's polygons, or None for a box without a shape."""
 
     image_id: str
     path: str
     boxes: tuple[tuple[float, float, float, float], ...] = ()
     box_labels: tuple[str, ...] = ()
+    segmentations: tuple[list[list[float]] | None, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -52,7 +62,7 @@ class Variant:
     height: int
     seed: int
     applied: str  # JSON list of [transform name, sampled parameters] actually applied
-    boxes: str | None  # JSON list of {x, y, w, h, label} after the transform, or null without boxes
+    boxes: str | None  # JSON list of {x, y, w, h, label} (+ segmentation, area) after the transform, or null
     boxes_in: int
     boxes_dropped: int
 
@@ -77,12 +87,22 @@ def augment_all(
         results: Iterator[list[Variant]] = map(job, sources)
         executor = None
     else:
+        import cv2
+
         method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
-        executor = ProcessPoolExecutor(
-            max_workers=workers, mp_context=multiprocessing.get_context(method), initializer=_one_thread_each
-        )
-        chunk = max(1, min(32, len(sources) // (workers * 8)))
-        results = executor.map(job, sources, chunksize=chunk)
+        # Fork while OpenCV's thread pool has no worker threads: a child forked from a process whose pool has run
+        # (after in-process augmentation of large images, say) waits forever in cv2.setNumThreads for threads that
+        # fork did not copy (seen here). With fork every worker starts at the first submit; then the pool is restored.
+        threads = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            executor = ProcessPoolExecutor(
+                max_workers=workers, mp_context=multiprocessing.get_context(method), initializer=_one_thread_each
+            )
+            chunk = max(1, min(32, len(sources) // (workers * 8)))
+            results = executor.map(job, sources, chunksize=chunk)
+        finally:
+            cv2.setNumThreads(threads)
     try:
         for variants in results:
             if on_progress:
@@ -131,10 +151,11 @@ class _Job:
         settings = self.settings
         pixels = load_pixels(source.path)
         boxes = [list(b) for b in source.boxes]
+        masks, placed = _label_maps(source.segmentations, *pixels.shape[:2])
         out = []
         for variant in range(settings.variants):
             seed = variant_seed(settings.seed, source.image_id, variant)
-            result = apply(self._pipeline, pixels, boxes, seed)
+            result = apply(self._pipeline, pixels, boxes, seed, masks=masks)
             image = np.ascontiguousarray(result["image"])
             data = encode(image, settings.image_format, settings.jpeg_quality)
             name = f"{source.image_id}_a{variant}"
@@ -142,10 +163,16 @@ class _Job:
             with open(os.path.join(self.images_dir, file), "wb") as handle:
                 handle.write(data)
             kept = [int(i) for i in result[BOX_FIELD]]
-            out_boxes = [
-                {"x": _px(x), "y": _px(y), "w": _px(w), "h": _px(h), "label": source.box_labels[i]}
-                for (x, y, w, h), i in zip(np.asarray(result["bboxes"]).reshape(-1, 4), kept, strict=True)
-            ]
+            out_boxes = []
+            for (x, y, w, h), i in zip(np.asarray(result["bboxes"]).reshape(-1, 4), kept, strict=True):
+                label = source.box_labels[i]
+                if i not in placed:
+                    out_boxes.append({"x": _px(x), "y": _px(y), "w": _px(w), "h": _px(h), "label": label})
+                    continue
+                layer, value = placed[i]
+                region = _region(np.asarray(result["masks"][layer]) == value, settings.min_area)
+                if region is not None:
+                    out_boxes.append({**region, "label": label})
             applied = [[name_, _plain(params)] for name_, params in result["applied_transforms"]]
             out.append(
                 Variant(
@@ -160,10 +187,45 @@ class _Job:
                     applied=json.dumps(applied, sort_keys=True),
                     boxes=json.dumps(out_boxes, sort_keys=True) if source.boxes else None,
                     boxes_in=len(boxes),
-                    boxes_dropped=len(boxes) - len(kept),
+                    boxes_dropped=len(boxes) - len(out_boxes),
                 )
             )
         return out
+
+
+def _label_maps(
+    segmentations: tuple[list[list[float]] | None, ...], height: int, width: int
+) -> tuple[list[np.ndarray] | None, dict[int, tuple[int, int]]]:
+    """Rasterise the regions with a shape into as few uint16 label maps as possible: a region goes into the first
+    map where it overlaps no other region. Returns the maps (None without shapes) and, per region index, its
+    ``(map, label value)``."""
+    maps: list[np.ndarray] = []
+    used: list[int] = []
+    placed: dict[int, tuple[int, int]] = {}
+    for index, polygons in enumerate(segmentations):
+        if polygons is None:
+            continue
+        region = rasterise(polygons, height, width).astype(bool)
+        layer = next(
+            (k for k, m in enumerate(maps) if used[k] < np.iinfo(np.uint16).max and not m[region].any()), len(maps)
+        )
+        if layer == len(maps):
+            maps.append(np.zeros((height, width), dtype=np.uint16))
+            used.append(0)
+        used[layer] += 1
+        maps[layer][region] = used[layer]
+        placed[index] = (layer, used[layer])
+    return (maps or None), placed
+
+
+def _region(mask: np.ndarray, min_area: float) -> dict[str, Any] | None:
+    """Box, polygons and pixel area of a transformed region mask; None when it vanished or is under ``min_area``."""
+    box = mask_box(mask)
+    area = int(np.count_nonzero(mask))
+    if box is None or area < min_area:
+        return None
+    x, y, w, h = box
+    return {"x": x, "y": y, "w": w, "h": h, "segmentation": mask_to_polygons(mask), "area": float(area)}
 
 
 def _px(value: float) -> float:

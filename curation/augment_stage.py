@@ -2,7 +2,8 @@
 
 Outputs (``write_augment``, inside the folder whose ``images/`` the core filled): ``augmented.parquet`` (one row
 per written variant, :data:`AUGMENT_COLUMNS`: source image, seed, recipe hash, the transforms actually applied with
-their sampled parameters, boxes kept and dropped), ``augment.json`` (DVC metrics, with the recipe) and
+their sampled parameters, boxes kept and dropped; a region with a shape keeps ``segmentation`` and ``area``, traced
+again from its transformed mask), ``augment.json`` (DVC metrics, with the recipe) and
 ``preview.png`` (originals and variants, boxes drawn; a DVC plot).
 """
 
@@ -117,6 +118,7 @@ def _source(row: Any, path: str) -> Source:
         path=str(path),
         boxes=tuple((b["x"], b["y"], b["w"], b["h"]) for b in boxes),
         box_labels=tuple(b["label"] for b in boxes),
+        segmentations=tuple(b.get("segmentation") for b in boxes) if any("segmentation" in b for b in boxes) else (),
     )
 
 
@@ -158,6 +160,9 @@ def _preview(sources: list[Source], records: pd.DataFrame, out_dir: Path, n: int
             {"x": x, "y": y, "w": w, "h": h, "label": label}
             for (x, y, w, h), label in zip(source.boxes, source.box_labels, strict=True)
         ]
+        for box, polygons in zip(original_boxes, source.segmentations, strict=False):
+            if polygons is not None:
+                box["segmentation"] = polygons
         variants = by_source[source.image_id].sort_values("variant")
         cells = [
             (str(out_dir / file), boxes if isinstance(boxes, str) else None)

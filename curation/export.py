@@ -8,7 +8,9 @@ Layout of ``OUT_DIR`` (each split folder is FiftyOne's ``COCODetectionDataset`` 
 - ``<split>/labels.json``: COCO with ``images`` (plus ``label``, ``severity``, ``sha256``, ``source``,
   ``augmented_from`` attributes), ``categories`` (ontology order, ids from 1, the same in every version) and
   ``annotations``: the boxes where there are boxes, else one whole-image box per labelled image
-  (``whole_image: true``), so classification-only data still imports as detection.
+  (``whole_image: true``), so classification-only data still imports as detection. A region that came with a shape
+  (a mask or polygon label, followed through augmentation) also has ``segmentation`` (its polygons) and ``area`` (its
+  pixel area); other annotations keep ``area = w * h``.
 - ``<split>/labels.csv``: :data:`CSV_COLUMNS` plus the manifest's ``meta_*`` columns, one row per image.
 - ``export.json`` (DVC metrics) and ``provenance.json`` (params, model versions, input hashes).
 
@@ -326,17 +328,18 @@ def _coco_parts(
         annotations = _JsonList(handle, digest)
         for index, row in _numbered(rows):
             for box in _boxes(row):
-                annotations.add(
-                    {
-                        "id": annotations.count + 1,
-                        "image_id": index,
-                        "category_id": category_ids[box["label"]],
-                        "bbox": [round(box["x"], 3), round(box["y"], 3), round(box["w"], 3), round(box["h"], 3)],
-                        "area": round(box["w"] * box["h"], 3),
-                        "iscrowd": 0,
-                        "whole_image": box["whole_image"],
-                    }
-                )
+                annotation = {
+                    "id": annotations.count + 1,
+                    "image_id": index,
+                    "category_id": category_ids[box["label"]],
+                    "bbox": [round(box["x"], 3), round(box["y"], 3), round(box["w"], 3), round(box["h"], 3)],
+                    "area": round(box["w"] * box["h"], 3),
+                    "iscrowd": 0,
+                    "whole_image": box["whole_image"],
+                }
+                if "segmentation" in box:
+                    annotation.update(_segmentation(box, row))
+                annotations.add(annotation)
                 whole += box["whole_image"]
         annotations.close()
     digest.update(middle.encode())
@@ -389,6 +392,18 @@ def _boxes(row: Any) -> list[dict[str, Any]]:
     return [
         {"x": 0.0, "y": 0.0, "w": float(row.width), "h": float(row.height), "label": row.label, "whole_image": True}
     ]
+
+
+def _segmentation(box: dict[str, Any], row: Any) -> dict[str, Any]:
+    """COCO ``segmentation`` (polygons, 1/1000 pixel) and ``area``: the region's pixel area as labelled (counted on
+    the mask at ingest or after augmentation), else the pixels inside its polygons as pycocotools counts them."""
+    from curation.shapes import polygons_area
+
+    polygons = [[round(float(v), 3) for v in polygon] for polygon in box["segmentation"]]
+    area = _none(box.get("area"))
+    if area is None:
+        area = polygons_area(polygons, int(row.height), int(row.width))
+    return {"segmentation": polygons, "area": round(float(area), 3)}
 
 
 def _csv(rows: pd.DataFrame, split: str) -> pd.DataFrame:

@@ -47,7 +47,9 @@ from curation.io import publish, write_csv, write_json, write_parquet
 from schemas.params_dataset import SPLITS, SplitParams
 
 UNLABELED = "unlabeled"
-LABEL_COLUMNS = frozenset({"image_id", "label", "severity", "disputed", "description", "x", "y", "w", "h"})
+LABEL_COLUMNS = frozenset(
+    {"image_id", "label", "severity", "disputed", "description", "x", "y", "w", "h", "polygons", "area"}
+)
 """The columns of consensus and prior labels that :func:`image_labels` reads."""
 HELD_OUT_ORDER = ("test", "val", "train")  # a contested new image goes to the first of these that claims it
 SPLIT_COLUMNS = [
@@ -90,7 +92,8 @@ def image_labels(
     Returns:
         Frame indexed like ``manifest`` with ``label`` (null = unlabeled), ``severity``, ``label_source``
         (``consensus`` | ``prior`` | ``none``), ``disputed`` and ``boxes`` (JSON list of ``{x, y, w, h, label}`` in
-        pixels, or null).
+        pixels, or null; a region that came with a shape also has ``segmentation``, its list of flat polygons, and
+        ``area``, its pixel area: see :mod:`curation.shapes`).
     """
     known = set(class_names)
     ids = manifest["image_id"]
@@ -391,13 +394,38 @@ def _report(
 
 def _prior_boxes(prior: pd.DataFrame) -> dict[str, list[dict[str, Any]]]:
     _require_columns(prior, ["image_id", "label", "x", "y", "w", "h"], "prior labels")
-    rows = prior.dropna(subset=["label", "x", "y", "w", "h"])
+    shaped = prior["polygons"].notna() if "polygons" in prior.columns else pd.Series(False, index=prior.index)
+    rows = prior[prior["label"].notna() & (prior[["x", "y", "w", "h"]].notna().all(axis=1) | shaped)]
     boxes: dict[str, list[dict[str, Any]]] = {}
-    for image_id, label, x, y, w, h in rows[["image_id", "label", "x", "y", "w", "h"]].itertuples(index=False):
-        boxes.setdefault(str(image_id), []).append(
-            {"x": float(x), "y": float(y), "w": float(w), "h": float(h), "label": str(label)}
-        )
+    for position, row in zip(rows.index, rows.itertuples(index=False), strict=True):
+        box = {"x": row.x, "y": row.y, "w": row.w, "h": row.h, "label": str(row.label)}
+        if shaped[position]:
+            box.update(_shape(row, position))
+        for key in ("x", "y", "w", "h", "area"):
+            if key in box:
+                box[key] = float(box[key])
+        boxes.setdefault(str(row.image_id), []).append(box)
     return boxes
+
+
+def _shape(row: Any, position: int) -> dict[str, Any]:
+    """``segmentation`` and ``area`` of a prior label with polygons (its box from the polygons when it has none)."""
+    from curation.shapes import parse_polygons, polygons_box
+
+    try:
+        polygons = parse_polygons(row.polygons)
+    except ValueError as err:
+        raise SplitError(
+            f"prior labels: row {position + 1} (1-based, image {row.image_id}): polygons cannot be read ({err}); "
+            "fix or remove the mask or polygon file it came from and re-run ingest"
+        ) from None
+    shape: dict[str, Any] = {"segmentation": polygons}
+    if pd.isna(row.x) or pd.isna(row.y) or pd.isna(row.w) or pd.isna(row.h):
+        shape.update(zip(("x", "y", "w", "h"), polygons_box(polygons), strict=True))
+    area = getattr(row, "area", None)
+    if area is not None and not pd.isna(area):
+        shape["area"] = area
+    return shape
 
 
 def _boxes_for(

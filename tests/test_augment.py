@@ -2,6 +2,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -146,3 +149,35 @@ def test_augment_command_writes_the_stage_outputs(tmp_path) -> None:
     result = CliRunner().invoke(app, [*args[:3], str(tmp_path / "mine"), "--params", str(ROOT / "params.yaml")])
     assert result.exit_code == 1 and "not an output of this stage" in " ".join(result.output.split())
     assert (tmp_path / "mine" / "images" / "notes.txt").read_text() == "keep me"
+
+
+_AFTER_OPENCV = """
+import sys
+from pathlib import Path
+import cv2, numpy as np
+from augment import Source, augment_all
+from schemas.params_dataset import AugmentParams
+from tests.conftest import write_image
+
+big = np.random.default_rng(0).integers(0, 255, (2000, 2000, 3), dtype=np.uint8)
+for _ in range(3):  # OpenCV's thread pool runs in this process before the workers are forked
+    cv2.warpAffine(big, np.float32([[1, 0.1, 3], [0.1, 1, 2]]), (2000, 2000))
+root = Path(sys.argv[1])
+paths = [write_image(root / f"{i}.png", seed=i, size=(40, 32), format="PNG") for i in range(20)]
+sources = [Source(f"{i:04d}", str(path)) for i, path in enumerate(paths)]
+print(len(list(augment_all(sources, AugmentParams(variants=2, workers=2, preview_images=0), root / "out"))))
+"""
+
+
+def test_workers_start_after_opencv_ran_in_the_parent(tmp_path) -> None:
+    # a child forked while OpenCV's pool had threads used to hang in cv2.setNumThreads: run it apart, with a limit
+    done = subprocess.run(
+        [sys.executable, "-c", _AFTER_OPENCV, str(tmp_path)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "40"

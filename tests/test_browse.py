@@ -626,3 +626,80 @@ def test_uniqueness_is_skipped_with_a_reason_above_the_cap() -> None:
     assert uniqueness_skipped(1000, settings) is None
     assert "browse.uniqueness_max_images" in uniqueness_skipped(1001, settings)
     assert uniqueness_skipped(10**6, BrowseParams(uniqueness=False)) is None
+
+
+def test_regions_with_shapes_show_as_filled_polygons(browse_db: BrowseDb, tmp_path: Path, params: Params) -> None:
+    """A real magnetic-tile mask, as split and augment carry it, becomes closed filled polylines in the App."""
+    import cv2
+    import fiftyone as fo
+    from pycocotools import mask as coco_mask
+
+    from curation.shapes import mask_to_polygons
+
+    stem = Path(os.environ.get("MAGNETIC_TILE_DIR", "/work/shared/datasets/magnetic-tile")) / "MT_Crack/Imgs"
+    stem = stem / "exp1_num_265613"
+    if not stem.with_suffix(".png").is_file():
+        pytest.skip(f"magnetic-tile dataset not found at {stem.parent}")
+    mask = (np.asarray(Image.open(stem.with_suffix(".png"))) > 127).astype(np.uint8)
+    height, width = mask.shape
+    count, parts = cv2.connectedComponents(mask, connectivity=8)
+    regions = []
+    for k in range(1, count):
+        part = (parts == k).astype(np.uint8)
+        ys, xs = np.nonzero(part)
+        regions.append(
+            {
+                "x": float(xs.min()),
+                "y": float(ys.min()),
+                "w": float(xs.max() + 1 - xs.min()),
+                "h": float(ys.max() + 1 - ys.min()),
+                "label": "crack",
+                "segmentation": mask_to_polygons(part),
+                "area": float(part.sum()),
+            }
+        )
+    boxes = json.dumps(regions, sort_keys=True)
+    path = str(stem.with_suffix(".jpg"))
+    manifest = pd.DataFrame([{"image_id": "tile", "path": path, "width": width, "height": height, "dup_group": "tile"}])
+    splits = pd.DataFrame([{"image_id": "tile", "split": "train", "label": "crack", "boxes": boxes}])
+    annotations = pd.DataFrame([{"image_id": "tile", "annotator": ANNOTATORS[0], "label": "crack", "boxes": boxes}])
+    augmented = pd.DataFrame(
+        [
+            {
+                "image_id": "tile_a0",
+                "source_image_id": "tile",
+                "path": path,
+                "width": width,
+                "height": height,
+                "boxes": boxes,
+            }
+        ]
+    )
+    name = "defect-curation-shapes"
+    build_dataset(
+        BrowseInputs(manifest=manifest, annotations=annotations, splits=splits, augmented=augmented),
+        name=name,
+        version="shapes",
+        class_names=params.ontology.class_names,
+        settings=BrowseParams(db_dir=browse_db.root / ".fiftyone", uniqueness=False),
+        base_dir=tmp_path,
+    )
+    try:
+        dataset = fo.load_dataset(name)
+        schema = dataset.get_field_schema()
+        for field in ("ground_truth_polygons", "annotation_polygons"):
+            assert schema[field].document_type is fo.Polylines
+        for sample in dataset:
+            fields = ["ground_truth_polygons"] + ([] if sample["is_augmented"] else ["annotation_polygons"])
+            for field in fields:
+                polylines = sample[field].polylines
+                assert len(polylines) == count - 1
+                drawn = np.zeros_like(mask)
+                for polyline in polylines:
+                    assert polyline.closed and polyline.filled and polyline.label == "crack"
+                    pixels = [[v for x, y in shape for v in (x * width, y * height)] for shape in polyline.points]
+                    drawn |= coco_mask.decode(coco_mask.merge(coco_mask.frPyObjects(pixels, height, width)))
+                assert np.array_equal(drawn, mask)  # relative points scale back to the mask's outline
+            assert len(sample["ground_truth_boxes"].detections) == count - 1
+    finally:
+        fo.delete_dataset(name)

@@ -20,6 +20,7 @@ from curation.studio.config import (
     BOXES,
     DESCRIPTION,
     LABEL,
+    POLYGONS,
     SEVERITY,
     TITLE_MAX_CHARS,
     instructions,
@@ -29,13 +30,15 @@ from curation.studio.config import (
     project_settings,
 )
 from curation.studio.errors import StudioAuthError, StudioRequestError, StudioUnavailable
-from curation.studio.pull import ANNOTATION_DTYPES, annotations_from_export, box_to_pixels
+from curation.studio.pull import ANNOTATION_DTYPES, annotations_from_export, box_to_pixels, parse_result
 from curation.studio.push import (
+    PRIOR_VERSION,
     assign_parts,
     build_tasks,
     describe,
     json_size,
     local_files_url,
+    polygon_results,
     request_batches,
     storage_folders,
     task_request,
@@ -344,3 +347,95 @@ def test_studio_params_bound_requests_and_projects() -> None:
     for bad in ({"max_request_mb": 201}, {"max_request_mb": 0}, {"batch_size": 250_001}, {"max_tasks_per_project": 0}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             LabelStudioParams(**bad)
+
+
+def test_label_config_with_boxes_offers_polygons(params) -> None:
+    assert POLYGONS not in _controls(label_config(params.ontology))
+    polygons = _controls(label_config(params.ontology, boxes=True))[POLYGONS]
+    assert polygons.tag == "PolygonLabels" and polygons.get("toName") == "image"
+    assert [p.get("value") for p in polygons] == params.ontology.class_names
+
+
+def test_polygon_preannotation_is_in_percent_of_the_image() -> None:
+    [result] = polygon_results([[8.0, 4.0, 40.0, 4.0, 40.0, 20.0, 8.0, 20.0]], "dent", 64, 48)
+    assert result == {
+        "from_name": "polygons",
+        "to_name": "image",
+        "type": "polygonlabels",
+        "original_width": 64,
+        "original_height": 48,
+        "image_rotation": 0,
+        "value": {
+            "points": [[12.5, 8.3333], [62.5, 8.3333], [62.5, 41.6667], [12.5, 41.6667]],
+            "closed": True,
+            "polygonlabels": ["dent"],
+        },
+    }
+
+
+def _prior(manifest: pd.DataFrame, polygons: list[str | None]) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "image_id": manifest["image_id"].iloc[: len(polygons)].to_numpy(),
+            "label": "dent",
+            "x": 8.0,
+            "y": 4.0,
+            "w": 32.0,
+            "h": 16.0,
+            "polygons": polygons,
+            "area": [None if p is None else 512.0 for p in polygons],
+        }
+    )
+
+
+def test_prior_shapes_are_added_to_the_preannotations(tmp_path, params) -> None:
+    manifest, predictions = make_inputs(tmp_path / "imgs", params.ontology, 4)
+    manifest["height"] = 48
+    square = json.dumps([[8, 4, 40, 4, 40, 20, 8, 20]])
+    two = json.dumps([[0, 0, 4, 0, 4, 4], [10, 10, 20, 10, 20, 20]])
+    prior = _prior(manifest, [square, None, None, two])  # image 1 has a box only; image 3 has no prediction
+    specs = build_tasks(manifest, predictions.iloc[:3], ontology=params.ontology, document_root=tmp_path, prior=prior)
+    by_id = {s.image_id: s for s in specs}
+    ids = list(manifest["image_id"])
+    (first,) = by_id[ids[0]].predictions
+    assert [r["type"] for r in first["result"]] == ["choices", "textarea", "polygonlabels"]
+    assert first["result"][2] == polygon_results(json.loads(square), "dent", 64, 48)[0]
+    assert first["model_version"] == "clip-test@abc123"
+    assert [r["type"] for r in by_id[ids[1]].predictions[0]["result"]] == ["choices", "textarea"]
+    (own,) = by_id[ids[3]].predictions
+    assert own["model_version"] == PRIOR_VERSION and len(own["result"]) == 2  # one result per polygon
+    assert "margin" not in by_id[ids[3]].data  # a shape is not an uncertainty: the task still comes last
+    assert specs[-1].image_id == ids[3]
+
+
+def test_without_shapes_the_tasks_are_unchanged(tmp_path, params) -> None:
+    manifest, predictions = make_inputs(tmp_path / "imgs", params.ontology, 4)
+    manifest["height"] = 48
+    plain = build_tasks(manifest, predictions, ontology=params.ontology, document_root=tmp_path)
+    boxes_only = build_tasks(
+        manifest, predictions, ontology=params.ontology, document_root=tmp_path, prior=_prior(manifest, [None] * 4)
+    )
+    assert [json_size(task_request(s)) for s in boxes_only] == [json_size(task_request(s)) for s in plain]
+    assert [task_request(s) for s in boxes_only] == [task_request(s) for s in plain]
+
+
+def test_prior_shapes_with_unknown_labels_or_bad_polygons_name_the_row(tmp_path, params) -> None:
+    manifest, predictions = make_inputs(tmp_path / "imgs", params.ontology, 2)
+    manifest["height"] = 48
+    prior = _prior(manifest, ["[[1, 2, 3, 4]]", None])
+    with pytest.raises(InputError, match=r"prior labels: row 1 \(1-based, image .*\): polygons cannot be read"):
+        build_tasks(manifest, predictions, ontology=params.ontology, document_root=tmp_path, prior=prior)
+    prior = _prior(manifest, [json.dumps([[8, 4, 40, 4, 40, 20]]), None]).assign(label="rust")
+    with pytest.raises(InputError, match=r"rows 1 \(1-based\) have labels \['rust'\]"):
+        build_tasks(manifest, predictions, ontology=params.ontology, document_root=tmp_path, prior=prior)
+
+
+def test_polygon_results_read_back_as_regions_with_segmentation() -> None:
+    polygon = [8.0, 4.0, 40.0, 4.0, 40.0, 20.0, 8.0, 20.0]
+    pushed = polygon_results([polygon], "dent", 64, 48)
+    choice = {"from_name": LABEL, "to_name": "image", "type": "choices", "value": {"choices": ["dent"]}}
+    parsed = parse_result([choice, *pushed])
+    [region] = json.loads(parsed["boxes"])
+    assert region["segmentation"] == [pytest.approx(polygon, abs=0.01)]
+    assert (region["x"], region["y"], region["w"], region["h"]) == pytest.approx((8, 4, 32, 16), abs=0.01)
+    assert region["area"] == 32 * 16 and region["label"] == "dent"

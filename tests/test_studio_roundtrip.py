@@ -373,3 +373,42 @@ def test_cli_push_simulate_pull_as_the_demo_runs_them(studio: Studio, params, tm
 
     bad = runner.invoke(app, ["push", str(tmp_path / "missing.parquet"), *out[1:], "--params", params_file])
     assert bad.exit_code == 1 and "missing.parquet: manifest not found" in bad.output
+
+
+def test_prior_polygons_are_preannotated_and_pulled_back_as_shapes(studio: Studio, params) -> None:
+    manifest, predictions = make_inputs(studio.document_root / "shapes", params.ontology, 3)
+    manifest["height"] = 48  # make_inputs writes 64 x 48 images
+    polygon = [8.0, 4.0, 40.0, 4.0, 40.0, 20.0, 24.0, 30.0, 8.0, 20.0]
+    prior = pd.DataFrame(
+        {
+            "image_id": manifest["image_id"].iloc[:1],
+            "label": "dent",
+            "x": 8.0,
+            "y": 4.0,
+            "w": 32.0,
+            "h": 26.0,
+            "polygons": json.dumps([polygon]),
+            "area": 700.0,
+        }
+    )
+    specs = build_tasks(
+        manifest, predictions, ontology=params.ontology, document_root=studio.document_root, prior=prior
+    )
+    settings = studio.settings_for("shapes", boxes=True)
+    client = studio.client()
+    pushed = push(client, studio.conn, specs, ontology=params.ontology, settings=settings)
+    tasks = {t.data["image_id"]: t for t in _tasks(client, pushed.project.id)}
+    shaped = tasks[manifest["image_id"].iloc[0]]
+    (prediction,) = shaped.predictions
+    [result] = [r for r in prediction.result if r["type"] == "polygonlabels"]
+    assert result["value"]["polygonlabels"] == ["dent"] and len(result["value"]["points"]) == 5
+    other = tasks[manifest["image_id"].iloc[1]]
+    assert all(r["type"] != "polygonlabels" for p in other.predictions for r in p.result)
+
+    # a reviewer accepts the pre-annotation as it is: the pulled region is the prior polygon, in pixels
+    user = client.users.create(username="shapes", email="shapes@pull.test")
+    client.annotations.create(id=shaped.id, result=prediction.result, completed_by=user.id)
+    frame = pull(client, studio.conn, project_title="shapes").annotations
+    [region] = json.loads(frame["boxes"].iloc[0])
+    assert region["label"] == "dent" and region["segmentation"] == [pytest.approx(polygon, abs=0.01)]
+    assert (region["x"], region["y"], region["w"], region["h"]) == pytest.approx((8, 4, 32, 26), abs=0.01)

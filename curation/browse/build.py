@@ -13,9 +13,12 @@ Each unique image of the manifest becomes a sample carrying every stage's output
 | ``embedding`` | embeddings | the pre-labeler's image embedding |
 | ``annotations`` | annotations | ``Classifications``, one per annotator (attribute ``annotator``, ``severity`` ...) |
 | ``annotation_boxes`` | annotations | ``Detections`` from the annotators' boxes, if any |
+| ``annotation_polygons`` | annotations | ``Polylines`` (closed, filled) from the annotators' polygons, if any |
 | ``ground_truth``, ``agreement``, ``n_annotators``, ``disputed``, ``severity``, ``consensus_method``,
   ``description_reviewed`` | consensus |
 | tags, ``split`` | splits | the split name, as a tag and a field |
+| ``ground_truth_boxes``, ``ground_truth_polygons`` | splits, augmented | the exported regions: ``Detections`` and,
+  for regions with a shape (mask or polygon labels), ``Polylines`` (closed, filled), moved with each variant |
 | ``dup_cross_split`` | manifest + splits | the near-duplicate group spans more than one split (a leak) |
 | ``is_augmented``, ``source_image_id``, ``n_augmented`` | augmented | variants are samples tagged ``augmented``
   pointing at their source |
@@ -426,15 +429,18 @@ def _image_sample(row: dict[str, Any], base_dir: Path, logit_classes: Sequence[s
     if split is not None:
         sample["split"] = str(split)
         sample.tags.append(str(split))
+    _add_regions(sample, GT_FIELD, _value(row.get("split__boxes")), row, source="splits")
     embedding = row.get("emb__embedding")
     if embedding is not None and not (isinstance(embedding, float) and np.isnan(embedding)):
         sample["embedding"] = np.asarray(embedding, dtype=np.float32)
     annotations = row.get("ann__rows")
     if isinstance(annotations, list):
         sample["annotations"] = fo.Classifications(classifications=[_annotation(a) for a in annotations])
-        boxes = _boxes(annotations, row)
+        boxes, polygons = _boxes(annotations, row)
         if boxes:
             sample["annotation_boxes"] = fo.Detections(detections=boxes)
+        if polygons:
+            sample["annotation_polygons"] = fo.Polylines(polylines=polygons)
     return sample
 
 
@@ -459,6 +465,7 @@ def _augmented_sample(row: dict[str, Any], base_dir: Path) -> Any:
     split = _value(row.get("src__split__split"))
     if split is not None:
         sample["split"] = str(split)
+    _add_regions(sample, GT_FIELD, _value(row.get("boxes")), row, source="augmented")
     return sample
 
 
@@ -502,30 +509,63 @@ def _annotation(record: dict[str, Any]) -> Any:
     return fo.Classification(label=str(record["label"]), annotator=str(record["annotator"]), **attributes)
 
 
-def _boxes(annotations: list[dict[str, Any]], row: dict[str, Any]) -> list[Any]:
-    """Annotators' boxes (JSON, pixels) as FiftyOne detections (relative coordinates), tagged by annotator."""
-    import fiftyone as fo
-
-    width, height = _value(row.get("width")), _value(row.get("height"))
-    detections = []
+def _boxes(annotations: list[dict[str, Any]], row: dict[str, Any]) -> tuple[list[Any], list[Any]]:
+    """Annotators' boxes (JSON, pixels) as FiftyOne detections (relative coordinates), and their polygons as
+    polylines, tagged by annotator."""
+    detections, polylines = [], []
     for record in annotations:
         raw = _value(record.get("boxes"))
         if not raw:
             continue
-        try:
-            boxes = json.loads(raw)
-            if not width or not height:
-                raise ValueError("the manifest has no width/height for this image")
-            for box in boxes:
-                bounds = [box["x"] / width, box["y"] / height, box["w"] / width, box["h"] / height]
-                label = str(box.get("label") or record["label"])
-                detections.append(fo.Detection(label=label, bounding_box=bounds, annotator=str(record["annotator"])))
-        except (ValueError, TypeError, KeyError) as err:
-            raise BrowseInputError(
-                f"annotations: boxes of image {row['image_id']!r} by {record['annotator']!r} cannot be read "
-                f"({err}); expected a JSON list of {{x, y, w, h, label}} in pixels"
-            ) from err
-    return detections
+        where = f"annotations: boxes of image {row['image_id']!r} by {record['annotator']!r}"
+        found = _regions(raw, row, where, default_label=record["label"], annotator=str(record["annotator"]))
+        detections += found[0]
+        polylines += found[1]
+    return detections, polylines
+
+
+def _add_regions(sample: Any, prefix: str, raw: str | None, row: dict[str, Any], *, source: str) -> None:
+    """``<prefix>_boxes`` (Detections) and ``<prefix>_polygons`` (Polylines) from a boxes JSON cell, when present."""
+    import fiftyone as fo
+
+    if not raw:
+        return
+    detections, polylines = _regions(raw, row, f"{source}: boxes of image {row['image_id']!r}")
+    if detections:
+        sample[f"{prefix}_boxes"] = fo.Detections(detections=detections)
+    if polylines:
+        sample[f"{prefix}_polygons"] = fo.Polylines(polylines=polylines)
+
+
+def _regions(
+    raw: str, row: dict[str, Any], where: str, *, default_label: str | None = None, **attributes: Any
+) -> tuple[list[Any], list[Any]]:
+    """A boxes JSON cell (``{x, y, w, h, label}`` in pixels, optionally ``segmentation``: flat pixel polygons) as
+    detections and, for regions with a shape, one closed filled polyline each (the App draws it as a polygon)."""
+    import fiftyone as fo
+
+    width, height = _value(row.get("width")), _value(row.get("height"))
+    detections, polylines = [], []
+    try:
+        boxes = json.loads(raw)
+        if not width or not height:
+            raise ValueError("no width/height for this image")
+        for box in boxes:
+            bounds = [box["x"] / width, box["y"] / height, box["w"] / width, box["h"] / height]
+            label = str(box.get("label") or default_label)
+            detections.append(fo.Detection(label=label, bounding_box=bounds, **attributes))
+            if box.get("segmentation"):
+                shapes = [
+                    [(x / width, y / height) for x, y in zip(p[0::2], p[1::2], strict=True)]
+                    for p in box["segmentation"]
+                ]
+                polylines.append(fo.Polyline(label=label, points=shapes, closed=True, filled=True, **attributes))
+    except (ValueError, TypeError, KeyError) as err:
+        raise BrowseInputError(
+            f"{where} cannot be read ({err}); expected a JSON list of {{x, y, w, h, label}} in pixels, with "
+            "optional segmentation (a list of flat [x1, y1, x2, y2, ...] polygons)"
+        ) from err
+    return detections, polylines
 
 
 def _brain_runs(dataset: Any, originals: Any, settings: BrowseParams, summary: BuildSummary) -> list[str]:

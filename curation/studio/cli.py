@@ -121,6 +121,10 @@ def push_command(
     disputes: Annotated[
         Path | None, typer.Option(help="disputes.csv from agreement (default: labelstudio.disputes).")
     ] = None,
+    prior_labels: Annotated[
+        Path,
+        typer.Option(help="prior_labels.parquet from ingest: its shapes pre-fill polygons when labelstudio.boxes."),
+    ] = Path("data/ingest/prior_labels.parquet"),
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Push images and pre-labels to Label Studio: idempotent, batched, most uncertain first."""
@@ -134,6 +138,7 @@ def push_command(
         manifest_frame = _read_parquet(manifest, "manifest")
         predictions_frame = _read_parquet(predictions, "predictions")
         disputed, note = read_disputes(disputes or settings.disputes)
+        prior = _read_parquet(prior_labels, "prior labels") if settings.boxes and prior_labels.exists() else None
         conn = connection(settings)
         specs = build_tasks(
             manifest_frame,
@@ -144,6 +149,8 @@ def push_command(
             disputes=disputed,
             manifest_name=str(manifest),
             predictions_name=str(predictions),
+            prior=prior,
+            prior_name=str(prior_labels),
         )
         client = make_client(conn, retries=settings.retries, timeout_s=settings.timeout_s)
         with progress("push", console) as reporter:

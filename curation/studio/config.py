@@ -2,7 +2,8 @@
 
 Control names are a contract between push (predictions), the UI and pull (annotations):
 ``label`` (Choices, the defect class), ``severity`` (Choices), ``description`` (TextArea, pre-filled) and
-``boxes`` (RectangleLabels, only with ``labelstudio.boxes: true``), all on the ``image`` object.
+``boxes`` (RectangleLabels) and ``polygons`` (PolygonLabels; prior mask and polygon labels are pre-filled there),
+both only with ``labelstudio.boxes: true``, all on the ``image`` object.
 
 Project set: Label Studio's maintainers advise about 100,000 tasks per project, so the tasks of one
 ``labelstudio.project_title`` may be spread over several projects, its *parts*. Part 1 is titled exactly
@@ -33,6 +34,7 @@ LABEL = "label"
 SEVERITY = "severity"
 DESCRIPTION = "description"
 BOXES = "boxes"
+POLYGONS = "polygons"
 
 VIEW_UNCERTAIN = "Most uncertain first"
 VIEW_ADJUDICATE = "Adjudication"
@@ -45,13 +47,17 @@ _PART_SUFFIX = re.compile(r" \(part ([1-9][0-9]*)\)$")
 
 def label_config(ontology: Ontology, *, boxes: bool = False) -> str:
     """Label Studio XML for the ontology: class and severity choices with hints, a description box, and
-    rectangle labels when ``boxes``. Built with ElementTree, so definitions with quotes or ``<`` stay valid."""
+    rectangle and polygon labels when ``boxes``. Built with ElementTree, so definitions with quotes or ``<`` stay
+    valid."""
     view = ET.Element("View")
     ET.SubElement(view, "Image", name=IMAGE, value=f"${IMAGE}", zoom="true", zoomControl="true")
     if boxes:
         rects = ET.SubElement(view, "RectangleLabels", name=BOXES, toName=IMAGE, strokeWidth="2")
         for defect in ontology.classes:
             ET.SubElement(rects, "Label", value=defect.name, hint=_names(defect))
+        polygons = ET.SubElement(view, "PolygonLabels", name=POLYGONS, toName=IMAGE, strokeWidth="2")
+        for defect in ontology.classes:
+            ET.SubElement(polygons, "Label", value=defect.name, hint=_names(defect))
     ET.SubElement(view, "Header", value="Defect class / 결함 유형")
     classes = ET.SubElement(
         view, "Choices", name=LABEL, toName=IMAGE, choice="single-radio", required="true", showInline="true"

@@ -25,7 +25,7 @@ import pandas as pd
 
 from curation.io import publish, write_json, write_parquet
 from curation.studio.client import Connection, translate
-from curation.studio.config import BOXES, DESCRIPTION, LABEL, SEVERITY, find_project_set, part_title
+from curation.studio.config import BOXES, DESCRIPTION, LABEL, POLYGONS, SEVERITY, find_project_set, part_title
 from schemas.records import Annotation, columns
 
 if TYPE_CHECKING:
@@ -174,7 +174,8 @@ def _row(task: Mapping, image_id: str, annotation: Mapping, users: Mapping[int, 
 
 
 def parse_result(result: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
-    """Label, severity, description and boxes (JSON, pixels) from one annotation's result list."""
+    """Label, severity, description and boxes (JSON, pixels) from one annotation's result list; a polygon is a box
+    with ``segmentation`` and ``area`` (:func:`polygon_to_pixels`)."""
     out: dict[str, Any] = {"label": None, "severity": None, "description": None, "boxes": None}
     boxes = []
     for item in result:
@@ -187,6 +188,8 @@ def parse_result(result: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
             out["description"] = "\n".join(str(t) for t in value["text"])
         elif name == BOXES and item.get("type") == "rectanglelabels":
             boxes.append(box_to_pixels(item))
+        elif name == POLYGONS and item.get("type") == "polygonlabels":
+            boxes.append(polygon_to_pixels(item))
     if boxes:
         out["boxes"] = json.dumps(boxes, sort_keys=True)
     return out
@@ -204,6 +207,23 @@ def box_to_pixels(item: Mapping[str, Any]) -> dict[str, Any]:
         "h": round(value["height"] * height / 100, 2),
         "label": labels[0],
     }
+
+
+def polygon_to_pixels(item: Mapping[str, Any]) -> dict[str, Any]:
+    """A polygon result (points in percent of the image) as a region in pixels of the original image: its box,
+    ``segmentation`` (one flat polygon) and ``area`` (pixels inside it, as pycocotools counts them)."""
+    from curation.shapes import polygons_area, polygons_box
+
+    value = item["value"]
+    width, height = float(item.get("original_width") or 0), float(item.get("original_height") or 0)
+    polygon = [round(v, 2) for x, y in value["points"] for v in (x * width / 100, y * height / 100)]
+    x, y, w, h = polygons_box([polygon])
+    labels = value.get("polygonlabels") or [None]
+    region = {"x": x, "y": y, "w": round(w, 2), "h": round(h, 2), "label": labels[0]}
+    if len(polygon) >= 6:  # fewer than 3 points outline nothing: the region keeps its box only
+        region["segmentation"] = [polygon]
+        region["area"] = polygons_area([polygon], int(height), int(width)) if width and height else None
+    return region
 
 
 def write_pull(result: PullResult, out_dir: Path) -> None:

@@ -30,6 +30,13 @@ run:
 Lowering ``max_tasks_per_project`` later moves nothing: fuller parts simply take no new tasks. Pull and the
 simulated reviewers read every part.
 
+Shapes: with ``labelstudio.boxes: true``, prior labels that came with a shape (masks, polygon labels: the
+``polygons`` column of ``prior_labels.parquet``) are added to every pre-annotation of their image as
+``polygonlabels`` results (points in percent of the image), one per polygon, so reviewers correct the outline instead
+of drawing it; an image with shapes but no prediction gets a prediction of its own (model version
+:data:`PRIOR_VERSION`). Without shapes the tasks are exactly as before. Like every prediction, they are sent once per
+model version: shapes changed later reach existing tasks with the next model version.
+
 Outputs (``write_push``): ``tasks.parquet`` (image_id, task_id, project_id, overlap, model_versions, adjudicate)
 and ``push.json`` (counts, DVC metrics; ``projects`` holds each part's project id, title and task count).
 """
@@ -52,7 +59,7 @@ import pandas as pd
 from curation.errors import InputError
 from curation.io import check_published, publish, write_json, write_parquet
 from curation.studio.client import Connection, translate
-from curation.studio.config import DESCRIPTION, IMAGE, LABEL, ProjectInfo, add_part, ensure_projects
+from curation.studio.config import DESCRIPTION, IMAGE, LABEL, POLYGONS, ProjectInfo, add_part, ensure_projects
 from curation.studio.errors import StudioError, StudioUnavailable
 from schemas.ontology import Ontology
 from schemas.params_studio import LabelStudioParams
@@ -64,6 +71,7 @@ PREDICTION_COLUMNS = ("image_id", "label", "score", "margin", "entropy", "model_
 MANIFEST_COLUMNS = ("image_id", "path", "rel_path")
 TASK_COLUMNS = ["image_id", "task_id", "project_id", "overlap", "model_versions", "adjudicate"]
 MANAGED_DATA_KEYS = ("image", "image_id", "file", "margin", "entropy", "predicted", "adjudicate")
+PRIOR_VERSION = "prior-labels"  # model version of a prediction that holds only imported shapes
 LIST_PAGE_SIZE = 1000
 LIST_FIELDS = "id,data,overlap"
 _SHOWN_ROWS = 5
@@ -120,12 +128,19 @@ def build_tasks(
     disputes: Iterable[str] = (),
     manifest_name: str = "manifest",
     predictions_name: str = "predictions",
+    prior: pd.DataFrame | None = None,
+    prior_name: str = "prior labels",
 ) -> list[TaskSpec]:
     """Tasks for every manifest image, most uncertain first; images without predictions come last.
 
+    Args:
+        prior: ``prior_labels.parquet``; its regions with ``polygons`` become polygon pre-annotations (pass it only
+            with ``labelstudio.boxes: true``, which adds the polygon control).
+
     Raises:
         InputError: missing columns, predictions for unknown images or classes, duplicate (image_id,
-            model_version) rows, or images outside the document root. Messages name the file and rows.
+            model_version) rows, images outside the document root, or unreadable prior polygons. Messages name the
+            file and rows.
     """
     _require_columns(manifest, MANIFEST_COLUMNS, manifest_name, "re-run `curation ingest`")
     _require_columns(predictions, PREDICTION_COLUMNS, predictions_name, "re-run `curation prelabel`")
@@ -140,6 +155,13 @@ def build_tasks(
         by_image[row["image_id"]].append(_prediction(row, description_language))
         key = (float(row["margin"]), -float(row["entropy"]))
         uncertainty[row["image_id"]] = min(uncertainty.get(row["image_id"], key), key)
+
+    shapes = {} if prior is None else _shape_results(prior, manifest, ontology, manifest_name, prior_name)
+    for image_id, results in shapes.items():
+        if image_id not in by_image:
+            by_image[image_id].append({"model_version": PRIOR_VERSION, "result": []})
+        for prediction in by_image[image_id]:
+            prediction["result"] = prediction["result"] + results
 
     specs = []
     for row in manifest.to_dict("records"):
@@ -160,6 +182,64 @@ def build_tasks(
     infinity = (math.inf, math.inf)
     specs.sort(key=lambda s: (uncertainty.get(s.image_id, infinity), s.image_id))
     return specs
+
+
+def polygon_results(polygons: Sequence[Sequence[float]], label: str, width: int, height: int) -> list[dict[str, Any]]:
+    """One Label Studio ``polygonlabels`` result per polygon (flat pixel list), points in percent of the image."""
+    return [
+        {
+            "from_name": POLYGONS,
+            "to_name": IMAGE,
+            "type": "polygonlabels",
+            "original_width": int(width),
+            "original_height": int(height),
+            "image_rotation": 0,
+            "value": {
+                "points": [
+                    [round(x * 100 / width, 4), round(y * 100 / height, 4)]
+                    for x, y in zip(polygon[0::2], polygon[1::2], strict=True)
+                ],
+                "closed": True,
+                "polygonlabels": [label],
+            },
+        }
+        for polygon in polygons
+    ]
+
+
+def _shape_results(
+    prior: pd.DataFrame, manifest: pd.DataFrame, ontology: Ontology, manifest_name: str, prior_name: str
+) -> dict[str, list[dict[str, Any]]]:
+    """Polygon results per image from the prior labels with a shape and an ontology class."""
+    from curation.shapes import parse_polygons
+
+    if "polygons" not in prior.columns:
+        return {}
+    rows = prior[prior["polygons"].notna() & prior["label"].notna()]
+    if rows.empty:
+        return {}
+    unknown = ~rows["label"].isin(ontology.class_names)
+    if unknown.any():
+        raise InputError(
+            f"{prior_name}: rows {_rows(unknown)} (1-based) have labels {sorted(set(rows.loc[unknown, 'label']))} "
+            f"that are not ontology classes {ontology.class_names}; re-run ingest with the current params.yaml"
+        )
+    _require_columns(manifest, ("width", "height"), manifest_name, "re-run `curation ingest`")
+    sizes = manifest.set_index("image_id")[["width", "height"]]
+    out: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for position, row in zip(rows.index, rows.itertuples(index=False), strict=True):
+        if row.image_id not in sizes.index:
+            continue  # a label of an image no longer in the manifest: the manifest decides what is pushed
+        try:
+            polygons = parse_polygons(row.polygons)
+        except ValueError as err:
+            raise InputError(
+                f"{prior_name}: row {position + 1} (1-based, image {row.image_id}): polygons cannot be read "
+                f"({err}); fix the mask or polygon file it came from and re-run ingest"
+            ) from None
+        width, height = sizes.loc[row.image_id]
+        out[row.image_id] += polygon_results(polygons, str(row.label), int(width), int(height))
+    return dict(out)
 
 
 def _require_columns(frame: pd.DataFrame, needed: Sequence[str], name: str, fix: str) -> None:
