@@ -31,6 +31,7 @@ import pandas as pd
 from PIL import Image
 
 from curation.labels import ImageRef, LabelIssue, label_row
+from curation.shapes import mask_to_polygons
 
 MASK_TREES = frozenset({"masks", "ground_truth"})
 MASK_SUFFIXES = ("_mask", "-mask")
@@ -118,42 +119,22 @@ def foreground(image: Image.Image) -> np.ndarray:
 def mask_regions(mask: np.ndarray) -> list[Region]:
     """The 8-connected regions of a boolean mask, in label order (top-left first).
 
-    Regions come from OpenCV's connected components; outlines from scikit-image's marching squares at level 0.5
-    on each region with its holes filled, so the outline runs along pixel edges: a one-pixel region is a small
-    diamond, not a degenerate point, and the polygon's bounds equal the box. COCO polygons cannot hold holes:
-    the polygon covers them, ``area`` does not. Collinear points are dropped; coordinates are in pixels of the
-    stored image with (0, 0) the top-left corner of the first pixel.
+    Regions come from OpenCV's connected components; outlines from :func:`curation.shapes.mask_to_polygons`, which
+    runs along pixel edges, so rasterising a region's polygons (pycocotools, as COCO tools do) gives its pixels back
+    and the polygon's bounds equal the box. COCO polygons cannot hold holes: the polygon covers them, ``area`` (the
+    pixel count) does not. Coordinates are in pixels of the stored image with (0, 0) the top-left corner of the
+    first pixel.
     """
     import cv2
-    from scipy.ndimage import binary_fill_holes
-    from skimage.measure import find_contours
 
     count, labels, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
     regions = []
     for index in range(1, count):
         x, y, w, h, area = (int(v) for v in stats[index])
-        region = binary_fill_holes(labels[y : y + h, x : x + w] == index)
-        padded = np.pad(region, 1).astype(np.float32)
-        polygons = []
-        for contour in find_contours(padded, 0.5, fully_connected="high"):
-            points = _drop_collinear(contour[:-1])  # closed: the last point repeats the first
-            if len(points) >= 3:
-                # padded index p -> pixel index p - 1 + offset -> edge coordinate + 0.5
-                flat = np.column_stack([points[:, 1] + x - 0.5, points[:, 0] + y - 0.5]).ravel()
-                polygons.append([round(float(v), 2) for v in flat])
+        outline = mask_to_polygons(labels[y : y + h, x : x + w] == index)
+        polygons = [[v + (x if i % 2 == 0 else y) for i, v in enumerate(p)] for p in outline]
         regions.append(Region((float(x), float(y), float(w), float(h)), polygons, float(area)))
     return regions
-
-
-def _drop_collinear(points: np.ndarray) -> np.ndarray:
-    """A closed ring's points without those on a straight line between their neighbours.
-
-    Vectorised here: scikit-image's ``approximate_polygon`` (Douglas-Peucker in Python) took half the import time.
-    """
-    before, after = np.roll(points, 1, axis=0), np.roll(points, -1, axis=0)
-    incoming, outgoing = points - before, after - points
-    cross = incoming[:, 0] * outgoing[:, 1] - incoming[:, 1] * outgoing[:, 0]
-    return points[np.abs(cross) > 1e-9]
 
 
 def read_regions(path: Path) -> list[Region]:

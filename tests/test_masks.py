@@ -20,6 +20,7 @@ from scipy import ndimage
 from curation.ingest import ingest, write_ingest
 from curation.labels import polygon_area
 from curation.masks import mask_regions
+from curation.shapes import rasterise
 from schemas.params import IngestParams, Params
 from tests.conftest import ROOT, write_image
 
@@ -67,12 +68,16 @@ def test_regions_are_8_connected_with_pixel_boxes_and_outlines_on_pixel_edges() 
         x, y, w, h = region.box
         assert (min(xs), min(ys), max(xs), max(ys)) == (x, y, x + w, y + h)  # the outline touches the box
         assert len(polygon) >= 6 and polygon_area(polygon) > 0  # a valid COCO polygon, even for one pixel
+    # a pixel is the unit square of its corners, and each outline rasterises back to its pixels (as COCO tools do)
     assert sorted(zip(regions[1].polygons[0][0::2], regions[1].polygons[0][1::2], strict=True)) == [
-        (9.0, 7.5),
-        (9.5, 7.0),
-        (9.5, 8.0),
-        (10.0, 7.5),
+        (9.0, 7.0),
+        (9.0, 8.0),
+        (10.0, 7.0),
+        (10.0, 8.0),
     ]
+    first = np.zeros_like(mask)
+    first[1:4, 2:5] = first[4, 5] = True
+    assert (rasterise(regions[0].polygons, *mask.shape) == first).all()
 
 
 def test_a_hole_is_covered_by_the_polygon_but_not_counted_in_the_area() -> None:
@@ -112,7 +117,7 @@ def test_same_stem_mask_beside_its_image_becomes_region_labels_not_an_image(tmp_
     boxes = from_masks.dropna(subset=["x"])
     assert boxes[["x", "y", "w", "h", "area"]].values.tolist() == [[4, 4, 10, 6, 60], [40, 20, 8, 8, 64]]
     assert from_masks["polygons"].isna().tolist() == [True, False, False]
-    assert json.loads(boxes["polygons"].iloc[0])[0][:2] == [13.5, 10.0]
+    assert json.loads(boxes["polygons"].iloc[0])[0][:2] == [4.0, 4.0]  # the top-left corner of the region
     assert result.issues.empty
 
 
