@@ -222,9 +222,9 @@ def ingest(
     if label_issues:
         kinds = ", ".join(f"{kind} {n}" for kind, n in sorted(label_issues.items()))
         notes.append(
-            f"{sum(label_issues.values())} label(s), label file(s) or mask(s) could not be imported as they are "
-            f"({kinds}: unmatched image, malformed entry, copies with conflicting classes, unusable mask); each is a "
-            "row of issues.csv with its file and the fix"
+            f"{sum(label_issues.values())} label or mask problem(s) to check ({kinds}): labels that could not be "
+            "matched or read, copies with conflicting classes (left unlabelled for review), unusable masks or masks "
+            "that contradict the image's class; each is a row of issues.csv with its file and the fix"
         )
 
     issue_frame = pd.DataFrame(sorted(issues), columns=ISSUE_COLUMNS)
@@ -279,13 +279,21 @@ def _resolve_unmapped(
     if not unmapped.any():
         return prior, None, []
     counts = prior.loc[unmapped, "source_label"].astype(str).value_counts()
-    listed = ", ".join(f"{source!r} ({int(counts[source])})" for source in sorted(counts.index))
+    # a mask adds one row per region beside the image's own label: say on how many images, too
+    images = prior.loc[unmapped].groupby(prior.loc[unmapped, "source_label"].astype(str))["image_id"].nunique()
+    listed = ", ".join(
+        f"{source!r} ({int(counts[source])}"
+        + ("" if counts[source] == images[source] else f" labels on {int(images[source])} images")
+        + ")"
+        for source in sorted(counts.index)
+    )
     total = int(unmapped.sum())
+    n_images = prior.loc[unmapped, "image_id"].nunique()
     if settings.unmapped_labels == "error":
         raise LabelImportError(
-            f"{total} imported label(s) map to no ontology class: {listed}; map them to classes in "
-            "ingest.label_map, add them as classes with `curation ontology init`, or set ingest.unmapped_labels "
-            "to skip (leave them out) or add (append them to the ontology)"
+            f"{total} imported label(s) map to no ontology class ({n_images} image(s)): {listed}; map them to "
+            "classes in ingest.label_map, add them as classes with `curation ontology init`, or set "
+            "ingest.unmapped_labels to skip (leave them out) or add (append them to the ontology)"
         )
     if settings.unmapped_labels == "skip":
         note = f"left out {total} imported label(s) of no ontology class (ingest.unmapped_labels: skip): {listed}"

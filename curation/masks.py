@@ -35,7 +35,8 @@ from curation.shapes import mask_to_polygons
 
 MASK_TREES = frozenset({"masks", "ground_truth"})
 MASK_SUFFIXES = ("_mask", "-mask")
-_MASK_NAME = r"(?i)(?:^|/)(?:masks|ground_truth)/|[_-]mask\.[^./]*$"
+MASK_NAME = r"(?i)(?:^|/)(?:masks|ground_truth)/|[_-]mask\.[^./]*$"
+"""Paths that name a mask: under a ``masks/`` or ``ground_truth/`` tree, or ending in ``_mask`` / ``-mask``."""
 BINARY_SHARE = 0.95
 """Share of pixels at exactly 0 or 255 (per colour channel) that makes an anti-aliased mask binary-like."""
 MAX_LEVELS = 3
@@ -159,7 +160,7 @@ def find_masks(files: pd.DataFrame, quarantined: Iterable[str]) -> tuple[list[Ma
     # files sharing their names become Python objects.
     rel_paths = files["rel_path"]
     stems = rel_paths.str.rsplit("/", n=1).str[-1].str.replace(r"\.[^.]*$", "", regex=True)
-    candidate = files["binary"].to_numpy(dtype=bool) | rel_paths.str.contains(_MASK_NAME, regex=True).to_numpy()
+    candidate = files["binary"].to_numpy(dtype=bool) | rel_paths.str.contains(MASK_NAME, regex=True).to_numpy()
     if not candidate.any():
         return [], []
     wanted = {name for stem in stems[candidate] for name in (stem, _strip_suffix(stem)[0])}

@@ -14,7 +14,9 @@ import unicodedata
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
+
+import pandas as pd
 
 from curation.discover import discover
 from curation.errors import LabelImportError, ParamsError
@@ -135,22 +137,38 @@ def source_label_counts(
 ) -> tuple[Counter[str], int]:
     """Source labels found by the ingest label reader for ``fmt``, with the number of labels carrying each.
 
-    Images are not hashed or decoded here: the names are what matters, so each file is an image of its own, sized
-    from its header (a file PIL cannot open is left out; ingest quarantines it).
+    Images are not hashed here: the names are what matters, so each file is an image of its own, sized from its
+    header (a file PIL cannot open is left out; ingest quarantines it). Masks beside their images (ingest's rules,
+    :func:`curation.masks.find_masks`) are left out, so they do not count as images of their folder's class; only
+    files that could be masks are decoded for that.
 
     Returns:
         (source label -> count, number of label issues the reader reported).
     """
+    import re
+
     from PIL import Image, UnidentifiedImageError
 
-    refs = {}
-    for rel in discover(Path(raw_dir), list(extensions)).candidates:
+    from curation.masks import MASK_NAME, binary_like, find_masks
+
+    candidates = discover(Path(raw_dir), list(extensions)).candidates
+    stems = Counter(str(PurePosixPath(rel).with_suffix("")) for rel in candidates)
+    rows = []
+    for rel in candidates:
+        # only files that could be a mask (a shared stem, a mask name or tree) are decoded, to tell masks apart
+        maybe_mask = stems[str(PurePosixPath(rel).with_suffix(""))] > 1 or re.search(MASK_NAME, rel) is not None
         try:
             with Image.open(Path(raw_dir) / rel) as image:
-                width, height = image.size
+                rows.append((rel, *image.size, maybe_mask and binary_like(image)))
         except (OSError, UnidentifiedImageError, ValueError):
             continue
-        refs[rel] = ImageRef(rel, int(width), int(height))
+    files = pd.DataFrame(rows, columns=["rel_path", "width", "height", "binary"])
+    masks = {mask.rel_path for mask in find_masks(files, [])[0]}  # masks are labels, not images with a class
+    refs = {
+        rel: ImageRef(rel, int(width), int(height))
+        for rel, width, height in zip(files["rel_path"], files["width"], files["height"], strict=True)
+        if rel not in masks
+    }
     imported = read_prior_labels(
         fmt, Path(raw_dir), refs, class_names=class_names, labels_path=labels_path, label_map=label_map
     )

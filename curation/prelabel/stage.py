@@ -472,7 +472,7 @@ def _few_shot(
     report.update(
         cv_accuracy=round(result.cv_accuracy, 4),
         cv_accuracy_std=round(result.cv_accuracy_std, 4),
-        classes_learnt=result.learnt,
+        classes_learnt=[str(c) for c in result.learnt],  # numpy strings print as np.str_(...)
     )
     if have_zero_shot and short:
         notes.append(
