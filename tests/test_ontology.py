@@ -340,3 +340,20 @@ def test_labels_that_mean_no_defect_resolve_to_the_ok_class() -> None:
         "freehand": "freehand",
         "goods_damage": "goods_damage",
     }
+
+
+def test_ontology_init_counts_images_not_the_masks_beside_them(tmp_path) -> None:
+    from PIL import Image
+
+    from curation.ontology import source_label_counts
+    from tests.conftest import write_image
+
+    for folder, n in (("MT_Crack", 2), ("MT_Free", 3)):
+        for i in range(n):
+            write_image(tmp_path / folder / "Imgs" / f"{i}.jpg", seed=i, size=(40, 30), quality=95)
+            mask = Image.new("L", (40, 30))
+            if folder == "MT_Crack":
+                mask.paste(255, (5, 5, 9, 20))
+            mask.save(tmp_path / folder / "Imgs" / f"{i}.png")  # same stem beside the photo: its mask
+    counts, issues = source_label_counts("folders", tmp_path, class_names=[])
+    assert counts == {"MT_Crack": 2, "MT_Free": 3} and issues == 0
