@@ -350,8 +350,8 @@ def test_ontology_init_counts_images_not_the_masks_beside_them(tmp_path) -> None
 
     for folder, n in (("MT_Crack", 2), ("MT_Free", 3)):
         for i in range(n):
-            write_image(tmp_path / folder / "Imgs" / f"{i}.jpg", seed=i, size=(40, 30), quality=95)
-            mask = Image.new("L", (40, 30))
+            write_image(tmp_path / folder / "Imgs" / f"{i}.jpg", seed=i, size=(40, 32), quality=95)
+            mask = Image.new("L", (40, 32))
             if folder == "MT_Crack":
                 mask.paste(255, (5, 5, 9, 20))
             mask.save(tmp_path / folder / "Imgs" / f"{i}.png")  # same stem beside the photo: its mask
