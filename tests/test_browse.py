@@ -33,6 +33,7 @@ from curation.browse import database
 from curation.browse.build import BrowseInputs, build_dataset, check_inputs, read_inputs
 from curation.browse.cli import database_command, fiftyone_command, search_command
 from curation.browse.errors import BrowseInputError
+from curation.io import pid_alive
 from schemas.params import Params
 from schemas.params_browse import BrowseParams
 from tests.chromium import CHROMIUM, FLAGS, HEADLESS, MISSING
@@ -68,7 +69,7 @@ def browse_db() -> Iterator[BrowseDb]:
 
         odm._disconnect()
         database.stop(root / ".fiftyone")
-        assert not database._alive(db.pid)
+        assert not pid_alive(db.pid)
         fo.config.database_uri, fo.config.database_validation, fo.config.model_zoo_manifest_paths = saved_config
         for key, value in saved_env.items():
             if value is None:
@@ -232,7 +233,7 @@ def test_database_start_status_stop_by_pid(tmp_path: Path) -> None:
         assert first.uri == f"mongodb://127.0.0.1:{first.port}"
     finally:
         assert database.stop(root) is True
-    assert not database._alive(first.pid)
+    assert not pid_alive(first.pid)
     assert database.status(root) is None
     assert database.stop(root) is False
 
@@ -536,9 +537,9 @@ def _stop(pid: int, timeout: float = 60.0) -> None:
         os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
     for target in [pid, *children]:
-        while database._alive(target) and time.monotonic() < deadline:
+        while pid_alive(target) and time.monotonic() < deadline:
             time.sleep(0.2)
-        if database._alive(target):
+        if pid_alive(target):
             os.kill(target, signal.SIGKILL)
 
 

