@@ -58,11 +58,12 @@ def describe_applied(applied: str | None) -> str:
     parts = []
     for name, params in json.loads(applied) if applied else []:
         if name == "RandomRotate90":
-            parts.append(f"rot{90 * int(params.get('factor', 0))}")
+            if int(params.get("factor", 0)):  # a quarter-turn factor of 0 fired but changed nothing
+                parts.append(f"rot{90 * int(params['factor'])}")
         elif name in ("Affine", "Rotate", "SafeRotate", "ShiftScaleRotate") and "rotate" in params:
             scale = params.get("scale")
             factor = (scale["x"] + scale["y"]) / 2 if isinstance(scale, dict) else None
-            parts.append(f"{name.lower()} {params['rotate']:+.0f}°" + (f" x{factor:.2f}" if factor else ""))
+            parts.append(f"{name.lower()} {round(params['rotate']):+d}°" + (f" x{factor:.2f}" if factor else ""))
         else:
             parts.append(_SHORT.get(name, name))
     return ", ".join(parts) or "no transform"

@@ -85,6 +85,7 @@ def test_preview_captions_name_the_transforms_that_fired() -> None:
         ]
     )
     assert describe_applied(applied) == "h-flip, rot180, affine -7° x0.96, noise, CLAHE"
+    assert describe_applied(json.dumps([["RandomRotate90", {"factor": 0}]])) == "no transform"
     assert describe_applied("[]") == "no transform"
 
 
