@@ -180,7 +180,9 @@ def build_tasks(
         image_id = row["image_id"]
         shown = previews.get(image_id)
         data: dict[str, Any] = {
-            "image": local_files_url(Path(shown or row["path"]), root, manifest_name),
+            "image": local_files_url(
+                Path(shown or row["path"]), root, "labelstudio.preview_dir" if shown else manifest_name
+            ),
             "image_id": image_id,
             "file": row["rel_path"],
             "adjudicate": image_id in disputed,
