@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from curation.studio.config import VIEW_UNCERTAIN
+from curation.studio.config import VIEW_ADJUDICATE, VIEW_UNCERTAIN, ensure_project, wanted_views
 from curation.studio.previews import make_previews
 from curation.studio.push import build_tasks, push
 from curation.studio.server import load_credentials
@@ -177,3 +177,24 @@ def test_tiff_task_is_drawn_beside_the_controls_and_tabs_work(studio: Studio, pa
     assert set(kept) == below and len(below) == 3
     kept_margins = [t["data"]["margin"] for t in answer["tasks"]]
     assert kept_margins == sorted(kept_margins)  # ordered by margin as numbers
+
+
+def test_tabs_of_an_older_push_get_column_settings_and_saved_tabs_are_kept(studio: Studio, params) -> None:
+    client = studio.client()
+    settings = studio.settings_for("ui-old-tabs")
+    project = ensure_project(client, studio.conn, params.ontology, settings)
+    views = {(v.data or {}).get("title"): v for v in client.views.list(project=project.id)}
+    assert views.keys() == wanted_views().keys()
+    old = views[VIEW_UNCERTAIN]
+    client.views.update(
+        id=old.id, project=project.id, data={"title": VIEW_UNCERTAIN, "ordering": ["tasks:data.margin"]}
+    )  # what push wrote before tabs carried column settings
+    people = views[VIEW_ADJUDICATE]
+    customised = {**people.data, "hiddenColumns": {"explore": ["tasks:annotators"], "labeling": []}}
+    client.views.update(id=people.id, project=project.id, data=customised)  # re-saved in the UI
+
+    ensure_project(client, studio.conn, params.ontology, settings)
+    after = {(v.data or {}).get("title"): v.data for v in client.views.list(project=project.id)}
+    assert after[VIEW_UNCERTAIN]["columnsDisplayType"] == wanted_views()[VIEW_UNCERTAIN]["columnsDisplayType"]
+    assert after[VIEW_UNCERTAIN]["hiddenColumns"] == wanted_views()[VIEW_UNCERTAIN]["hiddenColumns"]
+    assert after[VIEW_ADJUDICATE]["hiddenColumns"] == {"explore": ["tasks:annotators"], "labeling": []}
