@@ -18,7 +18,7 @@ from curation.ingest import ingest
 from curation.studio.config import CONFIDENCE, DESCRIPTION, IMAGE, LABEL, SEVERITY, label_config, wanted_views
 from curation.studio.previews import make_previews, preview_path, preview_reason
 from curation.studio.pull import parse_result
-from curation.studio.push import build_tasks, polygon_results
+from curation.studio.push import build_tasks, polygon_results, storage_folders
 from schemas.params import IngestParams
 from tests.studio_fixture import make_inputs
 
@@ -190,3 +190,18 @@ def test_managed_tabs_carry_column_settings(params) -> None:
         assert data["ordering"] == ["tasks:data.margin"]
     flagged = next(v for v in views.values() if v["filters"]["items"])
     assert flagged["filters"]["items"][0]["filter"] == "filter:tasks:data.adjudicate"
+
+
+def test_storages_cover_the_preview_cache_not_the_studio_home(tmp_path, params) -> None:
+    root = tmp_path / "files"
+    manifest, predictions = make_inputs(root / "data" / "raw", params.ontology, 3)
+    cache = root / ".studio" / "previews"
+    (root / ".studio" / "credentials.json").parent.mkdir(parents=True)
+    previews = {manifest.loc[0, "image_id"]: preview_path(cache, "ab" * 32, 2048)}
+    specs = build_tasks(manifest, predictions, ontology=params.ontology, document_root=root, previews=previews)
+    assert storage_folders(specs, root) == [root / "data" / "raw", cache]  # not root / ".studio"
+
+    at_root = {manifest.loc[0, "image_id"]: preview_path(root, "ab" * 32, 2048)}
+    specs = build_tasks(manifest, predictions, ontology=params.ontology, document_root=root, previews=at_root)
+    with pytest.raises(InputError, match=r"labelstudio\.preview_dir is the document root"):
+        storage_folders(specs, root)

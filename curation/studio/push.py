@@ -318,7 +318,25 @@ def local_files_url(path: Path, document_root: Path, source: str = "manifest") -
 
 def storage_folders(specs: Sequence[TaskSpec], document_root: Path) -> list[Path]:
     """Folders to register as local import storages: the images' common folder when it is below the document
-    root, else one folder per top-level directory used (Label Studio refuses the document root itself)."""
+    root, else one folder per top-level directory used (Label Studio refuses the document root itself).
+
+    Tasks shown through a preview (``original_size`` in their data) are covered by the preview cache folder itself
+    (the parent of the previews' two-character shard folders, :func:`curation.studio.previews.preview_path`), never
+    by a parent of it: the cache lives in the Label Studio home, whose other files (credentials) must not be served.
+    """
+    originals = [s for s in specs if "original_size" not in s.data]
+    caches = sorted(
+        {PurePosixPath(_relative_path(s.data["image"])).parent.parent for s in specs if "original_size" in s.data}
+    )
+    if any(str(cache) in ("", ".") for cache in caches):
+        raise InputError(
+            f"labelstudio.preview_dir is the document root {document_root}; Label Studio serves only files in its "
+            "sub-folders - set labelstudio.preview_dir to a folder below labelstudio.document_root"
+        )
+    return _image_folders(originals, document_root) + [document_root / cache for cache in caches]
+
+
+def _image_folders(specs: Sequence[TaskSpec], document_root: Path) -> list[Path]:
     relatives = [PurePosixPath(_relative_path(s.data["image"])) for s in specs]
     if not relatives:
         return []
