@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 from pathlib import Path
 
 import numpy as np
@@ -198,3 +199,61 @@ def test_tabs_of_an_older_push_get_column_settings_and_saved_tabs_are_kept(studi
     assert after[VIEW_UNCERTAIN]["columnsDisplayType"] == wanted_views()[VIEW_UNCERTAIN]["columnsDisplayType"]
     assert after[VIEW_UNCERTAIN]["hiddenColumns"] == wanted_views()[VIEW_UNCERTAIN]["hiddenColumns"]
     assert after[VIEW_ADJUDICATE]["hiddenColumns"] == {"explore": ["tasks:annotators"], "labeling": []}
+
+
+def test_prior_polygon_lands_on_the_same_spot_of_a_smaller_preview(studio: Studio, params, browser) -> None:
+    """A grey 16-bit TIFF (previewed at half size) with a prior polygon: the outline Label Studio draws over the
+    preview sits where the polygon is in the original (pre-annotations are in percent of the image)."""
+    folder = studio.document_root / "polygon"
+    folder.mkdir()
+    path = folder / "grey.tif"
+    texture = np.random.default_rng(0).integers(29_000, 31_000, size=(400, 600)).astype(np.uint16)
+    Image.fromarray(texture).save(path)  # grey with some texture once stretched to 8 bits
+    image_id = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    manifest = pd.DataFrame(
+        [
+            {
+                "image_id": image_id,
+                "path": str(path),
+                "rel_path": "grey.tif",
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                "width": 600,
+                "height": 400,
+                "mode": "I;16",
+                "format": "TIFF",
+            }
+        ]
+    )
+    _, predictions = make_inputs(studio.document_root / "polygon-unused", params.ontology, 1, image_ids=[image_id])
+    square = [300.0, 100.0, 450.0, 100.0, 450.0, 300.0, 300.0, 300.0]  # x 50-75 %, y 25-75 % of the original
+    prior = pd.DataFrame({"image_id": [image_id], "label": ["dent"], "polygons": [json.dumps([square])]})
+    previews = make_previews(manifest, studio.document_root / "previews", max_side=300)
+    specs = build_tasks(
+        manifest,
+        predictions,
+        ontology=params.ontology,
+        document_root=studio.document_root,
+        prior=prior,
+        previews=previews,
+    )
+    settings = studio.settings_for("ui-polygon", boxes=True)
+    client = studio.client()
+    result = push(client, studio.conn, specs, ontology=params.ontology, settings=settings)
+    (task,) = client.tasks.list(project=result.project.id, fields="task_only")
+
+    page = _login(browser, studio, {"width": 1400, "height": 1100})
+    page.goto(f"{studio.state.url}/projects/{result.project.id}/data?task={task.id}")
+    page.wait_for_function(
+        f"Array.from(document.images).some(i => ({TASK_IMAGE_JS}) && i.naturalWidth === 300)", timeout=60_000
+    )
+    page.wait_for_timeout(1_500)
+    page.screenshot(path=str(SCREENS / "annotator-polygon-on-preview.png"))
+    box = page.locator("img[src*='/data/local-files/'], img[src^='blob:']").first.bounding_box()
+    shot = np.asarray(Image.open(io.BytesIO(page.screenshot(clip=box))).convert("RGB"), dtype=int)
+    page.close()
+    coloured = (shot.max(axis=2) - shot.min(axis=2)) > 60  # the outline and fill; the image itself is grey
+    rows, cols = np.nonzero(coloured)
+    assert len(rows) > 100, "no polygon drawn over the image"
+    height, width = coloured.shape
+    assert cols.min() / width == pytest.approx(0.50, abs=0.02) and cols.max() / width == pytest.approx(0.75, abs=0.02)
+    assert rows.min() / height == pytest.approx(0.25, abs=0.02) and rows.max() / height == pytest.approx(0.75, abs=0.02)
