@@ -5,8 +5,17 @@ many images across processes; ``preview_grid`` tiles originals and variants for 
 (train split only, records, report) is ``curation.augment_stage``.
 """
 
-from augment.preview import preview_grid
+from augment.preview import describe_applied, preview_grid
 from augment.recipe import RecipeError, build_pipeline, recipe_hash
 from augment.run import Source, Variant, augment_all
 
-__all__ = ["RecipeError", "Source", "Variant", "augment_all", "build_pipeline", "preview_grid", "recipe_hash"]
+__all__ = [
+    "RecipeError",
+    "Source",
+    "Variant",
+    "augment_all",
+    "build_pipeline",
+    "describe_applied",
+    "preview_grid",
+    "recipe_hash",
+]

@@ -1,5 +1,9 @@
 """Recipe from params -> one albumentations ``Compose``, checked before any image is touched.
 
+Geometric transforms that take a ``border_mode`` fill the borders they uncover by reflection
+(``cv2.BORDER_REFLECT_101``) unless the recipe gives one: albumentations' default, a constant black fill, leaves
+wedges in the corners that a defect model can learn as a feature.
+
 Albumentations only warns about unknown keyword arguments, so each transform's arguments are checked against its
 signature here, and the pipeline is tried once on a small image with a box: a recipe that cannot run fails with a
 message naming ``augment.recipe[i]`` before a worker starts.
@@ -23,6 +27,7 @@ from schemas.params_dataset import TransformSpec
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")  # no PyPI version check at import (offline networks)
 
 import albumentations as A  # after the environment switch above
+import cv2
 
 BOX_FIELD = "box_index"  # label field carrying each box's position in the input list, to count what was dropped
 
@@ -127,6 +132,9 @@ def _build_one(index: int, spec: TransformSpec) -> A.BasicTransform:
             allowed = ", ".join(sorted(set(accepted) - {"self"}))
             raise RecipeError(f"{where}: unknown argument(s) {unknown}; {spec.name} takes: {allowed}")
     args = {key: tuple(value) if isinstance(value, list) else value for key, value in spec.args.items()}
+    if "border_mode" in accepted:
+        # a constant (black) fill leaves wedges in the corners that a defect model can learn; mirror the image instead
+        args.setdefault("border_mode", cv2.BORDER_REFLECT_101)
     try:
         return cls(**args)
     except (TypeError, ValueError) as err:

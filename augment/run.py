@@ -162,17 +162,22 @@ class _Job:
             file = f"{name}.{settings.image_format}"
             with open(os.path.join(self.images_dir, file), "wb") as handle:
                 handle.write(data)
+            # with a reflecting border a box can come back more than once (its mirror image is labelled too)
             kept = [int(i) for i in result[BOX_FIELD]]
-            out_boxes = []
+            out_boxes, survived = [], set()
             for (x, y, w, h), i in zip(np.asarray(result["bboxes"]).reshape(-1, 4), kept, strict=True):
                 label = source.box_labels[i]
                 if i not in placed:
                     out_boxes.append({"x": _px(x), "y": _px(y), "w": _px(w), "h": _px(h), "label": label})
+                    survived.add(i)
                     continue
+                if i in survived:
+                    continue  # a shaped region is read from its mask once, mirrored parts included
                 layer, value = placed[i]
                 region = _region(np.asarray(result["masks"][layer]) == value, settings.min_area)
                 if region is not None:
                     out_boxes.append({**region, "label": label})
+                    survived.add(i)
             applied = [[name_, _plain(params)] for name_, params in result["applied_transforms"]]
             out.append(
                 Variant(
@@ -187,7 +192,7 @@ class _Job:
                     applied=json.dumps(applied, sort_keys=True),
                     boxes=json.dumps(out_boxes, sort_keys=True) if source.boxes else None,
                     boxes_in=len(boxes),
-                    boxes_dropped=len(boxes) - len(out_boxes),
+                    boxes_dropped=len(boxes) - len(survived),
                 )
             )
         return out

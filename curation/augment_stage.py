@@ -19,7 +19,7 @@ from typing import Any
 import pandas as pd
 from PIL import Image
 
-from augment import Source, Variant, augment_all, preview_grid, recipe_hash
+from augment import Source, Variant, augment_all, describe_applied, preview_grid, recipe_hash
 from augment.preview import save_png
 from curation.errors import InputError
 from curation.io import write_json, write_parquet
@@ -165,8 +165,8 @@ def _preview(sources: list[Source], records: pd.DataFrame, out_dir: Path, n: int
                 box["segmentation"] = polygons
         variants = by_source[source.image_id].sort_values("variant")
         cells = [
-            (str(out_dir / file), boxes if isinstance(boxes, str) else None)
-            for file, boxes in zip(variants["file"], variants["boxes"], strict=True)
+            (str(out_dir / file), boxes if isinstance(boxes, str) else None, describe_applied(applied))
+            for file, boxes, applied in zip(variants["file"], variants["boxes"], variants["applied"], strict=True)
         ]
         title = f"{labels.get(source.image_id)} {source.image_id[:8]}"
         rows.append((title, source.path, json.dumps(original_boxes) if original_boxes else None, cells))

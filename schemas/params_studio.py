@@ -64,3 +64,10 @@ class LabelStudioParams(StrictModel):
     port: Annotated[int, Field(ge=0, le=65535, description="0 = a free port.")] = 0
     start_timeout_s: Annotated[float, Field(gt=0)] = 240.0
     simulation: SimulationParams = SimulationParams()
+    preview_dir: Path = Field(
+        Path(".studio/previews"),
+        description="Cache of browser-drawable previews (TIFF, 16-bit, CMYK, large); must lie under document_root.",
+    )
+    preview_max_side: Annotated[int, Field(ge=256, le=16384)] = Field(
+        2048, description="Images with a longer side get a preview this size; previews are at most this size."
+    )

@@ -7,6 +7,7 @@ Import the fixture into a test module with ``from tests.studio_fixture import st
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -89,8 +90,8 @@ def make_inputs(
     seed: int = 0,
     image_ids: list[str] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """``n`` small images under ``folder`` and matching manifest and predictions frames (Prediction columns plus
-    ``p_<class>``), with seeded random probabilities."""
+    """``n`` small images under ``folder`` and matching manifest (the columns push reads, as ingest writes them)
+    and predictions frames (Prediction columns plus ``p_<class>``), with seeded random probabilities."""
     rng = np.random.default_rng(seed)
     classes = ontology.class_names
     manifest_rows, prediction_rows = [], []
@@ -98,7 +99,16 @@ def make_inputs(
         image_id = image_ids[i] if image_ids else f"{seed:04x}{i:012x}"
         path = write_image(folder / f"line {i % 2}" / f"이미지_{i:03d}.png", seed=1000 * seed + i)
         manifest_rows.append(
-            {"image_id": image_id, "path": str(path), "rel_path": path.relative_to(folder).as_posix(), "width": 64}
+            {
+                "image_id": image_id,
+                "path": str(path),
+                "rel_path": path.relative_to(folder).as_posix(),
+                "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+                "width": 64,
+                "height": 48,
+                "mode": "RGB",
+                "format": "PNG",
+            }
         )
         probs = rng.dirichlet(np.ones(len(classes)))
         order = np.argsort(probs)[::-1]

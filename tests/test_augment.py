@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,7 +14,7 @@ import typer
 from PIL import Image
 from typer.testing import CliRunner
 
-from augment import RecipeError, Source, augment_all, build_pipeline
+from augment import RecipeError, Source, augment_all, build_pipeline, describe_applied
 from augment.preview import TILE
 from curation.augment_stage import AUGMENT_COLUMNS, augment, write_augment
 from curation.dataset_cli import augment_command
@@ -41,11 +42,51 @@ def test_boxes_that_leave_the_image_are_dropped_and_counted(tmp_path) -> None:
     path = write_image(tmp_path / "a.png", seed=2, size=(96, 56), format="PNG")
     boxes = ((40.0, 10.0, 20.0, 20.0), (0.0, 10.0, 10.0, 10.0))  # the first ends up right of the image
     source = Source("a", str(path), boxes=boxes, box_labels=("dent", "crack"))
-    recipe = [TransformSpec(name="Affine", args={"translate_px": {"x": [80, 80], "y": [0, 0]}, "p": 1.0})]
+    shift = {"translate_px": {"x": [80, 80], "y": [0, 0]}, "p": 1.0}
+    recipe = [TransformSpec(name="Affine", args={**shift, "border_mode": cv2.BORDER_CONSTANT})]  # the recipe's say
     [variant] = augment_all([source], _settings(variants=1, recipe=recipe), tmp_path / "out")
     assert (variant.boxes_in, variant.boxes_dropped) == (2, 1)
     [kept] = json.loads(variant.boxes)
     assert kept["label"] == "crack" and kept["x"] == pytest.approx(80, abs=0.5)
+
+
+def test_geometric_transforms_fill_borders_by_reflection(tmp_path) -> None:
+    pixels = np.full((60, 80, 3), 200, dtype=np.uint8)
+    pixels[20:30, 30:40] = 60  # a dark defect
+    path = tmp_path / "bright.png"
+    Image.fromarray(pixels).save(path)
+    rotate = [TransformSpec(name="Affine", args={"rotate": [10, 10], "scale": [0.8, 0.8], "p": 1.0})]
+    [variant] = augment_all([Source("b", str(path))], _settings(variants=1, recipe=rotate), tmp_path / "out")
+    out = np.asarray(Image.open(tmp_path / "out" / variant.file))
+    corners = np.concatenate([out[:6, :6], out[:6, -6:], out[-6:, :6], out[-6:, -6:]]).reshape(-1, 3)
+    assert corners.min() >= 150  # mirrored background, no black wedge
+    constant = [TransformSpec(name="Affine", args={**rotate[0].args, "border_mode": cv2.BORDER_CONSTANT})]
+    [black] = augment_all([Source("b", str(path))], _settings(variants=1, recipe=constant), tmp_path / "black")
+    assert np.asarray(Image.open(tmp_path / "black" / black.file))[:3, :3].max() == 0  # what reflection avoids
+
+    # shifted 20 px right, the left border mirrors x -> 20 - x: a box at x 2..12 shows twice, moved and mirrored,
+    # and both are labelled (the defect is in the pixels twice)
+    shift = [TransformSpec(name="Affine", args={"translate_px": {"x": [20, 20], "y": [0, 0]}, "p": 1.0})]
+    boxed = Source("c", str(path), boxes=((2.0, 20.0, 10.0, 10.0),), box_labels=("dent",))
+    [mirrored] = augment_all([boxed], _settings(variants=1, recipe=shift), tmp_path / "mirror")
+    assert (mirrored.boxes_in, mirrored.boxes_dropped) == (1, 0)
+    placed = sorted((b["x"], b["w"], b["label"]) for b in json.loads(mirrored.boxes))
+    assert placed == [(pytest.approx(8, abs=1), pytest.approx(10, abs=1), "dent"), (22.0, 10.0, "dent")]
+
+
+def test_preview_captions_name_the_transforms_that_fired() -> None:
+    applied = json.dumps(
+        [
+            ["HorizontalFlip", {"shape": [4, 4]}],
+            ["RandomRotate90", {"factor": 2}],
+            ["Affine", {"rotate": -7.4, "scale": {"x": 0.95, "y": 0.97}}],
+            ["GaussNoise", {}],
+            ["CLAHE", {}],
+        ]
+    )
+    assert describe_applied(applied) == "h-flip, rot180, affine -7° x0.96, noise, CLAHE"
+    assert describe_applied(json.dumps([["RandomRotate90", {"factor": 0}]])) == "no transform"
+    assert describe_applied("[]") == "no transform"
 
 
 def _train_val_test(tmp_path, n: int = 24) -> tuple[pd.DataFrame, pd.DataFrame]:

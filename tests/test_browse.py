@@ -298,7 +298,12 @@ def test_augmented_variants_point_at_their_source(pipeline: Pipeline, dataset) -
     for sample in variants:
         assert "augmented" in sample.tags and sample["is_augmented"]
         assert sample["ground_truth"].label == consensus.loc[sample["source_image_id"]]
-        assert sample["aug_transform"] in {"hflip", "rotate"}
+        assert sample["augmentation"].transform in {"hflip", "rotate"}  # the record's columns, in one document
+    schema = dataset.get_field_schema()
+    assert not [name for name in schema if name.startswith("aug_")]
+    originals = dataset.load_saved_view("originals")
+    assert len(originals) == len(pipeline.frames["manifest"]) and set(originals.values("is_augmented")) == {False}
+    assert set(originals.values("augmentation")) == {None}  # one empty field on originals, not one per column
     sources = _by_image(dataset)
     counts = augmented["source_image_id"].value_counts()
     for image_id, sample in sources.items():
@@ -312,6 +317,19 @@ def _expected_mistakenness(predictions: pd.DataFrame, consensus: pd.DataFrame, c
     certainty = np.exp((p * np.log(p)).sum(axis=1))
     sign = np.where(joined["label"] == joined["label_gt"], -1.0, 1.0)
     return pd.Series((sign * certainty + 1) / 2, index=joined["image_id"])
+
+
+def test_sidebar_lists_review_fields_first(dataset) -> None:
+    groups = dataset.app_config.sidebar_groups
+    first = groups[0]
+    assert first.name == "review" and first.expanded
+    schema = dataset.get_field_schema()
+    assert first.paths[:4] == ["ground_truth", "prelabel", "agreement", "disputed"]  # this data has no regions
+    assert {"annotations", "split", "description_ko"} <= set(first.paths) and set(first.paths) <= set(schema)
+    rest = [p for g in groups[1:] for p in g.paths]
+    assert not set(first.paths) & set(rest)  # each field once
+    assert groups[-1].name == "augmentation" and not groups[-1].expanded
+    assert "augmentation" in groups[-1].paths
 
 
 def test_saved_views_match_the_pipeline_outputs(pipeline: Pipeline, dataset) -> None:
@@ -331,6 +349,7 @@ def test_saved_views_match_the_pipeline_outputs(pipeline: Pipeline, dataset) -> 
         "cross-split-duplicates": int(leaking.sum()),
         "augmented": len(frames["augmented"]),
         **{f"split-{s}": int((splits == s).sum()) for s in SPLITS},
+        "originals": len(manifest),
     }
     assert expected["cross-split-duplicates"] > 0 and expected["likely-label-errors"] > 0  # the data exercises them
     assert pipeline.summary["views"] == expected
@@ -341,6 +360,10 @@ def test_saved_views_match_the_pipeline_outputs(pipeline: Pipeline, dataset) -> 
     assert set(disputes) == set(consensus.loc[consensus["disputed"], "image_id"])
     errors = dataset.load_saved_view("likely-label-errors").values("mistakenness")
     assert errors == sorted(errors, reverse=True)
+    assert dataset.list_saved_views()[0] == "originals"  # first in the App's menu
+    for name in expected:
+        assert len(dataset.get_saved_view_info(name)["description"]) > 20, name
+    assert "disputed" in dataset.get_saved_view_info("disputes")["description"]
     views_csv = pd.read_csv(pipeline.out_dir / "views.csv")
     assert dict(zip(views_csv["view"], views_csv["samples"], strict=True)) == expected
 
@@ -443,7 +466,10 @@ def test_only_a_manifest_gives_a_dataset_with_duplicate_views(browse_db: BrowseD
             "splits",
             "augmented",
         ]
-        assert summary.views == {"near-duplicates": int((manifest["dup_group_size"] > 1).sum())}
+        assert summary.views == {
+            "originals": len(manifest),
+            "near-duplicates": int((manifest["dup_group_size"] > 1).sum()),
+        }
         assert summary.brain_runs == [] and summary.evaluation == {}
         schema = fo.load_dataset("defect-curation-manifest-only").get_field_schema()
         assert "prelabel" not in schema and "ground_truth" not in schema
@@ -582,7 +608,7 @@ def _wait_for_app(process: subprocess.Popen, log: Path, port: int, timeout: floa
 
 @pytest.mark.skipif(CHROMIUM is None, reason=MISSING)
 def test_app_grid_shows_the_samples(app_url: str, app_dataset: str, tmp_path: Path) -> None:
-    assert app_url.endswith(f"/datasets/{app_dataset}")
+    assert app_url.endswith(f"/datasets/{app_dataset}?view=originals")  # opens on the originals
     shot = tmp_path / "app.png"
     command = [
         CHROMIUM,
@@ -590,7 +616,7 @@ def test_app_grid_shows_the_samples(app_url: str, app_dataset: str, tmp_path: Pa
         *FLAGS,
         f"--user-data-dir={tmp_path / 'chromium'}",
         "--window-size=1280,900",
-        "--virtual-time-budget=20000",
+        "--virtual-time-budget=40000",  # the saved view loads after the dataset
         f"--screenshot={shot}",
         app_url,
     ]

@@ -18,6 +18,7 @@ from curation.studio.cli import studio_settings
 from curation.studio.client import Connection, scrub, translate
 from curation.studio.config import (
     BOXES,
+    CONFIDENCE,
     DESCRIPTION,
     LABEL,
     POLYGONS,
@@ -105,8 +106,16 @@ def test_build_tasks_orders_most_uncertain_first(tmp_path, params) -> None:
     row = predictions.set_index("image_id").loc[first.image_id]
     (prediction,) = first.predictions
     assert prediction["model_version"] == "clip-test@abc123" and prediction["score"] == pytest.approx(row["score"])
-    assert prediction["result"][0]["value"]["choices"] == [row["label"]]
-    assert prediction["result"][1]["value"]["text"] == [f"{row['description_en']}\n{row['description_ko']}"]
+    results = {r["from_name"]: r for r in prediction["result"]}
+    assert results[LABEL]["value"]["choices"] == [row["label"]]
+    assert results[CONFIDENCE] == {
+        "from_name": CONFIDENCE,
+        "to_name": "image",
+        "type": "number",
+        "value": {"number": int(row["score"] * 100 + 0.5)},
+    }
+    assert SEVERITY not in results  # the predictions carry no severity: none is invented
+    assert results[DESCRIPTION]["value"]["text"] == [f"{row['description_en']}\n{row['description_ko']}"]
     assert first.data["image"].startswith("/data/local-files/?d=imgs/line%20")
     assert "%EC%9D%B4%EB%AF%B8%EC%A7%80" in first.data["image"]  # 이미지, percent-encoded
     assert not any(s.data["adjudicate"] for s in specs)
@@ -398,10 +407,10 @@ def test_prior_shapes_are_added_to_the_preannotations(tmp_path, params) -> None:
     by_id = {s.image_id: s for s in specs}
     ids = list(manifest["image_id"])
     (first,) = by_id[ids[0]].predictions
-    assert [r["type"] for r in first["result"]] == ["choices", "textarea", "polygonlabels"]
-    assert first["result"][2] == polygon_results(json.loads(square), "dent", 64, 48)[0]
+    assert [r["type"] for r in first["result"]] == ["choices", "number", "textarea", "polygonlabels"]
+    assert first["result"][3] == polygon_results(json.loads(square), "dent", 64, 48)[0]
     assert first["model_version"] == "clip-test@abc123"
-    assert [r["type"] for r in by_id[ids[1]].predictions[0]["result"]] == ["choices", "textarea"]
+    assert [r["type"] for r in by_id[ids[1]].predictions[0]["result"]] == ["choices", "number", "textarea"]
     (own,) = by_id[ids[3]].predictions
     assert own["model_version"] == PRIOR_VERSION and len(own["result"]) == 2  # one result per polygon
     assert "margin" not in by_id[ids[3]].data  # a shape is not an uncertainty: the task still comes last

@@ -22,6 +22,8 @@ Each unique image of the manifest becomes a sample carrying every stage's output
 | ``dup_cross_split`` | manifest + splits | the near-duplicate group spans more than one split (a leak) |
 | ``is_augmented``, ``source_image_id``, ``n_augmented`` | augmented | variants are samples tagged ``augmented``
   pointing at their source |
+| ``augmentation`` | augmented | on variants only: one embedded document with the augment record's other columns
+  (seed, recipe hash, applied transforms, ...); originals leave it empty instead of carrying a dozen empty fields |
 | ``mistakenness``, ``uniqueness``, ``eval_prelabel`` | computed | see :func:`build_dataset` |
 """
 
@@ -59,6 +61,26 @@ _JOINED_PREFIXES = ("pred__", "cons__", "split__", "emb__", "ann__")
 _RESERVED = {"id", "filepath", "tags", "metadata", "media_type", "created_at", "last_modified_at"}
 _PREDICTION_ATTRIBUTES = ("margin", "entropy", "source", "model_name", "model_version", "top_hard_negative")
 _PREDICTION_FIELDS = ("caption", "caption_score", "caption_flag", "description_en", "description_ko")
+AUGMENTATION_FIELD = "augmentation"
+# the App's sidebar opens with what a reviewer judges, before the ~40 metadata fields
+REVIEW_FIELDS = (
+    "ground_truth",
+    "ground_truth_boxes",
+    "ground_truth_polygons",
+    "prelabel",
+    "agreement",
+    "disputed",
+    "severity",
+    "description_reviewed",
+    "mistakenness",
+    "annotations",
+    "annotation_boxes",
+    "annotation_polygons",
+    "split",
+    "description_en",
+    "description_ko",
+    "caption",
+)
 _ANNOTATION_ATTRIBUTES = ("severity", "description", "lead_time", "task_id", "annotation_id", "created_at")
 _MIME = {"JPEG": "image/jpeg", "PNG": "image/png", "BMP": "image/bmp", "TIFF": "image/tiff", "WEBP": "image/webp"}
 PRELABEL_FIELD = "prelabel"
@@ -288,7 +310,28 @@ def build_dataset(
     if PRELABEL_FIELD in dataset.get_field_schema() and GT_FIELD in dataset.get_field_schema():
         add_mistakenness(originals)
     summary.views = browse_views.save_views(dataset, settings=settings)
+    dataset.app_config.sidebar_groups = sidebar_groups(dataset)
+    dataset.save()
     return summary
+
+
+def sidebar_groups(dataset: Any) -> list[Any]:
+    """The App's sidebar: a ``review`` group of the :data:`REVIEW_FIELDS` present first (after the tags, which the
+    App keeps on top), then FiftyOne's default groups without them; the augmentation fields in their own collapsed
+    group at the end."""
+    import fiftyone as fo
+
+    schema = dataset.get_field_schema()
+    review = [f for f in REVIEW_FIELDS if f in schema]
+    augmentation = [f for f in ("source_image_id", "n_augmented", AUGMENTATION_FIELD) if f in schema]
+    moved = set(review) | set(augmentation)
+    groups = [fo.SidebarGroupDocument(name="review", paths=review, expanded=True)] if review else []
+    for group in fo.DatasetAppConfig.default_sidebar_groups(dataset):
+        group.paths = [p for p in group.paths if p not in moved and p.split(".")[0] not in moved]
+        groups.append(group)
+    if augmentation:
+        groups.append(fo.SidebarGroupDocument(name="augmentation", paths=augmentation, expanded=False))
+    return groups
 
 
 def _image_table(inputs: BrowseInputs, summary: BuildSummary) -> pd.DataFrame:
@@ -448,7 +491,7 @@ def _augmented_sample(row: dict[str, Any], base_dir: Path) -> Any:
     import fiftyone as fo
 
     known = {"image_id", "source_image_id", "path", "width", "height", "size_bytes"}
-    fields = {f"aug_{c}": _value(v) for c, v in row.items() if c not in known and not c.startswith("src__")}
+    record = {c: _value(v) for c, v in row.items() if c not in known and not c.startswith("src__")}
     metadata = _metadata(row) if {"width", "height"} <= set(row) else None
     sample = fo.Sample(
         filepath=str(_resolve(row["path"], base_dir)),
@@ -457,9 +500,10 @@ def _augmented_sample(row: dict[str, Any], base_dir: Path) -> Any:
         image_id=row["image_id"],
         source_image_id=row["source_image_id"],
         is_augmented=True,
-        **fields,
     )
-    label = _value(row.get("aug_label", row.get("label"))) or _value(row.get("src__cons__label"))
+    if record:
+        sample[AUGMENTATION_FIELD] = fo.DynamicEmbeddedDocument(**record)
+    label = _value(row.get("label")) or _value(row.get("src__cons__label"))
     if label is not None:
         sample[GT_FIELD] = fo.Classification(label=str(label))
     split = _value(row.get("src__split__split"))

@@ -121,12 +121,15 @@ def browse_command(
     with user_errors(), database.running(settings.db_dir):
         from curation.browse.app import bind, guarded_app, media_paths, serve
         from curation.browse.search import register_zoo_model
+        from curation.browse.views import ORIGINALS
 
         sock = bind(port)
         dataset = find_dataset(settings, version)
         register_zoo_model(settings.db_dir)  # the App's text search loads the CLIP text tower through this entry
         app = guarded_app(media_paths(dataset))
         url = f"http://{database.HOST}:{port}/datasets/{dataset.name}"
+        if dataset.has_saved_view(ORIGINALS):
+            url += f"?view={ORIGINALS}"  # open on the originals; augmented variants have a view of their own
         typer.echo(f"FiftyOne App for {dataset.name!r} ({len(dataset)} samples): {url}", err=False)
         typer.echo("saved views: " + (", ".join(dataset.list_saved_views()) or "none"))
         typer.echo("Ctrl-C stops the App")

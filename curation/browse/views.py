@@ -1,7 +1,8 @@
-"""Saved views: what users look at first, listed in the App's saved-view menu.
+"""Saved views: what users look at first, listed in the App's saved-view menu, each with a description.
 
 | view | samples | order |
 |---|---|---|
+| ``originals`` | the original images, no augmented variant (the App opens here) | manifest order |
 | ``disputes`` | consensus flagged as disputed | lowest agreement first |
 | ``low-agreement`` | agreement below ``browse.low_agreement`` | lowest first |
 | ``low-confidence-prelabels`` | pre-label score below ``browse.low_confidence`` | lowest first |
@@ -21,6 +22,26 @@ from collections.abc import Callable
 from typing import Any
 
 from schemas.params_browse import BrowseParams
+
+ORIGINALS = "originals"  # the view `curation browse` opens the App on
+
+
+def descriptions(settings: BrowseParams) -> dict[str, str]:
+    """Saved view name -> the description the App shows beside it (``split-<name>`` views use ``"split"``)."""
+    return {
+        ORIGINALS: "Original images only; augmented variants are in the 'augmented' view",
+        "disputes": "Images whose reviewers disagreed (consensus disputed), lowest agreement first",
+        "low-agreement": f"Reviewer agreement below {settings.low_agreement:g}, lowest first",
+        "low-confidence-prelabels": f"Model pre-label confidence below {settings.low_confidence:g}, lowest first",
+        "likely-label-errors": (
+            f"Reviewed label likely wrong given the model (mistakenness above {settings.mistakenness_threshold:g}), "
+            "most likely first"
+        ),
+        "near-duplicates": "Images with a near-duplicate (same perceptual-hash group), grouped",
+        "cross-split-duplicates": "Near-duplicates spread over more than one split: leaks between train/val/test",
+        "split": "The images of one split",
+        "augmented": "Augmented variants of the train images (not originals), by source image",
+    }
 
 
 def originals(dataset: Any) -> Any:
@@ -68,7 +89,7 @@ def save_views(dataset: Any, *, settings: BrowseParams) -> dict[str, int]:
 
     schema = dataset.get_field_schema()
     base = originals(dataset)
-    wanted: dict[str, Any] = {}
+    wanted: dict[str, Any] = {ORIGINALS: base}  # first: the App lists saved views in the order they were saved
     for name, (needs, build) in view_builders(settings).items():
         if all(field in schema for field in needs):
             wanted[name] = build(base)
@@ -77,10 +98,12 @@ def save_views(dataset: Any, *, settings: BrowseParams) -> dict[str, int]:
             wanted[f"split-{split}"] = base.match_tags(split)
     if "source_image_id" in schema:
         wanted["augmented"] = dataset.match(F("is_augmented") == True).sort_by("source_image_id")  # noqa: E712
+    described = descriptions(settings)
     counts = {}
     for name, view in wanted.items():
         if dataset.has_saved_view(name):
             dataset.delete_saved_view(name)
-        dataset.save_view(name, view)
+        description = described["split" if name.startswith("split-") else name]
+        dataset.save_view(name, view, description=description)
         counts[name] = len(view)
     return counts

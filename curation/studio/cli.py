@@ -130,6 +130,7 @@ def push_command(
     """Push images and pre-labels to Label Studio: idempotent, batched, most uncertain first."""
     from curation.prelabel.captions import require_korean_descriptions
     from curation.studio.client import connection, make_client
+    from curation.studio.previews import make_previews
     from curation.studio.push import build_tasks, push, read_disputes, write_push
 
     params, settings = _load(params_path)
@@ -140,6 +141,9 @@ def push_command(
         disputed, note = read_disputes(disputes or settings.disputes)
         prior = _read_parquet(prior_labels, "prior labels") if settings.boxes and prior_labels.exists() else None
         conn = connection(settings)
+        previews = make_previews(
+            manifest_frame, settings.preview_dir, max_side=settings.preview_max_side, manifest_name=str(manifest)
+        )
         specs = build_tasks(
             manifest_frame,
             predictions_frame,
@@ -151,6 +155,7 @@ def push_command(
             predictions_name=str(predictions),
             prior=prior,
             prior_name=str(prior_labels),
+            previews=previews,
         )
         client = make_client(conn, retries=settings.retries, timeout_s=settings.timeout_s)
         with progress("push", console) as reporter:
@@ -166,6 +171,8 @@ def push_command(
         write_push(result, out_dir)
     report = result.report
     _say(note)
+    if previews:
+        _say(f"{len(previews)} image(s) the browser cannot draw are shown as previews cached in {settings.preview_dir}")
     where = f"project {report['project_title']!r} (id {report['project_id']})"
     if report["project_count"] > 1:
         where = f"{report['project_count']} projects of {settings.project_title!r}"

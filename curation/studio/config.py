@@ -1,7 +1,8 @@
 """The labeling interface generated from the ontology, and the set of projects found by title or created.
 
 Control names are a contract between push (predictions), the UI and pull (annotations):
-``label`` (Choices, the defect class), ``severity`` (Choices), ``description`` (TextArea, pre-filled) and
+``label`` (Choices, the defect class), ``severity`` (Choices), ``confidence`` (Number, percent, pre-filled with the
+model's score), ``description`` (TextArea, pre-filled) and
 ``boxes`` (RectangleLabels) and ``polygons`` (PolygonLabels; prior mask and polygon labels are pre-filled there),
 both only with ``labelstudio.boxes: true``, all on the ``image`` object.
 
@@ -35,6 +36,12 @@ SEVERITY = "severity"
 DESCRIPTION = "description"
 BOXES = "boxes"
 POLYGONS = "polygons"
+CONFIDENCE = "confidence"
+
+# two columns: the image takes what the controls leave; the controls keep a fixed width beside it
+_ROW = "display: flex; gap: 16px; align-items: flex-start"
+_IMAGE_COLUMN = "flex: 1 1 auto; min-width: 0"
+_CONTROL_COLUMN = "flex: 0 0 340px; max-width: 340px"
 
 VIEW_UNCERTAIN = "Most uncertain first"
 VIEW_ADJUDICATE = "Adjudication"
@@ -46,31 +53,34 @@ _PART_SUFFIX = re.compile(r" \(part ([1-9][0-9]*)\)$")
 
 
 def label_config(ontology: Ontology, *, boxes: bool = False) -> str:
-    """Label Studio XML for the ontology: class and severity choices with hints, a description box, and
-    rectangle and polygon labels when ``boxes``. Built with ElementTree, so definitions with quotes or ``<`` stay
-    valid."""
-    view = ET.Element("View")
-    ET.SubElement(view, "Image", name=IMAGE, value=f"${IMAGE}", zoom="true", zoomControl="true")
+    """Label Studio XML for the ontology: the image on the left and, beside it, class and severity choices with
+    hints, the model's confidence and a description box (so everything fits a 1400x1100 screen without scrolling);
+    rectangle and polygon labels above the image when ``boxes``. Built with ElementTree, so definitions with quotes
+    or ``<`` stay valid."""
+    view = ET.Element("View", style=_ROW)
+    left = ET.SubElement(view, "View", style=_IMAGE_COLUMN)
     if boxes:
-        rects = ET.SubElement(view, "RectangleLabels", name=BOXES, toName=IMAGE, strokeWidth="2")
+        rects = ET.SubElement(left, "RectangleLabels", name=BOXES, toName=IMAGE, strokeWidth="2")
         for defect in ontology.classes:
             ET.SubElement(rects, "Label", value=defect.name, hint=_names(defect))
-        polygons = ET.SubElement(view, "PolygonLabels", name=POLYGONS, toName=IMAGE, strokeWidth="2")
+        polygons = ET.SubElement(left, "PolygonLabels", name=POLYGONS, toName=IMAGE, strokeWidth="2")
         for defect in ontology.classes:
             ET.SubElement(polygons, "Label", value=defect.name, hint=_names(defect))
-    ET.SubElement(view, "Header", value="Defect class / 결함 유형")
-    classes = ET.SubElement(
-        view, "Choices", name=LABEL, toName=IMAGE, choice="single-radio", required="true", showInline="true"
-    )
+    ET.SubElement(left, "Image", name=IMAGE, value=f"${IMAGE}", zoom="true", zoomControl="true", maxWidth="100%")
+    right = ET.SubElement(view, "View", style=_CONTROL_COLUMN)
+    ET.SubElement(right, "Header", value="Defect class / 결함 유형", size="5")
+    classes = ET.SubElement(right, "Choices", name=LABEL, toName=IMAGE, choice="single-radio", required="true")
     for defect in ontology.classes:
         ET.SubElement(classes, "Choice", value=defect.name, hint=_class_hint(defect))
-    ET.SubElement(view, "Header", value="Severity / 심각도")
-    severity = ET.SubElement(view, "Choices", name=SEVERITY, toName=IMAGE, choice="single-radio", showInline="true")
+    ET.SubElement(right, "Header", value="Severity / 심각도", size="5")
+    severity = ET.SubElement(right, "Choices", name=SEVERITY, toName=IMAGE, choice="single-radio", showInline="true")
     for level in ontology.severities:
         hint = ": ".join(part for part in (level.name_ko, level.definition) if part) or level.name
         ET.SubElement(severity, "Choice", value=level.name, hint=hint)
-    ET.SubElement(view, "Header", value="Description (pre-filled by the model; edit it) / 설명")
-    ET.SubElement(view, "TextArea", name=DESCRIPTION, toName=IMAGE, rows="3", editable="true", maxSubmissions="1")
+    ET.SubElement(right, "Header", value="Confidence % (pre-filled: the model's) / 신뢰도", size="5")
+    ET.SubElement(right, "Number", name=CONFIDENCE, toName=IMAGE, min="0", max="100", step="1")
+    ET.SubElement(right, "Header", value="Description (pre-filled by the model; edit it) / 설명", size="5")
+    ET.SubElement(right, "TextArea", name=DESCRIPTION, toName=IMAGE, rows="4", editable="true", maxSubmissions="1")
     ET.indent(view)
     return ET.tostring(view, encoding="unicode")
 
@@ -247,24 +257,75 @@ def _differs(current: object, wanted: object) -> bool:
     return current != wanted
 
 
-def _ensure_views(client: LabelStudio, conn: Connection, project_id: int) -> None:
-    """Data Manager tabs: tasks ordered most uncertain first (the labeling queue follows the tab's order), and
-    the tasks flagged for adjudication."""
-    wanted = {
-        VIEW_UNCERTAIN: {"title": VIEW_UNCERTAIN, "ordering": ["tasks:data.margin"]},
-        VIEW_ADJUDICATE: {
-            "title": VIEW_ADJUDICATE,
-            "ordering": ["tasks:data.margin"],
-            "filters": {
-                "conjunction": "and",
-                "items": [
-                    {"filter": "filter:tasks:data.adjudicate", "operator": "equal", "type": "Boolean", "value": True}
-                ],
-            },
-        },
+# Native columns hidden in the tabs push creates (the rest, and every task data column, are shown). Label Studio
+# computes the Completed / Annotated by / Prediction score columns only for tabs that carry ``hiddenColumns``,
+# which its UI writes when a tab is saved; a tab created without it shows those columns empty until then.
+_HIDDEN = (
+    "tasks:inner_id",
+    "tasks:annotations_results",
+    "tasks:annotations_ids",
+    "tasks:predictions_model_versions",
+    "tasks:predictions_results",
+    "tasks:file_upload",
+    "tasks:storage_filename",
+    "tasks:created_at",
+    "tasks:updated_at",
+    "tasks:updated_by",
+    "tasks:avg_lead_time",
+    "tasks:draft_exists",
+    "tasks:data.image_id",
+)
+# while labeling, the task list beside the editor keeps only what picks the next task
+_SHOWN_WHILE_LABELING = ("tasks:id", "tasks:total_annotations", "tasks:data.margin", "tasks:data.predicted")
+_LABELING_HIDDEN = (
+    *_HIDDEN,
+    "tasks:completed_at",
+    "tasks:cancelled_annotations",
+    "tasks:total_predictions",
+    "tasks:annotators",
+    "tasks:predictions_score",
+    "tasks:data.image",
+    "tasks:data.file",
+    "tasks:data.entropy",
+    "tasks:data.adjudicate",
+)
+# task data written by push with a numeric or boolean value; Label Studio types every data column as text
+# unless the tab says otherwise, so "margin < 0.2" could not be filtered and ordering compared strings
+COLUMN_TYPES = {"tasks:data.margin": "Number", "tasks:data.entropy": "Number", "tasks:data.adjudicate": "Boolean"}
+
+
+def view_data(title: str, *, filters: list[dict] | None = None) -> dict:
+    """A Data Manager tab as Label Studio's UI saves one: ordered most uncertain first (numerically), with the
+    column settings that make the native columns fill on first open and the numeric columns filterable."""
+    return {
+        "title": title,
+        "type": "list",
+        "target": "tasks",
+        "ordering": ["tasks:data.margin"],
+        "filters": {"conjunction": "and", "items": list(filters or [])},
+        "hiddenColumns": {"explore": list(_HIDDEN), "labeling": list(_LABELING_HIDDEN)},
+        "columnsWidth": {},
+        "columnsDisplayType": dict(COLUMN_TYPES),
+        "gridWidth": 4,
+        "gridFitImagesToWidth": False,
     }
+
+
+def wanted_views() -> dict[str, dict]:
+    """The tabs push manages: tasks most uncertain first (the labeling queue follows the tab's order), and the
+    tasks flagged for adjudication."""
+    flagged = {"filter": "filter:tasks:data.adjudicate", "operator": "equal", "type": "Boolean", "value": True}
+    return {VIEW_UNCERTAIN: view_data(VIEW_UNCERTAIN), VIEW_ADJUDICATE: view_data(VIEW_ADJUDICATE, filters=[flagged])}
+
+
+def _ensure_views(client: LabelStudio, conn: Connection, project_id: int) -> None:
+    """Create the managed tabs that are missing; a tab of ours made before tabs carried column settings (no
+    ``hiddenColumns``: neither push nor the UI has saved them) gets them. Tabs people re-saved are left alone."""
     with translate("setting up the Data Manager tabs", conn):
-        existing = {(v.data or {}).get("title") for v in client.views.list(project=project_id)}
-        for title, data in wanted.items():
-            if title not in existing:
+        existing = {(v.data or {}).get("title"): v for v in client.views.list(project=project_id)}
+        for title, data in wanted_views().items():
+            view = existing.get(title)
+            if view is None:
                 client.views.create(project=project_id, data=data)
+            elif "hiddenColumns" not in (view.data or {}):
+                client.views.update(id=view.id, project=project_id, data=data)

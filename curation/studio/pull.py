@@ -160,7 +160,8 @@ def _row(task: Mapping, image_id: str, annotation: Mapping, users: Mapping[int, 
         annotator = by.get("email") or users.get(by.get("id"), f"user-{by.get('id')}")
     else:
         annotator = users.get(by, f"user-{by}")
-    parsed = parse_result(annotation.get("result") or [])
+    size = (task.get("data") or {}).get("original_size")  # set by push when the UI shows a preview
+    parsed = parse_result(annotation.get("result") or [], size=tuple(size) if size else None)
     return {
         "image_id": image_id,
         "task_id": task.get("id"),
@@ -173,9 +174,14 @@ def _row(task: Mapping, image_id: str, annotation: Mapping, users: Mapping[int, 
     }
 
 
-def parse_result(result: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+def parse_result(result: Iterable[Mapping[str, Any]], *, size: tuple[int, int] | None = None) -> dict[str, Any]:
     """Label, severity, description and boxes (JSON, pixels) from one annotation's result list; a polygon is a box
-    with ``segmentation`` and ``area`` (:func:`polygon_to_pixels`)."""
+    with ``segmentation`` and ``area`` (:func:`polygon_to_pixels`).
+
+    Args:
+        size: (width, height) of the original image when the UI showed a preview of another size; else the
+            result's ``original_width`` / ``original_height`` (the size of the image drawn on) are used.
+    """
     out: dict[str, Any] = {"label": None, "severity": None, "description": None, "boxes": None}
     boxes = []
     for item in result:
@@ -187,12 +193,19 @@ def parse_result(result: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
         elif name == DESCRIPTION and value.get("text"):
             out["description"] = "\n".join(str(t) for t in value["text"])
         elif name == BOXES and item.get("type") == "rectanglelabels":
-            boxes.append(box_to_pixels(item))
+            boxes.append(box_to_pixels(_sized(item, size)))
         elif name == POLYGONS and item.get("type") == "polygonlabels":
-            boxes.append(polygon_to_pixels(item))
+            boxes.append(polygon_to_pixels(_sized(item, size)))
     if boxes:
         out["boxes"] = json.dumps(boxes, sort_keys=True)
     return out
+
+
+def _sized(item: Mapping[str, Any], size: tuple[int, int] | None) -> Mapping[str, Any]:
+    """``item`` measured against the original image: its percent coordinates hold for any size of it."""
+    if size is None:
+        return item
+    return {**item, "original_width": size[0], "original_height": size[1]}
 
 
 def box_to_pixels(item: Mapping[str, Any]) -> dict[str, Any]:

@@ -59,7 +59,17 @@ import pandas as pd
 from curation.errors import InputError
 from curation.io import check_published, publish, write_json, write_parquet
 from curation.studio.client import Connection, translate
-from curation.studio.config import DESCRIPTION, IMAGE, LABEL, POLYGONS, ProjectInfo, add_part, ensure_projects
+from curation.studio.config import (
+    CONFIDENCE,
+    DESCRIPTION,
+    IMAGE,
+    LABEL,
+    POLYGONS,
+    SEVERITY,
+    ProjectInfo,
+    add_part,
+    ensure_projects,
+)
 from curation.studio.errors import StudioError, StudioUnavailable
 from schemas.ontology import Ontology
 from schemas.params_studio import LabelStudioParams
@@ -70,7 +80,7 @@ if TYPE_CHECKING:
 PREDICTION_COLUMNS = ("image_id", "label", "score", "margin", "entropy", "model_version")
 MANIFEST_COLUMNS = ("image_id", "path", "rel_path")
 TASK_COLUMNS = ["image_id", "task_id", "project_id", "overlap", "model_versions", "adjudicate"]
-MANAGED_DATA_KEYS = ("image", "image_id", "file", "margin", "entropy", "predicted", "adjudicate")
+MANAGED_DATA_KEYS = ("image", "image_id", "file", "margin", "entropy", "predicted", "adjudicate", "original_size")
 PRIOR_VERSION = "prior-labels"  # model version of a prediction that holds only imported shapes
 LIST_PAGE_SIZE = 1000
 LIST_FIELDS = "id,data,overlap"
@@ -130,6 +140,7 @@ def build_tasks(
     predictions_name: str = "predictions",
     prior: pd.DataFrame | None = None,
     prior_name: str = "prior labels",
+    previews: Mapping[str, Path] | None = None,
 ) -> list[TaskSpec]:
     """Tasks for every manifest image, most uncertain first; images without predictions come last.
 
@@ -164,14 +175,20 @@ def build_tasks(
             prediction["result"] = prediction["result"] + results
 
     specs = []
+    previews = previews or {}
     for row in manifest.to_dict("records"):
         image_id = row["image_id"]
+        shown = previews.get(image_id)
         data: dict[str, Any] = {
-            "image": local_files_url(Path(row["path"]), root, manifest_name),
+            "image": local_files_url(
+                Path(shown or row["path"]), root, "labelstudio.preview_dir" if shown else manifest_name
+            ),
             "image_id": image_id,
             "file": row["rel_path"],
             "adjudicate": image_id in disputed,
         }
+        if shown is not None:
+            data["original_size"] = [int(row["width"]), int(row["height"])]
         if image_id in uncertainty:
             margin, negative_entropy = uncertainty[image_id]
             data["margin"] = round(margin, 6)
@@ -268,6 +285,14 @@ def _check_predictions(predictions: pd.DataFrame, manifest: pd.DataFrame, ontolo
             f"{name}: rows {_rows(bad_label)} have labels {labels} that are not ontology classes "
             f"{ontology.class_names}; re-run prelabel with the current params.yaml"
         )
+    if "severity" in predictions.columns:
+        given = predictions["severity"].notna() & (predictions["severity"].astype(str).str.strip() != "")
+        bad_severity = given & ~predictions["severity"].astype(str).str.strip().isin(ontology.severity_names)
+        if bad_severity.any():
+            raise InputError(
+                f"{name}: rows {_rows(bad_severity)} have a severity that is not an ontology severity "
+                f"{ontology.severity_names}; fix the severity column or re-run prelabel"
+            )
     numbers = predictions[["score", "margin", "entropy"]].apply(pd.to_numeric, errors="coerce")
     bad_number = numbers.isna().any(axis=1)
     if bad_number.any():
@@ -293,7 +318,25 @@ def local_files_url(path: Path, document_root: Path, source: str = "manifest") -
 
 def storage_folders(specs: Sequence[TaskSpec], document_root: Path) -> list[Path]:
     """Folders to register as local import storages: the images' common folder when it is below the document
-    root, else one folder per top-level directory used (Label Studio refuses the document root itself)."""
+    root, else one folder per top-level directory used (Label Studio refuses the document root itself).
+
+    Tasks shown through a preview (``original_size`` in their data) are covered by the preview cache folder itself
+    (the parent of the previews' two-character shard folders, :func:`curation.studio.previews.preview_path`), never
+    by a parent of it: the cache lives in the Label Studio home, whose other files (credentials) must not be served.
+    """
+    originals = [s for s in specs if "original_size" not in s.data]
+    caches = sorted(
+        {PurePosixPath(_relative_path(s.data["image"])).parent.parent for s in specs if "original_size" in s.data}
+    )
+    if any(str(cache) in ("", ".") for cache in caches):
+        raise InputError(
+            f"labelstudio.preview_dir is the document root {document_root}; Label Studio serves only files in its "
+            "sub-folders - set labelstudio.preview_dir to a folder below labelstudio.document_root"
+        )
+    return _image_folders(originals, document_root) + [document_root / cache for cache in caches]
+
+
+def _image_folders(specs: Sequence[TaskSpec], document_root: Path) -> list[Path]:
     relatives = [PurePosixPath(_relative_path(s.data["image"])) for s in specs]
     if not relatives:
         return []
@@ -316,9 +359,15 @@ def _relative_path(url: str) -> str:
 
 
 def _prediction(row: dict, language: str) -> dict[str, Any]:
+    """The model's pre-annotation: class, confidence (percent of the class's probability), the severity when the
+    predictions carry one (a ``severity`` column; none is invented) and the description."""
     result: list[dict[str, Any]] = [
-        {"from_name": LABEL, "to_name": IMAGE, "type": "choices", "value": {"choices": [row["label"]]}}
+        {"from_name": LABEL, "to_name": IMAGE, "type": "choices", "value": {"choices": [row["label"]]}},
+        {"from_name": CONFIDENCE, "to_name": IMAGE, "type": "number", "value": {"number": round(100 * row["score"])}},
     ]
+    severity = _text(row.get("severity"))
+    if severity:
+        result.append({"from_name": SEVERITY, "to_name": IMAGE, "type": "choices", "value": {"choices": [severity]}})
     text = describe(row, language)
     if text:
         result.append({"from_name": DESCRIPTION, "to_name": IMAGE, "type": "textarea", "value": {"text": [text]}})
