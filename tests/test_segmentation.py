@@ -272,7 +272,8 @@ def test_a_flip_moves_the_mask_with_the_image_exactly(tmp_path) -> None:
 
 def test_a_rotation_moves_the_mask_with_the_image(tmp_path) -> None:
     path, mask = defect_image(UNEVEN, tmp_path)
-    recipe = [TransformSpec(name="Affine", args={"rotate": [30, 30], "p": 1.0})]
+    # a constant border: reflection (the default) would mirror the region back into view
+    recipe = [TransformSpec(name="Affine", args={"rotate": [30, 30], "p": 1.0, "border_mode": cv2.BORDER_CONSTANT})]
     settings = AugmentParams(variants=1, workers=1, recipe=recipe)
     [variant] = augment_all([_source(UNEVEN, path, mask)], settings, tmp_path / "out")
     image = np.asarray(Image.open(tmp_path / "out" / variant.file))
@@ -285,7 +286,8 @@ def test_a_rotation_moves_the_mask_with_the_image(tmp_path) -> None:
 def test_a_region_moved_out_of_the_image_is_dropped_and_counted(tmp_path) -> None:
     path, mask = defect_image(CRACK, tmp_path)
     width = mask.shape[1]
-    recipe = [TransformSpec(name="Affine", args={"translate_px": {"x": [width, width], "y": [0, 0]}, "p": 1.0})]
+    shift = {"translate_px": {"x": [width, width], "y": [0, 0]}, "p": 1.0}
+    recipe = [TransformSpec(name="Affine", args={**shift, "border_mode": cv2.BORDER_CONSTANT})]  # no mirror image
     [variant] = augment_all(
         [_source(CRACK, path, mask)], AugmentParams(variants=1, workers=1, recipe=recipe), tmp_path / "out"
     )
