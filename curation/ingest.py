@@ -21,6 +21,7 @@ import pandas as pd
 
 from curation.discover import Discovery, discover
 from curation.errors import LabelImportError
+from curation.headline import write_headline
 from curation.io import publish, write_csv, write_json, write_parquet
 from curation.labels import ImageRef, read_prior_labels
 from curation.metadata import MetadataJoin, join_metadata, read_metadata
@@ -211,6 +212,7 @@ def write_ingest(result: IngestResult, out_dir: Path) -> None:
         write_csv(staging / "skipped.csv", result.skipped)
         write_csv(staging / "issues.csv", result.issues)
         write_json(staging / "ingest.json", result.report)
+        write_headline(staging, "ingest", result.report)
 
 
 def _probe_all(

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from curation.headline import write_headline
 from curation.io import atomic_path, publish, write_csv, write_json, write_parquet
 from curation.prelabel import captions as caps
 from curation.prelabel.cache import PrelabelCache
@@ -197,9 +198,11 @@ def write_prelabel(result: PrelabelResult, out_dir: Path) -> None:
     with publish(out_dir) as staging:
         write_parquet(staging / "predictions.parquet", result.predictions)
         _write_embeddings(staging / EMBEDDINGS_FILE, result.embeddings, result.embedding_matrix)
-        write_csv(staging / "confidence_histogram.csv", result.histogram)
+        if len(result.predictions):  # DVC plot data: written only with predictions (the PNG says why not)
+            write_csv(staging / "confidence_histogram.csv", result.histogram)
         _histogram_png(result.histogram, staging / "confidence_histogram.png", result.report)
         write_json(staging / "prelabel.json", result.report)
+        write_headline(staging, "prelabel", result.report)
 
 
 def _write_embeddings(path: Path, frame: pd.DataFrame, matrix: np.ndarray) -> None:
