@@ -29,7 +29,7 @@ def agreement_command(
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Inter-annotator agreement, consensus labels, disputes, and pre-label quality against consensus."""
-    from curation.agreement.stage import agreement, read_table, write_agreement
+    from curation.agreement.stage import agreement, provenance, read_table, write_agreement
 
     params = load_or_exit(params_path)
     settings = params.agreement
@@ -48,6 +48,7 @@ def agreement_command(
                 on_start=reporter.start,
                 on_progress=reporter.advance,
             )
+        result.metrics["provenance"] = provenance(annotations, settings, ontology.class_names, ontology.severity_names)
         write_agreement(result, out_dir)
     for message in result.messages:
         console.print(f"[yellow]note:[/] {escape(message)}", highlight=False, soft_wrap=True)

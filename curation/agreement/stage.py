@@ -28,6 +28,8 @@ Outputs (:func:`write_agreement`), all in OUT_DIR:
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -297,6 +299,7 @@ def agreement(
         "n_adjudications": len(adjudications),
         "n_images": int(frame["image_id"].nunique()),
         "n_annotators": int(regular["annotator"].nunique()),
+        "annotations_as_of": _as_of(frame),
         "undefined": [],
     }
     if not len(frame):
@@ -402,6 +405,28 @@ def agreement(
     )
     report["plots_not_written"] = result.plot_notes
     return result
+
+
+def _as_of(frame: pd.DataFrame) -> str | None:
+    """The latest ``updated_at`` / ``created_at`` in the annotations (the data's own date, so reruns match)."""
+    stamps = [frame[c].dropna().astype(str) for c in ("updated_at", "created_at") if c in frame.columns]
+    values = pd.concat(stamps) if stamps else pd.Series(dtype=str)
+    return str(values.max()) if len(values) else None
+
+
+def provenance(
+    annotations: Path, settings: AgreementParams, classes: Sequence[str], severities: Sequence[str]
+) -> dict[str, str | None]:
+    """What the report's header names: the annotations file, its SHA-256 (the dataset version this agreement
+    describes) and a hash of the params it was computed with."""
+    path = Path(annotations)
+    path = path / "annotations.parquet" if path.is_dir() else path
+    params = {"agreement": settings.model_dump(mode="json"), "classes": list(classes), "severities": list(severities)}
+    return {
+        "annotations": str(path),
+        "annotations_sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None,
+        "params_sha256": hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16],
+    }
 
 
 def _bootstrap_runs(codes: np.ndarray, settings: AgreementParams) -> int:
@@ -642,9 +667,8 @@ def _plot_notes(result: AgreementResult) -> dict[str, str]:
     notes = {}
     if pd.to_numeric(result.per_class["specific_agreement"], errors="coerce").notna().sum() == 0:
         label = result.metrics.get("label", {})
-        notes["per_class.csv"] = (
-            "no agreement per class: "
-            + (label.get("krippendorff_alpha_note") or "no image was labelled by two or more annotators")
+        notes["per_class.csv"] = "no agreement per class: " + (
+            label.get("krippendorff_alpha_note") or "no image was labelled by two or more annotators"
         )
     if not len(result.confusion_annotators):
         notes["confusion_annotators.csv"] = "no annotator confusion: no image was labelled by two or more annotators"
