@@ -126,6 +126,7 @@ def prelabel(
         embeddings = _embed(encoder, refs, settings, cache, engine, force, progress, stats)
 
         probabilities, source, version, top_negative = None, None, None, [None] * len(refs)
+        progress.add(len(refs))  # scoring every image (zero-shot, then few-shot): the bar's real total
         zero_shot_status = "skipped"
         encode_texts = _text_encoder(scorer, cache, force, stats) if scorer is not None else None
         if scorer is not None and encode_texts is not None:
@@ -146,6 +147,7 @@ def prelabel(
             probabilities, source, top_negative = few.result.probabilities, "few_shot", [None] * len(refs)
             label_hash = settings_hash(sorted(few.labels.items()), settings.fewshot, settings.preprocess)
             version = f"{encoder.key}+fewshot-{label_hash}"
+        progress.advance(len(refs))
         if probabilities is None:
             notes.append(
                 "no predictions written: zero-shot needs CLIP weights and few-shot needs human labels; "
