@@ -16,7 +16,15 @@ from schemas.params import IngestParams, Params
 from tests.conftest import XSDD, write_image
 from tests.corpus import build_bad_corpus
 
-OUTPUTS = ["manifest.parquet", "prior_labels.parquet", "quarantine.csv", "skipped.csv", "issues.csv", "ingest.json"]
+OUTPUTS = [
+    "manifest.parquet",
+    "prior_labels.parquet",
+    "quarantine.csv",
+    "skipped.csv",
+    "issues.csv",
+    "ingest.json",
+    "metrics.json",
+]
 
 
 def _settings(**overrides) -> IngestParams:
