@@ -71,8 +71,11 @@ def read_inputs(manifest: Path, optional: dict[str, Path | None]) -> HealthInput
     missing: dict[str, str] = {}
     for name, path in optional.items():
         kind, stage = SOURCES[name]
-        if path is None or not Path(path).is_file():
-            missing[name] = f"{path or name} not found (written by the {stage} stage: dvc repro {stage})"
+        if path is None:
+            missing[name] = f"not given (--{name.replace('_', '-')}, the {stage} stage's output)"
+            continue
+        if not Path(path).is_file():
+            missing[name] = f"{path} not found (written by the {stage} stage: dvc repro {stage})"
             continue
         if kind == "csv":
             frames[name] = pd.read_csv(path, dtype=str, keep_default_na=False)
@@ -130,6 +133,7 @@ def _balance(inputs: HealthInputs, report: dict[str, Any]) -> str:
     ax.set_yticks(y + height * (len(table.columns) - 1) / 2, table.index)
     ax.invert_yaxis()
     ax.set_xlabel("images")
+    _counts(ax.xaxis)
     ax.legend(title="split")
     shares = table.div(table.sum(axis=0), axis=1)
     text = (
@@ -154,6 +158,7 @@ def _sizes(inputs: HealthInputs, report: dict[str, Any]) -> str:
     report["sizes"] = {"distinct": len(sizes), "most_common": sizes.index[0], "aspect_min": float(aspect.min())}
     report["sizes"]["aspect_max"] = float(aspect.max())
     figure, (left, right) = _figure(11, 3.8, ncols=2)
+    _counts(right.yaxis)
     left.scatter(width, height, s=12, alpha=0.5)
     left.set_xlabel("width (px)")
     left.set_ylabel("height (px)")
@@ -200,6 +205,7 @@ def _duplicates(inputs: HealthInputs, report: dict[str, Any]) -> str:
     ax.bar(counts.index.astype(str), counts.to_numpy(), color="C2")
     ax.set_xlabel("images in the group")
     ax.set_ylabel("groups")
+    _counts(ax.yaxis)
     ax.set_title("Near-duplicate group sizes")
     largest = sizes.head(10).rename_axis("group (smallest image_id)").reset_index(name="images")
     return _section(title, _png(figure), text + _table(largest))
@@ -219,6 +225,7 @@ def _quarantine(inputs: HealthInputs, report: dict[str, Any]) -> str:
     ax.barh(reasons.index.astype(str), reasons.to_numpy(), color="C3")
     ax.invert_yaxis()
     ax.set_xlabel("files")
+    _counts(ax.xaxis)
     examples = inputs.quarantine.groupby("reason").head(3)[["reason", "rel_path", "detail"]]
     text = "<p>Files left out of the dataset (originals untouched); fix or remove them, then re-run ingest.</p>"
     return _section(title, _png(figure), text + _table(examples))
@@ -243,6 +250,7 @@ def _sources(inputs: HealthInputs, report: dict[str, Any]) -> str:
         right.barh([names.get(k, k) for k in methods.index], methods.to_numpy(), color="C4")
         right.invert_yaxis()
         right.set_title("How reviewed labels were decided")
+        _counts(right.xaxis)
     else:
         right.text(0.5, 0.5, "no reviewed labels (consensus)", ha="center")
         right.set_axis_off()
@@ -304,6 +312,7 @@ def _prelabels(inputs: HealthInputs, report: dict[str, Any]) -> str:
     scores = predictions["score"].astype(float)
     report["prelabel_mean_confidence"] = float(scores.mean())
     figure, ax = _figure(7, 3)
+    _counts(ax.yaxis)
     ax.hist(scores, bins=np.linspace(0, 1, 21), color="C0")
     ax.set_xlabel("confidence of the pre-label")
     ax.set_ylabel("images")
@@ -332,6 +341,13 @@ def _figure(width: float, height: float, ncols: int = 1) -> tuple[Any, Any]:
 
     figure, axes = plt.subplots(1, ncols, figsize=(width, height))
     return figure, axes
+
+
+def _counts(axis: Any) -> None:
+    """Whole-number ticks on an axis of counts (images and files are never fractional)."""
+    from matplotlib.ticker import MaxNLocator
+
+    axis.set_major_locator(MaxNLocator(integer=True))
 
 
 def _png(figure: Any) -> str:

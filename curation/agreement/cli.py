@@ -63,6 +63,7 @@ def agreement_command(
             "Krippendorff's alpha": _show(label, "krippendorff_alpha"),
             "Gwet's AC1": _show(label, "gwet_ac1"),
             "disputed": result.metrics["consensus"]["n_disputed"],
+            "unverified (one reviewer)": result.metrics["consensus"]["n_single"],
         },
     )
     console.print(
