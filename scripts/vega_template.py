@@ -35,7 +35,27 @@ PAGE = """<!DOCTYPE html>
     <title>DVC Plot</title>
     <!-- {names}: inline (BSD-3-Clause, see vendor/vega/LICENSE-*), so the page renders without a network -->
 {scripts}
+    <script>
+        // A plot whose data file is absent reaches vegaEmbed as an empty spec ({{}}): the stage wrote no rows (it
+        // says why in its notes and report). Say so in place of an empty chart.
+        const embedPlot = vegaEmbed;
+        window.vegaEmbed = function (target, spec, options) {{
+            if (spec && Object.keys(spec).length) {{
+                return embedPlot(target, spec, options);
+            }}
+            const note = document.createElement("p");
+            note.className = "dvc-no-data";
+            note.textContent = target.slice(1) + ": no data. The stage wrote no rows for this plot; its notes "
+                + "and report say why.";
+            document.querySelector(target).appendChild(note);
+            return Promise.resolve(null);
+        }};
+    </script>
     <style>
+        .dvc-no-data {{
+            color: #777;
+            font-style: italic;
+        }}
         table {{
             border-spacing: 15px;
         }}

@@ -55,8 +55,8 @@ def _project(tmp_path: Path) -> tuple[Path, int]:
     return project, len(plots)
 
 
-def _show(project: Path, *extra: str) -> Path:
-    out = project / f"page{len(extra)}"
+def _show(project: Path, name: str, *extra: str) -> Path:
+    out = project / name
     done = subprocess.run(
         [sys.executable, "-m", "dvc", "plots", "show", "-o", str(out), *extra],
         cwd=project,
@@ -68,8 +68,9 @@ def _show(project: Path, *extra: str) -> Path:
     return out / "index.html"
 
 
-def _rendered(page_file: Path) -> tuple[int, int, list[str]]:
-    """(plot divs, those holding a drawn canvas or svg, network requests attempted) with the network blocked."""
+def _rendered(page_file: Path) -> tuple[int, int, list[str], list[str]]:
+    """(plot divs, those holding a drawn canvas or svg, network requests attempted, "no data" notes shown) with the
+    network blocked."""
     from playwright.sync_api import sync_playwright
 
     requests: list[str] = []
@@ -86,23 +87,32 @@ def _rendered(page_file: Path) -> tuple[int, int, list[str]]:
                 .some(e => e.getBoundingClientRect().width > 50 && e.getBoundingClientRect().height > 50)).length""",
             ids,
         )
+        notes = page.eval_on_selector_all(".dvc-no-data", "nodes => nodes.map(n => n.textContent)")
         browser.close()
-    return len(ids), drawn, requests
+    return len(ids), drawn, requests, notes
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason=MISSING)
 def test_every_dvc_plot_renders_offline(tmp_path: Path) -> None:
     pytest.importorskip("playwright.sync_api", reason="playwright missing: pip install -e '.[dev]'")
     project, n_plots = _project(tmp_path)
-    divs, drawn, requests = _rendered(_show(project))
+    divs, drawn, requests, notes = _rendered(_show(project, "all"))
     assert divs == n_plots and drawn == n_plots, (divs, drawn, n_plots)
-    assert requests == []
+    assert requests == [] and notes == []
+
+    # a stage that had nothing to draw wrote no file: the page says so in place of an empty chart
+    (project / "data" / "agreement" / "calibration.csv").unlink()
+    divs, drawn, requests, notes = _rendered(_show(project, "one_missing"))
+    assert divs == n_plots and drawn == n_plots - 1 and requests == []
+    assert notes == [
+        "data_agreement_calibration_csv: no data. The stage wrote no rows for this plot; its notes and report say why."
+    ]
 
     # control: DVC's own page (libraries from the CDN) draws nothing here, and tried the network
     from dvc_render.html import PAGE_HTML
 
     (project / "cdn.html").write_text(PAGE_HTML)
-    divs, drawn, requests = _rendered(_show(project, "--html-template", str(project / "cdn.html")))
+    divs, drawn, requests, _ = _rendered(_show(project, "cdn", "--html-template", str(project / "cdn.html")))
     assert divs == n_plots and drawn == 0
     assert any("vega" in url for url in requests)
 
