@@ -539,3 +539,55 @@ def test_progress_total_counts_the_extra_ac1_pass() -> None:
     )
     assert result.metrics["label"]["status"] == result.metrics["severity"]["status"] == "ok"
     assert started == [sum(done)] == [100 * 2 * 2]
+
+
+# ---------------------------------------------------------------- the report a person reads
+
+
+def test_report_says_what_to_do_next_with_readable_names(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    truth = rng.choice(CLASSES, 40)
+    rows = []
+    for i, label in enumerate(truth):  # 30 shared images; "sloppy" is wrong on every third of them
+        for who in ("ann", "bob", "sloppy"):
+            given = CLASSES[(CLASSES.index(label) + 1) % len(CLASSES)] if who == "sloppy" and i % 3 == 0 else label
+            rows.append((f"img{i:02d}", who, given))
+    rows = [r for r in rows if int(r[0][3:]) < 30 or r[1] == "ann"]  # the last 10 images: one reviewer
+    rows += [("tie", "ann", "dent"), ("tie", "bob", "scratch")]
+    result = agreement(frame(*rows), classes=CLASSES, severities=SEVERITIES, settings=AgreementParams(bootstrap=50))
+    result.metrics["provenance"] = {
+        "annotations": "pull/annotations.parquet",
+        "annotations_sha256": "ab12",
+        "params_sha256": "cd34",
+    }
+    write_agreement(result, tmp_path)
+    page = (tmp_path / "report.html").read_text()
+    actions = page[page.index("What to do next") : page.index("</ol>")]
+    assert "Adjudicate 1 disputed image(s)" in actions and "tie" in actions
+    assert "Retrain sloppy" in actions and "Retrain ann" not in actions and "Retrain bob" not in actions
+    assert "10 of 41 images (24%) were labelled by one reviewer" in actions
+    assert "dataset version (annotations SHA-256) <code>ab12</code>" in page and "<code>cd34</code>" in page
+    assert "Krippendorff (2004)" in page and "Landis &amp; Koch (1977)" in page
+    for raw in ("loo_agreement", "kappa_one_vs_rest_ci_low", "n_shared_images"):
+        assert f"<th>{raw}</th>" not in page
+    assert "<th>agrees with the others&#x27; majority</th>" in page
+    assert "No pre-labels given (--predictions)." in page
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reading"),
+    [
+        ("krippendorff_alpha", 0.81, "reliable"),
+        ("krippendorff_alpha", 0.70, "tentative conclusions only"),
+        ("krippendorff_alpha", 0.60, "unreliable: do not use"),
+        ("fleiss_kappa", 0.65, "substantial"),
+        ("gwet_ac1", 0.45, "moderate"),
+        ("gwet_ac1", 0.10, "slight"),
+        ("fleiss_kappa", -0.2, "poor"),
+        ("gwet_ac1", None, "not measured"),
+    ],
+)
+def test_readings_follow_the_published_bands(key: str, value: float | None, reading: str) -> None:
+    from curation.agreement.report import band
+
+    assert band(key, value)[0] == reading
