@@ -236,6 +236,8 @@ def _sources(inputs: HealthInputs, report: dict[str, Any]) -> str:
     why = _absent(inputs, "splits")
     if why:
         return _section(title, empty=why)
+    if not len(inputs.splits):
+        return _section(title, empty="splits.parquet has no rows")
     sources = inputs.splits["label_source"].value_counts()
     report["label_sources"] = {str(k): int(v) for k, v in sources.items()}
     methods = pd.Series(dtype=int)

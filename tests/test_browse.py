@@ -377,6 +377,12 @@ def test_evaluation_of_prelabels_against_consensus(pipeline: Pipeline, dataset) 
     assert dataset.load_evaluation_results("eval_prelabel").confusion_matrix().sum() == len(joined)
     confusion = pd.read_csv(pipeline.out_dir / "confusion.csv")
     assert len(confusion) == len(joined)
+    headline = json.loads((pipeline.out_dir / "metrics.json").read_text(encoding="utf-8"))  # the DVC metrics
+    assert headline == {
+        "images": pipeline.summary["n_samples"],
+        "accuracy": evaluation["accuracy"],
+        "macro_f1": evaluation["fscore"],
+    }
     assert float((confusion["actual"] == confusion["predicted"]).mean()) == pytest.approx(accuracy)
 
 
