@@ -6,7 +6,8 @@ wide. So every stage writes its full report as ``<stage>.json`` (a plain output 
 the tests read) and, beside it, ``metrics.json``: a handful of flat numbers picked from that report here. Shared
 names (``images``) share one column.
 
-A key missing from a report (an older report, an optional part that did not run) is left out, not written as 0.
+A key missing from a report (an older report, an optional part that did not run) or null there (not measured) is
+left out, never written as 0.
 """
 
 from __future__ import annotations

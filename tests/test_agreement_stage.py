@@ -377,6 +377,9 @@ def test_cli_writes_outputs_and_reports_bad_labels(tmp_path: Path, params: Param
     result = CliRunner().invoke(cli_app(), args)
     assert result.exit_code == 0, result.output
     assert "Gwet's AC1" in result.output
+    flat = " ".join(result.output.split())
+    assert "no DVC plot data for confusion_prelabel.csv, calibration.csv" in flat  # no --predictions: said once
+    assert not (out / "calibration.csv").exists() and (out / "confusion_annotators.csv").exists()
     assert {"agreement.json", "consensus.parquet", "disputes.csv", "per_class.csv", "per_annotator.csv"} <= {
         p.name for p in out.iterdir()
     }

@@ -52,6 +52,13 @@ def agreement_command(
         write_agreement(result, out_dir)
     for message in result.messages:
         console.print(f"[yellow]note:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if result.plot_notes:
+        console.print(
+            f"[yellow]note:[/] nothing to draw, so no DVC plot data for {escape(', '.join(result.plot_notes))} "
+            "(why: plots_not_written in agreement.json, and the report)",
+            highlight=False,
+            soft_wrap=True,
+        )
     label = result.metrics.get("label", {})
     print_report(
         "agreement",
