@@ -58,10 +58,11 @@ demo: setup
 	@echo
 	@echo "Results under data/: ingest/ (manifest, quarantine), prelabel/ and refine/ (predictions),"
 	@echo "  agreement/report.html (agreement, consensus, disputes), split/, augment/preview.png, export/<split>/."
+	@echo "Dataset health page: data/health/health.html"
 	@echo "Label Studio: the URL above; log in with the e-mail and password in .studio/credentials.json."
 	@echo "Stop it with: . $(BIN)/activate && curation studio stop"
 	@echo "Browse the dataset in FiftyOne: . $(BIN)/activate && curation browse   (prints a 127.0.0.1 URL)"
-	@echo "All numbers: dvc metrics show; plots: dvc plots show (writes dvc_plots/index.html)"
+	@echo "Headline numbers: dvc metrics show; plots (offline): dvc plots show (writes dvc_plots/index.html)"
 	@echo "Your own images: set ingest.raw_dir in params.yaml, then: . $(BIN)/activate && dvc repro push"
 
 lint:

@@ -22,6 +22,7 @@ from PIL import Image
 from augment import Source, Variant, augment_all, describe_applied, preview_grid, recipe_hash
 from augment.preview import save_png
 from curation.errors import InputError
+from curation.headline import write_headline
 from curation.io import write_json, write_parquet
 from schemas.params_dataset import AugmentParams
 
@@ -107,6 +108,7 @@ def write_augment(result: AugmentResult, out_dir: Path) -> None:
     out_dir = Path(out_dir)
     write_parquet(out_dir / "augmented.parquet", result.records)
     write_json(out_dir / "augment.json", result.report)
+    write_headline(out_dir, "augment", result.report)
     if result.preview is not None:
         save_png(result.preview, out_dir / "preview.png")
 

@@ -16,11 +16,13 @@ from curation.agreement.cli import agreement_command
 from curation.browse.cli import browse_command, database_command, fiftyone_command, search_command
 from curation.console import ParamsOption, console, load_or_exit, print_report, user_errors
 from curation.dataset_cli import augment_command, export_command, release_command, split_command
+from curation.health_cli import health_command
 from curation.ontology_cli import ontology_app
 from curation.prelabel.cli import prelabel_command
 from curation.progress import progress
 from curation.serve.cli import connect_backend_command, serve_command
 from curation.studio.cli import pull_command, push_command, simulate_command, studio_app
+from curation.usage import readable_help
 from schemas.params import LabelFormat
 
 app = typer.Typer(
@@ -123,6 +125,8 @@ app.command("release")(release_command)
 app.command("serve")(serve_command)
 studio_app.command("connect-backend")(connect_backend_command)
 app.add_typer(ontology_app, name="ontology")
+app.command("health")(health_command)
+readable_help(app)
 
 if __name__ == "__main__":
     app()

@@ -62,3 +62,38 @@ def print_report(title: str, report: Mapping[str, Any]) -> None:
             value = ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
         table.add_row(escape(str(key)), escape(str(value)))
     console.print(table)
+
+
+LONG_NOTE = 200  # characters: a note longer than this is shown in full once, then as its first clause
+
+
+def print_notes(notes: list[str], *, seen_dir: Path, details: str) -> None:
+    """Print a stage's notes; a long one in full the first time, later as its first clause and where to read it.
+
+    A missing-model note spells out three ways to supply the weights (600 characters); a demo prints it on every
+    prelabel run. Whether it was shown is remembered per text under ``seen_dir`` (the stage's cache folder), so
+    a changed note is shown in full again. ``details`` names the file holding the full text.
+    """
+    import hashlib
+
+    for note in notes:
+        marker = seen_dir / "notes-shown" / hashlib.sha256(note.encode("utf-8")).hexdigest()[:16]
+        if len(note) > LONG_NOTE and marker.exists():
+            note = f"{_first_clause(note)} (shown in full before; the full text is in {details})"
+        elif len(note) > LONG_NOTE:
+            try:
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()
+            except OSError:  # a read-only cache only means the note is shown in full again next time
+                pass
+        console.print(f"[bold yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+
+
+def _first_clause(note: str) -> str:
+    """The text before the first ``": "`` outside parentheses (the note's summary)."""
+    depth = 0
+    for i, char in enumerate(note):
+        depth += {"(": 1, ")": -1}.get(char, 0)
+        if depth == 0 and note.startswith(": ", i):
+            return note[:i]
+    return note[:LONG_NOTE]

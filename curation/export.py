@@ -37,6 +37,7 @@ from typing import Any, TextIO
 import pandas as pd
 
 from curation.errors import CurationError, EmptyDatasetError, InputError
+from curation.headline import write_headline
 from curation.io import atomic_path, write_json
 from schemas.params_dataset import SPLITS, ExportParams
 
@@ -166,6 +167,7 @@ def export(
     for name in SPLITS:
         _validate(out_dir / name, written[name])
     write_json(out_dir / "provenance.json", record)
+    write_headline(out_dir, "export", report)
     write_json(out_dir / MARKER, report)
     return ExportResult(version, report, record)
 

@@ -24,6 +24,7 @@ import pandas as pd
 from curation.copies import merge_copies
 from curation.discover import Discovery, discover
 from curation.errors import LabelImportError
+from curation.headline import write_headline
 from curation.io import publish, write_csv, write_json, write_parquet
 from curation.labels import ImageRef, check_label_source, label_resolver, labels_frame, read_prior_labels
 from curation.masks import MaskFile, find_masks, mask_labels, masks_frame
@@ -317,6 +318,7 @@ def write_ingest(result: IngestResult, out_dir: Path) -> None:
         write_csv(staging / "issues.csv", result.issues)
         write_csv(staging / "masks.csv", result.masks)
         write_json(staging / "ingest.json", result.report)
+        write_headline(staging, "ingest", result.report)
 
 
 def _probe_all(

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from curation.errors import CurationError
+from curation.headline import METRICS_FILE
 from schemas.ontology import Ontology
 from schemas.params_dataset import SPLITS, ReleaseParams, SplitParams
 
@@ -219,8 +220,11 @@ def _known_limits(
 
 
 def _metric_lines(folder: Path, empty: str) -> list[str]:
+    """The stage's headline (``metrics.json``) when it has one, else the numbers of every JSON in ``folder``."""
     found = []
-    for path in sorted(folder.glob("*.json")) if folder.is_dir() else []:
+    headline = folder / METRICS_FILE
+    paths = [headline] if headline.is_file() else sorted(folder.glob("*.json")) if folder.is_dir() else []
+    for path in paths:
         data = _read_json(path)
         flat = _flatten(data) if isinstance(data, dict) else {}
         numbers = {k: v for k, v in flat.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}

@@ -43,6 +43,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from curation.errors import EmptyDatasetError, InputError
+from curation.headline import write_headline
 from curation.io import publish, write_csv, write_json, write_parquet
 from schemas.params_dataset import SPLITS, SplitParams
 
@@ -228,7 +229,9 @@ def write_split(result: SplitResult, out_dir: Path) -> None:
     with publish(out_dir) as staging:
         write_parquet(staging / "splits.parquet", result.splits)
         write_json(staging / "split.json", result.report)
-        write_csv(staging / "class_counts.csv", table)
+        write_headline(staging, "split", result.report)
+        if len(table):  # DVC plot data: written only with rows (no images, no plot)
+            write_csv(staging / "class_counts.csv", table)
 
 
 def read_previous(path: Path | None) -> pd.DataFrame | None:

@@ -121,7 +121,9 @@ class Consensus(StrictModel):
     image_id: str
     label: str | None = Field(description="Consensus class; null when undecided (an unresolved tie).")
     severity: str | None = None
-    agreement: float = Field(description="Share of annotators agreeing with ``label`` (1.0 for one annotator).")
+    agreement: float | None = Field(
+        description="Share of annotators agreeing with ``label``; null (not measured) with fewer than two annotators."
+    )
     n_annotators: int
     method: Literal["majority", "dawid_skene", "adjudicated", "single"]
     disputed: bool

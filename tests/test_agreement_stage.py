@@ -67,14 +67,17 @@ def test_majority_consensus_invariants() -> None:
     given = annotations.groupby("image_id")["label"].agg(set)
     decided = consensus.dropna(subset=["label"])
     assert all(label in given[i] for i, label in zip(decided["image_id"], decided["label"], strict=True))
-    assert consensus["agreement"].between(0, 1).all()
     single = consensus["n_annotators"] == 1
-    assert (consensus.loc[single, "method"] == "single").all() and (consensus.loc[single, "agreement"] == 1).all()
+    assert single.any() and (~single).any()
+    # one reviewer is not a measurement: method single, agreement null (never 1.0)
+    assert (consensus.loc[single, "method"] == "single").all() and consensus.loc[single, "agreement"].isna().all()
+    assert consensus.loc[~single, "agreement"].between(0, 1).all()
     assert (consensus.loc[~single, "method"] == "majority").all()
     # agreement is the share of annotators giving the consensus label
     votes = annotations.merge(decided[["image_id", "label"]], on="image_id", suffixes=("", "_c"))
     share = (votes["label"] == votes["label_c"]).groupby(votes["image_id"]).mean()
-    np.testing.assert_allclose(decided.set_index("image_id")["agreement"], share.reindex(decided["image_id"]))
+    shared = decided[decided["n_annotators"] >= 2]
+    np.testing.assert_allclose(shared.set_index("image_id")["agreement"], share.reindex(shared["image_id"]))
 
 
 @pytest.mark.parametrize(
@@ -374,9 +377,17 @@ def test_cli_writes_outputs_and_reports_bad_labels(tmp_path: Path, params: Param
     result = CliRunner().invoke(cli_app(), args)
     assert result.exit_code == 0, result.output
     assert "Gwet's AC1" in result.output
+    flat = " ".join(result.output.split())
+    assert "no DVC plot data for confusion_prelabel.csv, calibration.csv" in flat  # no --predictions: said once
+    assert not (out / "calibration.csv").exists() and (out / "confusion_annotators.csv").exists()
     assert {"agreement.json", "consensus.parquet", "disputes.csv", "per_class.csv", "per_annotator.csv"} <= {
         p.name for p in out.iterdir()
     }
+    # the DVC metrics: a few headline numbers from agreement.json, not all of them
+    headline = json.loads((out / "metrics.json").read_text())
+    full = json.loads((out / "agreement.json").read_text())
+    assert headline["gwet_ac1"] == full["label"]["gwet_ac1"] and headline["images"] == full["n_images"]
+    assert headline["unverified"] == full["consensus"]["n_single"] > 0 and len(headline) <= 10
 
     bad = tmp_path / "bad.csv"
     annotations.assign(label=annotations["label"].replace({"dent": "Dent"})).to_csv(bad, index=False)
@@ -426,8 +437,11 @@ def test_one_shared_image_is_insufficient_not_a_coefficient(tmp_path: Path) -> N
     write_agreement(result, tmp_path)
     text = (tmp_path / "agreement.json").read_text()
     assert "NaN" not in text and json.loads(text)["label"]["status"] == "insufficient"
-    per_class = (tmp_path / "per_class.csv").read_text()
-    assert "nan" not in per_class.lower()
+    # nothing to draw: no plot data file, and agreement.json says why
+    assert not (tmp_path / "per_class.csv").exists() and not (tmp_path / "calibration.csv").exists()
+    why = json.loads(text)["plots_not_written"]
+    assert why["per_class.csv"].startswith("no agreement per class: insufficient: 1 shared image")
+    assert "no pre-labels" in why["confusion_prelabel.csv"]
     page = (tmp_path / "report.html").read_text()
     assert "insufficient (1 shared &lt; 20)" in page
 
@@ -528,3 +542,55 @@ def test_progress_total_counts_the_extra_ac1_pass() -> None:
     )
     assert result.metrics["label"]["status"] == result.metrics["severity"]["status"] == "ok"
     assert started == [sum(done)] == [100 * 2 * 2]
+
+
+# ---------------------------------------------------------------- the report a person reads
+
+
+def test_report_says_what_to_do_next_with_readable_names(tmp_path: Path) -> None:
+    rng = np.random.default_rng(4)
+    truth = rng.choice(CLASSES, 40)
+    rows = []
+    for i, label in enumerate(truth):  # 30 shared images; "sloppy" is wrong on every third of them
+        for who in ("ann", "bob", "sloppy"):
+            given = CLASSES[(CLASSES.index(label) + 1) % len(CLASSES)] if who == "sloppy" and i % 3 == 0 else label
+            rows.append((f"img{i:02d}", who, given))
+    rows = [r for r in rows if int(r[0][3:]) < 30 or r[1] == "ann"]  # the last 10 images: one reviewer
+    rows += [("tie", "ann", "dent"), ("tie", "bob", "scratch")]
+    result = agreement(frame(*rows), classes=CLASSES, severities=SEVERITIES, settings=AgreementParams(bootstrap=50))
+    result.metrics["provenance"] = {
+        "annotations": "pull/annotations.parquet",
+        "annotations_sha256": "ab12",
+        "params_sha256": "cd34",
+    }
+    write_agreement(result, tmp_path)
+    page = (tmp_path / "report.html").read_text()
+    actions = page[page.index("What to do next") : page.index("</ol>")]
+    assert "Adjudicate 1 disputed image(s)" in actions and "tie" in actions
+    assert "Retrain sloppy" in actions and "Retrain ann" not in actions and "Retrain bob" not in actions
+    assert "10 of 41 images (24%) were labelled by one reviewer" in actions
+    assert "dataset version (annotations SHA-256) <code>ab12</code>" in page and "<code>cd34</code>" in page
+    assert "Krippendorff (2004)" in page and "Landis &amp; Koch (1977)" in page
+    for raw in ("loo_agreement", "kappa_one_vs_rest_ci_low", "n_shared_images"):
+        assert f"<th>{raw}</th>" not in page
+    assert "<th>agrees with the others&#x27; majority</th>" in page
+    assert "No pre-labels given (--predictions)." in page
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "reading"),
+    [
+        ("krippendorff_alpha", 0.81, "reliable"),
+        ("krippendorff_alpha", 0.70, "tentative conclusions only"),
+        ("krippendorff_alpha", 0.60, "unreliable: do not use"),
+        ("fleiss_kappa", 0.65, "substantial"),
+        ("gwet_ac1", 0.45, "moderate"),
+        ("gwet_ac1", 0.10, "slight"),
+        ("fleiss_kappa", -0.2, "poor"),
+        ("gwet_ac1", None, "not measured"),
+    ],
+)
+def test_readings_follow_the_published_bands(key: str, value: float | None, reading: str) -> None:
+    from curation.agreement.report import band
+
+    assert band(key, value)[0] == reading

@@ -141,6 +141,8 @@ def _stage_frames(manifest: pd.DataFrame, classes: list[str], clip: Path) -> dic
             rows.append({"image_id": image_id, "annotator": annotator, "label": str(rng.choice(classes)), "boxes": box})
     annotations = pd.DataFrame(rows)
     agreement = rng.choice([1.0, 2 / 3, 0.5, 1 / 3], size=n)
+    single = np.arange(n) >= n - 3  # one reviewer: agreement not measured (null), never in the low-agreement view
+    agreement[single] = np.nan
     consensus_labels = [classes[t] if rng.uniform() < 0.6 else str(rng.choice(classes)) for t in top]
     consensus_labels[confident] = [classes[1]] * 3
     consensus_labels[0] = None  # an unresolved tie: no ground truth
@@ -150,8 +152,8 @@ def _stage_frames(manifest: pd.DataFrame, classes: list[str], clip: Path) -> dic
             "label": consensus_labels,
             "severity": None,
             "agreement": agreement,
-            "n_annotators": 2,
-            "method": "majority",
+            "n_annotators": np.where(single, 1, 2),
+            "method": np.where(single, "single", "majority"),
             "disputed": agreement < 0.6,
         }
     )
@@ -279,7 +281,10 @@ def test_samples_carry_every_stage_output(pipeline: Pipeline, dataset) -> None:
             assert sample["ground_truth"] is None
         else:
             assert sample["ground_truth"].label == truth["label"]
-        assert sample["agreement"] == pytest.approx(truth["agreement"])
+        if pd.isna(truth["agreement"]):  # one reviewer: not measured, stored as null (not 1.0)
+            assert sample["agreement"] is None and sample["consensus_method"] == "single"
+        else:
+            assert sample["agreement"] == pytest.approx(truth["agreement"])
         assert sample["disputed"] == bool(truth["disputed"])
         assert sample["split"] in sample.tags and sample["split"] == splits.loc[row.image_id]
         assert np.asarray(sample["embedding"]) == pytest.approx(np.asarray(embeddings.loc[row.image_id]))
@@ -396,6 +401,12 @@ def test_evaluation_of_prelabels_against_consensus(pipeline: Pipeline, dataset) 
     assert dataset.load_evaluation_results("eval_prelabel").confusion_matrix().sum() == len(joined)
     confusion = pd.read_csv(pipeline.out_dir / "confusion.csv")
     assert len(confusion) == len(joined)
+    headline = json.loads((pipeline.out_dir / "metrics.json").read_text(encoding="utf-8"))  # the DVC metrics
+    assert headline == {
+        "images": pipeline.summary["n_samples"],
+        "accuracy": evaluation["accuracy"],
+        "macro_f1": evaluation["fscore"],
+    }
     assert float((confusion["actual"] == confusion["predicted"]).mean()) == pytest.approx(accuracy)
 
 

@@ -82,7 +82,13 @@ def test_dvc_repro_ingest_runs_the_declared_stage(tmp_path) -> None:
         source = ROOT / name
         (shutil.copytree if source.is_dir() else shutil.copy)(source, project / name)
     bin_dir = Path(sys.executable).parent
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "DVC_NO_ANALYTICS": "1", "HOME": str(tmp_path)}
+    # PYTHONPATH: the copied code runs, not whichever checkout the venv's editable install points at
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "DVC_NO_ANALYTICS": "1",
+        "HOME": str(tmp_path),
+        "PYTHONPATH": str(project),
+    }
 
     def run(*cmd: str) -> str:
         done = subprocess.run(cmd, cwd=project, env=env, capture_output=True, text=True)
@@ -95,5 +101,9 @@ def test_dvc_repro_ingest_runs_the_declared_stage(tmp_path) -> None:
     run(str(bin_dir / "dvc"), "repro", "ingest")
     metrics = json.loads((project / "data/ingest/ingest.json").read_text())
     assert metrics["ingested"] > 0
+    shown = json.loads(run(str(bin_dir / "dvc"), "metrics", "show", "--json"))
+    (workspace,) = shown.values()  # keyed "" before the first commit
+    headline = workspace["data"]["data/ingest/metrics.json"]["data"]
+    assert headline["images"] == metrics["ingested"] and len(headline) <= 8  # the headline, not every count
     assert (project / "dvc.lock").exists()
     assert "Stage 'ingest' didn't change" in run(str(bin_dir / "dvc"), "repro", "ingest")

@@ -26,6 +26,7 @@ OUTPUTS = [
     "issues.csv",
     "masks.csv",
     "ingest.json",
+    "metrics.json",
 ]
 
 

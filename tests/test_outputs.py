@@ -194,10 +194,28 @@ def test_export_and_augment_into_a_folder_that_is_a_mount_point(inputs, tmp_path
         assert result.exit_code == 0, result.output
     report = json.loads((augmented / "augment.json").read_text())
     assert report["augmented_images"] == len(list((augmented / "images").iterdir())) > 0
-    assert {p.name for p in augmented.iterdir()} == {"images", "augmented.parquet", "augment.json", "preview.png"}
+    assert {p.name for p in augmented.iterdir()} == {
+        "images",
+        "augmented.parquet",
+        "augment.json",
+        "metrics.json",
+        "preview.png",
+    }
     export = json.loads((exported / "export.json").read_text())
     assert export["splits"]["train"]["images"] == len(list((exported / "train" / "data").iterdir()))
-    assert {p.name for p in exported.iterdir()} == {"train", "val", "test", "export.json", "provenance.json"}
+    assert {p.name for p in exported.iterdir()} == {
+        "train",
+        "val",
+        "test",
+        "export.json",
+        "metrics.json",
+        "provenance.json",
+    }
+    # DVC metrics: the headline of export.json, per split
+    assert json.loads((exported / "metrics.json").read_text()) == {
+        "images": export["images"],
+        **{name: export["splits"][name]["images"] for name in ("train", "val", "test")},
+    }
 
 
 # ---------------------------------------------------------------- outputs as a set

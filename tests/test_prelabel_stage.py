@@ -222,3 +222,67 @@ def test_cli_writes_outputs_and_reports_errors(world, tmp_path, monkeypatch):
     assert again.exit_code == 0 and "embeddings_computed: 5" in again.output
     missing = runner.invoke(app, ["prelabel", str(tmp_path / "nope.parquet"), str(out), "--params", args[-1]])
     assert missing.exit_code == 1 and "run ingest first" in missing.output
+
+
+def test_progress_total_counts_scoring_and_plot_data_only_with_predictions(world, params, tmp_path):
+    """Refine reuses cached embeddings: the bar's total is then the images scored (was 0/0 while predicting)."""
+    settings = _settings(
+        world,
+        clip=ClipParams(model="openai/clip-vit-base-patch32"),
+        captions=CaptionParams(policy="none"),
+        fewshot=FewShotParams(min_per_class=2, cv_folds=2),
+    )
+    manifest = world["manifest"]
+    bare = prelabel(manifest, settings, params.ontology, cache_dir=tmp_path / "c")
+    write_prelabel(bare, tmp_path / "bare")
+    assert len(bare.predictions) == 0 and not (tmp_path / "bare" / "confidence_histogram.csv").exists()
+    assert (tmp_path / "bare" / "confidence_histogram.png").is_file()  # the picture says why it is empty
+
+    totals, done = [], []
+    labels = LabelSet(_truth_labels(world), "truth")
+    few = prelabel(
+        manifest,
+        settings,
+        params.ontology,
+        cache_dir=tmp_path / "c",
+        labels=labels,
+        on_start=totals.append,
+        on_progress=done.append,
+    )
+    assert few.cache_stats["embeddings_computed"] == 0
+    assert totals[-1] == len(manifest) == sum(done)
+    write_prelabel(few, tmp_path / "few")
+    histogram = pd.read_csv(tmp_path / "few" / "confidence_histogram.csv")
+    assert histogram["images"].sum() == len(manifest)
+    headline = json.loads((tmp_path / "few" / "metrics.json").read_text(encoding="utf-8"))
+    assert (
+        headline["predicted"] == len(manifest)
+        and headline["few_shot_cv_accuracy"] == few.report["few_shot"]["cv_accuracy"]
+    )
+
+
+def test_long_missing_model_note_is_printed_in_full_once(world, tmp_path):
+    app = typer.Typer()
+    app.command("prelabel")(prelabel_cli.prelabel_command)
+    app.command("other")(lambda: None)
+    manifest = tmp_path / "manifest.parquet"
+    world["manifest"].iloc[:3].to_parquet(manifest)
+    settings = _settings(
+        world,
+        clip=ClipParams(model="openai/clip-vit-base-patch32"),
+        captions=CaptionParams(policy="none"),
+        cache_dir=tmp_path / "cache",
+    )
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text(encoding="utf-8"))
+    raw["prelabel"] = settings.model_dump(mode="json")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    args = ["prelabel", str(manifest), str(tmp_path / "out"), "--params", str(tmp_path / "params.yaml")]
+    runner = CliRunner()
+    first, second = runner.invoke(app, args), runner.invoke(app, args)
+    assert first.exit_code == second.exit_code == 0, first.output
+    flat = [" ".join(r.output.split()) for r in (first, second)]
+    assert "hf download openai/clip-vit-base-patch32" in flat[0]
+    assert "hf download" not in flat[1]
+    assert "zero-shot skipped, embeddings from the offline backbone" in flat[1] and "shown in full before" in flat[1]
+    notes = json.loads((tmp_path / "out" / "prelabel.json").read_text(encoding="utf-8"))["notes"]
+    assert any("hf download openai/clip-vit-base-patch32" in n for n in notes)  # the full text stays on file

@@ -27,16 +27,25 @@ stages:
     cmd: curation split data/ingest/manifest.parquet data/split --consensus none.parquet
       --prior-labels data/ingest/prior_labels.parquet
     deps: [data/ingest/manifest.parquet, data/ingest/prior_labels.parquet]
-    outs: [data/split/splits.parquet]
-    metrics:
+    outs:
+      - data/split/splits.parquet
       - data/split/split.json:
+          cache: false
+    metrics:
+      - data/split/metrics.json:
           cache: false
   export:
     cmd: curation export data/split/splits.parquet data/ingest/manifest.parquet data/export
     deps: [data/split/splits.parquet, data/ingest/manifest.parquet]
-    outs: [data/export/train, data/export/val, data/export/test, data/export/provenance.json]
-    metrics:
+    outs:
+      - data/export/train
+      - data/export/val
+      - data/export/test
+      - data/export/provenance.json
       - data/export/export.json:
+          cache: false
+    metrics:
+      - data/export/metrics.json:
           cache: false
 """
 
@@ -138,7 +147,7 @@ def test_release_tags_pushes_and_a_checkout_of_the_tag_pulls_exactly_that_releas
     assert v2.version != v1.version
 
     diff = json.loads(_sh(repo, sys.executable, "-m", "dvc", "metrics", "diff", "v1", "v2", "--json"))
-    changed = diff["data/export/export.json"]
+    changed = diff["data/export/metrics.json"]  # the headline numbers
     assert changed["images"] == {"old": 40, "new": 44, "diff": 4}
 
     clone = tmp_path / "clone"

@@ -29,7 +29,7 @@ def agreement_command(
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Inter-annotator agreement, consensus labels, disputes, and pre-label quality against consensus."""
-    from curation.agreement.stage import agreement, read_table, write_agreement
+    from curation.agreement.stage import agreement, provenance, read_table, write_agreement
 
     params = load_or_exit(params_path)
     settings = params.agreement
@@ -48,9 +48,17 @@ def agreement_command(
                 on_start=reporter.start,
                 on_progress=reporter.advance,
             )
+        result.metrics["provenance"] = provenance(annotations, settings, ontology.class_names, ontology.severity_names)
         write_agreement(result, out_dir)
     for message in result.messages:
         console.print(f"[yellow]note:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    if result.plot_notes:
+        console.print(
+            f"[yellow]note:[/] nothing to draw, so no DVC plot data for {escape(', '.join(result.plot_notes))} "
+            "(why: plots_not_written in agreement.json, and the report)",
+            highlight=False,
+            soft_wrap=True,
+        )
     label = result.metrics.get("label", {})
     print_report(
         "agreement",
@@ -62,6 +70,7 @@ def agreement_command(
             "Krippendorff's alpha": _show(label, "krippendorff_alpha"),
             "Gwet's AC1": _show(label, "gwet_ac1"),
             "disputed": result.metrics["consensus"]["n_disputed"],
+            "unverified (one reviewer)": result.metrics["consensus"]["n_single"],
         },
     )
     console.print(

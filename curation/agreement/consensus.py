@@ -5,7 +5,8 @@ Rules, in order:
 1. Adjudications (rows by an annotator listed in ``agreement.adjudicators``, or with a true ``adjudicated``
    column) override everything: ``method="adjudicated"``, never disputed. With several adjudications of one
    image the latest (``updated_at``, else ``created_at``, else the last row) wins.
-2. An image with one (non-adjudicator) annotator keeps that label: ``method="single"``, agreement 1.0.
+2. An image with one (non-adjudicator) annotator keeps that label: ``method="single"``, agreement null: one
+   reviewer is not a measurement of agreement, and such a label counts as unverified (the reports say so).
 3. Otherwise ``majority``: the most frequent class; a tie is resolved by ``agreement.tie_policy`` (``dispute``:
    no label; ``prediction``: the pre-label if it is among the tied classes; ``ontology_order``: the tied class
    listed first). ``dawid_skene``: crowd-kit's Dawid-Skene EM over all annotations, its most probable class.
@@ -108,7 +109,7 @@ def build_consensus(
 
     with np.errstate(invalid="ignore", divide="ignore"):
         share = np.where(decided, counts[np.arange(len(images)), label_code], top) / n
-    share = np.where(n == 0, 1.0, share)
+    share = np.where(n >= 2, share, np.nan)  # one annotator (or none): not measured
     label = np.where(decided, np.asarray(classes, dtype=object)[label_code], None)
     label = np.where(n == 0, None, label)
     disputed = (tie | (share < settings.min_agreement)) & (n >= 2)
@@ -211,7 +212,7 @@ def _apply_adjudications(
     codes = pd.Categorical(chosen["label"], categories=list(classes)).codes
     n = counts[where].sum(axis=1)
     agreeing = counts[where][np.arange(where.sum()), codes]
-    frame.loc[where, "agreement"] = np.where(n > 0, agreeing / np.maximum(n, 1), 1.0)
+    frame.loc[where, "agreement"] = np.where(n >= 2, agreeing / np.maximum(n, 1), np.nan)
     frame.loc[where, "method"] = "adjudicated"
     frame.loc[where, "disputed"] = False
     return frame

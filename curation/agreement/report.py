@@ -230,6 +230,76 @@ def _calibration(result: AgreementResult) -> Any | None:
 
 # ---------------------------------------------------------------- HTML
 
+# Interpretation bands, with their sources (shown in the report beside each value).
+KRIPPENDORFF_BANDS = [(0.800, "reliable"), (0.667, "tentative conclusions only"), (-1.0, "unreliable: do not use")]
+KRIPPENDORFF_SOURCE = (
+    "Krippendorff (2004), Content Analysis, 2nd ed., p. 241: rely on α ≥ 0.800; 0.667–0.800 only for tentative "
+    "conclusions"
+)
+LANDIS_KOCH_BANDS = [
+    (0.81, "almost perfect"),
+    (0.61, "substantial"),
+    (0.41, "moderate"),
+    (0.21, "fair"),
+    (0.0, "slight"),
+    (-1.0, "poor"),
+]
+LANDIS_KOCH_SOURCE = (
+    "Landis & Koch (1977), Biometrics 33:159–174 (for AC1 as Gwet (2014), Handbook of Inter-Rater Reliability, "
+    "ch. 6 benchmarks it)"
+)
+# Per class and per annotator there is no published band for this use; the report flags values below
+# Krippendorff's 0.667 floor as a working rule and says so.
+WORKING_FLOOR = 0.667
+RETRAIN_GAP = 0.10  # an annotator this far below the team's median agreement with the majority is flagged
+MEANINGS = {
+    "percent_agreement": "Share of annotator pairs on an image that chose the same class. No correction for chance: "
+    "high whenever one class dominates.",
+    "fleiss_kappa": "Agreement beyond chance among several annotators (images with the same number of ratings). "
+    "Falls when one class dominates even if annotators agree (the kappa paradox).",
+    "krippendorff_alpha": "Agreement beyond chance; works with missing ratings and any number of annotators. "
+    "The main figure for deciding whether the labels can be trusted.",
+    "krippendorff_alpha_ordinal": "Alpha for severity, where minor vs major is a smaller disagreement than minor "
+    "vs critical.",
+    "gwet_ac1": "Agreement beyond chance that stays stable when one class dominates; read it beside kappa when "
+    "most images are 'ok'.",
+}
+PER_CLASS_NAMES = {
+    "class": "class",
+    "n_ratings": "ratings",
+    "prevalence": "share of ratings",
+    "specific_agreement": "specific agreement",
+    "specific_agreement_ci_low": "specific agreement, 95% low",
+    "specific_agreement_ci_high": "specific agreement, 95% high",
+    "kappa_one_vs_rest": "kappa (this class vs the rest)",
+    "kappa_one_vs_rest_ci_low": "kappa, 95% low",
+    "kappa_one_vs_rest_ci_high": "kappa, 95% high",
+    "note": "note",
+}
+ANNOTATOR_NAMES = {
+    "annotator": "annotator",
+    "n_annotations": "annotations",
+    "n_shared_images": "images shared with others",
+    "loo_agreement": "agrees with the others' majority",
+    "loo_n_images": "images compared",
+    "loo_n_ties": "others tied (skipped)",
+    "mean_pair_kappa": "mean Cohen's kappa with each other annotator",
+    "median_lead_time_s": "median seconds per task",
+    "note": "note",
+}
+DISPUTE_NAMES = {
+    "image_id": "image",
+    "task_id": "Label Studio task",
+    "reason": "reason",
+    "label": "majority label",
+    "agreement": "agreement",
+    "n_annotators": "annotators",
+    "votes": "votes",
+    "ratings": "who said what",
+    "posterior": "Dawid-Skene posterior",
+}
+MAX_ACTION_IMAGES = 20
+
 
 def _fmt(value: Any) -> str:
     if value is None or (isinstance(value, float) and not np.isfinite(value)):
@@ -239,7 +309,12 @@ def _fmt(value: Any) -> str:
     return html.escape(str(value))
 
 
-def _table(frame: pd.DataFrame) -> str:
+def _table(frame: pd.DataFrame, *, empty: str, names: dict[str, str] | None = None) -> str:
+    """An HTML table with readable column names; ``empty`` (the reason) stands in for a table without rows."""
+    if not len(frame):
+        return f"<p class='empty'>No rows: {html.escape(empty)}</p>"
+    if names:
+        frame = frame.rename(columns=names)
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     body = "".join(
         "<tr>" + "".join(f"<td>{_fmt(v)}</td>" for v in row) + "</tr>" for row in frame.itertuples(index=False)
@@ -252,6 +327,19 @@ def _missing_value(block: dict[str, Any]) -> str:
     if block.get("status") == "insufficient":
         return f"insufficient ({block.get('n_images', 0)} shared < {block.get('min_shared_images')})"
     return "undefined"
+
+
+def band(key: str, value: float | None) -> tuple[str, str]:
+    """(reading, source) of a headline value: Krippendorff's bands for alpha, Landis & Koch's for kappa and AC1."""
+    if value is None:
+        return "not measured", ""
+    if key.startswith("krippendorff"):
+        bands, source = KRIPPENDORFF_BANDS, KRIPPENDORFF_SOURCE
+    elif key in ("fleiss_kappa", "gwet_ac1"):
+        bands, source = LANDIS_KOCH_BANDS, LANDIS_KOCH_SOURCE
+    else:
+        return "no chance correction: read with the others", ""
+    return next(name for floor, name in bands if value >= floor), source
 
 
 def _headline_table(metrics: dict[str, Any]) -> str:
@@ -270,61 +358,207 @@ def _headline_table(metrics: dict[str, Any]) -> str:
                     f"ratings each. {note}"
                 )
             value = _missing_value(block) if block[key] is None else block[key]
-            rows.append((variable, title, value, interval, note))
-    return _table(pd.DataFrame(rows, columns=["variable", "metric", "value", "95% interval", "note"]))
+            reading, _ = band(key, block[key])
+            what = "class" if variable == "label" else "severity"
+            rows.append((what, title, value, interval, reading, MEANINGS[key] + (f" {note}" if note else "")))
+    columns = ["rated", "metric", "value", "95% interval", "reading", "what it means"]
+    return _table(pd.DataFrame(rows, columns=columns), empty="no annotations yet")
+
+
+def _actions(result: AgreementResult) -> list[str]:
+    """The next steps, most urgent first, each naming the images, annotators or classes concerned (HTML)."""
+    m, consensus = result.metrics, result.consensus
+    label = m.get("label", {})
+    actions = []
+    if not len(consensus):
+        return ["No annotations yet: push tasks to Label Studio (<code>dvc repro push</code>) and review them."]
+    if len(result.disputes):
+        shown = result.disputes.head(MAX_ACTION_IMAGES)
+        items = ", ".join(
+            f"{html.escape(str(i))}" + (f" (task {int(t)})" if pd.notna(t) else "")
+            for i, t in zip(shown["image_id"], shown["task_id"], strict=True)
+        )
+        more = (
+            f" and {len(result.disputes) - len(shown)} more (disputes.csv)" if len(result.disputes) > len(shown) else ""
+        )
+        actions.append(
+            f"<b>Adjudicate {len(result.disputes)} disputed image(s)</b> in Label Studio (the next push flags "
+            f"them): {items}{more}."
+        )
+    single = consensus["method"] == "single"
+    if single.any():
+        actions.append(
+            f"<b>{int(single.sum())} of {len(consensus)} images ({single.mean():.0%}) were labelled by one "
+            "reviewer</b>: their labels are unverified (agreement not measured). Raise "
+            "<code>labelstudio.agreement_sample</code> so a share of them gets a second reviewer; label errors on "
+            "these images are invisible to every figure in this report."
+        )
+    if label.get("status") == "insufficient":
+        actions.append(
+            f"<b>Agreement is not measured yet</b>: {label.get('n_images', 0)} image(s) had two or more "
+            f"annotators, fewer than {label.get('min_shared_images')} (<code>agreement.min_shared_images</code>). "
+            "Send more images to several annotators before trusting any coefficient."
+        )
+    alpha = label.get("krippendorff_alpha")
+    if alpha is not None and alpha < KRIPPENDORFF_BANDS[0][0]:
+        actions.append(
+            f"<b>Class labels are not reliable yet</b> (Krippendorff's α = {alpha:.3f}, "
+            f"{band('krippendorff_alpha', alpha)[0]}; "
+            "rely on α ≥ 0.800): clarify the labelling guideline for the classes below and re-review."
+        )
+    actions += _annotator_actions(result)
+    per_class = result.per_class
+    values = pd.to_numeric(per_class["specific_agreement"], errors="coerce")
+    weak = per_class[values < WORKING_FLOOR]
+    if len(weak):
+        names = ", ".join(
+            f"{html.escape(str(c))} ({v:.2f})" for c, v in zip(weak["class"], values[weak.index], strict=True)
+        )
+        actions.append(
+            f"<b>Clarify the guideline for {names}</b>: reviewers often disagree on these classes (specific "
+            f"agreement below {WORKING_FLOOR}, a working rule taken from Krippendorff's floor, not a published band "
+            "for this figure). Add example images of each to the labelling instructions."
+        )
+    if not actions:
+        actions.append("Nothing to act on: no disputes, every label reviewed twice, agreement reliable.")
+    return actions
+
+
+def _annotator_actions(result: AgreementResult) -> list[str]:
+    """Annotators whose agreement with the others' majority is well below the team's: retrain, on which classes."""
+    table = result.per_annotator
+    if not len(table):
+        return []
+    loo = pd.to_numeric(table["loo_agreement"], errors="coerce")
+    if loo.notna().sum() < 2:
+        return []
+    median = float(loo.median())
+    actions = []
+    for who, value, n in zip(table["annotator"], loo, table["loo_n_images"], strict=True):
+        # flagged: ten points or more below the team median, or under the working floor (a rule of thumb)
+        if not np.isfinite(value) or (value > median - RETRAIN_GAP and value >= WORKING_FLOOR):
+            continue
+        confused = _top_confusion(result.confusion_annotators, who)
+        actions.append(
+            f"<b>Retrain {html.escape(str(who))}</b>: agrees with the others' majority on {value:.0%} of {int(n)} "
+            f"shared images (team median {median:.0%}){confused}. Their panel in 'Each annotator against the "
+            "others' majority' shows where."
+        )
+    return actions
+
+
+def _top_confusion(rows: pd.DataFrame, who: str) -> str:
+    mine = rows[(rows["annotator"] == who) & (rows["actual"] != rows["predicted"])]
+    if not len(mine):
+        return ""
+    (actual, predicted), n = next(
+        iter(mine.groupby(["actual", "predicted"]).size().sort_values(ascending=False).items())
+    )
+    return f"; most often says {html.escape(str(predicted))} where the others say {html.escape(str(actual))} ({n}×)"
+
+
+def _provenance(m: dict[str, Any]) -> str:
+    p = m.get("provenance", {})
+    parts = [
+        f"annotations as of <b>{_fmt(m.get('annotations_as_of'))}</b>",
+        f"dataset version (annotations SHA-256) <code>{_fmt(p.get('annotations_sha256'))}</code>",
+        f"params hash <code>{_fmt(p.get('params_sha256'))}</code>",
+    ]
+    if p.get("annotations"):
+        parts.append(f"from <code>{_fmt(p['annotations'])}</code>")
+    return "<p class='meta'>" + " · ".join(parts) + "</p>"
 
 
 def _html(result: AgreementResult, images: dict[str, str]) -> str:
     m = result.metrics
+    consensus = m.get("consensus", {})
+    label = m.get("label", {})
     summary = pd.DataFrame(
         [
             ("annotations", m.get("n_annotations")),
             ("adjudications", m.get("n_adjudications")),
             ("images", m.get("n_images")),
             ("annotators", m.get("n_annotators")),
-            ("images with two or more annotators", m.get("label", {}).get("n_images")),
-            ("disputed images", m.get("consensus", {}).get("n_disputed")),
-            ("undecided images (no label)", m.get("consensus", {}).get("n_undecided")),
+            ("images with two or more annotators (agreement measured)", label.get("n_images")),
+            ("images with one reviewer (unverified: agreement not measured)", consensus.get("n_single")),
+            ("disputed images (adjudicate)", consensus.get("n_disputed")),
+            ("undecided images (no label)", consensus.get("n_undecided")),
         ],
         columns=["", "count"],
     )
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'><title>Annotator agreement</title>",
-        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px}"
-        "th{background:#f3f3f3}img{max-width:100%}.note{color:#a33}</style></head><body>",
+        "<style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}"
+        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;"
+        "vertical-align:top}th{background:#f3f3f3}img{max-width:100%}.note{color:#a33}.meta{color:#555}"
+        ".empty{color:#777;font-style:italic}.actions{background:#fff8e6;border:1px solid #e8c66a;padding:.5em 1.5em}"
+        ".actions li{margin:.4em 0}.source{color:#666;font-size:12px}</style></head><body>",
         "<h1>Inter-annotator agreement</h1>",
+        _provenance(m),
+        "<div class='actions'><h2>What to do next</h2><ol>",
+        *[f"<li>{action}</li>" for action in _actions(result)],
+        "</ol></div>",
     ]
     parts += [f"<p class='note'>{html.escape(msg)}</p>" for msg in result.messages]
-    parts.append(_table(summary))
+    parts.append(_table(summary, empty="no annotations yet"))
     parts.append("<h2>Headline metrics</h2>")
     parts.append(
-        "<p>Kappa-type metrics collapse when one class dominates (the kappa paradox); Gwet's AC1 and the class "
+        "<p>Computed on the images two or more annotators labelled; images with one reviewer are not measured. "
+        "Kappa-type metrics collapse when one class dominates (the kappa paradox); Gwet's AC1 and the class "
         "prevalence beside them show whether a low kappa means disagreement or imbalance.</p>"
     )
     parts.append(_headline_table(m))
-    for name, title in (
-        ("headline", "Metrics and class prevalence"),
-        ("per_class", "Agreement per class"),
-        ("image_agreement", "Per-image agreement"),
-        ("cohen_kappa", "Cohen's kappa between annotators"),
-        ("confusion_annotators", "Each annotator against the others' majority"),
-        ("confusion_prelabel", "Pre-labels against consensus"),
-        ("calibration", "Pre-label calibration"),
+    parts.append(
+        f"<p class='source'>Readings: alpha — {html.escape(KRIPPENDORFF_SOURCE)}. Kappa and AC1 — "
+        f"{html.escape(LANDIS_KOCH_SOURCE)}: below 0 poor, 0–0.20 slight, 0.21–0.40 fair, 0.41–0.60 moderate, "
+        "0.61–0.80 substantial, 0.81–1 almost perfect.</p>"
+    )
+    why_not = m.get("plots_not_written", {})
+    for name, title, data in (
+        ("headline", "Metrics and class prevalence", None),
+        ("per_class", "Agreement per class", "per_class.csv"),
+        ("image_agreement", "Per-image agreement", None),
+        ("cohen_kappa", "Cohen's kappa between annotators", None),
+        ("confusion_annotators", "Each annotator against the others' majority", "confusion_annotators.csv"),
+        ("confusion_prelabel", "Pre-labels against consensus", "confusion_prelabel.csv"),
+        ("calibration", "Pre-label calibration", "calibration.csv"),
     ):
-        if name in images:
+        if name in images and data not in why_not:
             parts.append(f"<h2>{title}</h2><img alt='{name}' src='data:image/png;base64,{images[name]}'>")
-    parts.append("<h2>Per class</h2>" + _table(result.per_class))
-    parts.append("<h2>Per annotator</h2>" + _table(result.per_annotator))
+        else:
+            reason = why_not.get(data) or "no image had two or more annotators"
+            parts.append(f"<h2>{title}</h2><p class='empty'>No plot: {html.escape(reason)}</p>")
+    parts.append(
+        "<h2>Per class</h2><p>Specific agreement: when one annotator chose this class, how often another on the "
+        "same image did too. Kappa (this class vs the rest): the same beyond chance.</p>"
+        + _table(result.per_class, names=PER_CLASS_NAMES, empty=why_not.get("per_class.csv", "no shared images"))
+    )
+    parts.append(
+        "<h2>Per annotator</h2><p>'Agrees with the others' majority': on images shared with others, the share "
+        "where this annotator chose the class most of the others chose (leave-one-out).</p>"
+        + _table(result.per_annotator, names=ANNOTATOR_NAMES, empty="no annotations yet")
+    )
     if "prelabel" in m:
         rows = [
             (source, v.get("n_images"), v.get("accuracy"), v.get("macro_f1"), v.get("ece"), v.get("accepted_unchanged"))
             for source, v in m["prelabel"].items()
         ]
-        columns = ["source", "images", "accuracy", "macro-F1", "ECE", "accepted unchanged"]
-        parts.append("<h2>Pre-label quality</h2>" + _table(pd.DataFrame(rows, columns=columns)))
+        columns = ["source", "images", "accuracy", "macro-F1", "ECE (calibration error)", "accepted unchanged"]
+        parts.append(
+            "<h2>Pre-label quality</h2>"
+            + _table(pd.DataFrame(rows, columns=columns), empty="no pre-label on an image with a consensus label")
+        )
+    else:
+        parts.append("<h2>Pre-label quality</h2><p class='empty'>No pre-labels given (--predictions).</p>")
     shown = result.disputes.head(MAX_DISPUTES_SHOWN)
-    parts.append(f"<h2>Disputes ({len(result.disputes)}; first {len(shown)} shown)</h2>" + _table(shown))
+    parts.append(
+        f"<h2>Disputes ({len(result.disputes)}; first {len(shown)} shown)</h2>"
+        + _table(
+            shown,
+            names=DISPUTE_NAMES,
+            empty="no image with a tie or agreement below agreement.min_agreement among those labelled twice or more",
+        )
+    )
     if m.get("undefined"):
         items = "".join(f"<li>{html.escape(k)}</li>" for k in m["undefined"])
         parts.append(

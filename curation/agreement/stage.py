@@ -10,22 +10,26 @@ with more fields than its header (an unquoted comma) is an error naming the line
 
 Outputs (:func:`write_agreement`), all in OUT_DIR:
 
-- ``agreement.json``: DVC metrics; an undefined metric is ``null`` with a sibling ``<name>_note`` and its dotted
+- ``agreement.json``: every metric; an undefined metric is ``null`` with a sibling ``<name>_note`` and its dotted
   name in ``undefined``. Each rated variable (``label``, ``severity``) has a ``status``: ``ok``, or
   ``insufficient`` when fewer than ``agreement.min_shared_images`` images were rated by two or more annotators
   (``n_images``): then every coefficient and interval is ``null`` with an ``insufficient: ...`` note. A bootstrap
   interval is ``null`` with a note when its resamples are degenerate (zero width, or undefined in all).
 - ``consensus.parquet``: exactly the :class:`schemas.records.Consensus` columns, one row per image.
 - ``disputes.csv``: open disputes (ties, low agreement) with the votes, for adjudication in Label Studio.
-- ``per_class.csv``, ``per_annotator.csv``, ``cohen_kappa.csv``.
+- ``per_annotator.csv``, ``cohen_kappa.csv``.
 - DVC plot data: ``confusion_annotators.csv`` and ``confusion_prelabel.csv`` (``actual, predicted``),
-  ``calibration.csv``, and ``per_class.csv`` (agreement per class).
+  ``calibration.csv``, and ``per_class.csv`` (agreement per class), each written only when it has something to
+  draw; ``plots_not_written`` in ``agreement.json`` says why one is missing.
+- ``metrics.json``: the headline numbers DVC shows (:mod:`curation.headline`); ``agreement.json`` has them all.
 - ``plots/*.png`` and a self-contained ``report.html``.
 """
 
 from __future__ import annotations
 
 import csv
+import hashlib
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -43,6 +47,7 @@ from curation.agreement.quality import (
     prelabel_quality,
 )
 from curation.errors import InputError
+from curation.headline import write_headline
 from curation.io import check_published, publish, write_csv, write_json, write_parquet
 from schemas.params_agreement import AgreementParams
 from schemas.records import Consensus, columns
@@ -84,6 +89,11 @@ class AgreementResult:
     calibration: pd.DataFrame
     classes: list[str]
     messages: list[str] = field(default_factory=list)
+
+    @property
+    def plot_notes(self) -> dict[str, str]:
+        """Why a DVC plot data file is not written (it would have nothing to draw), by file name."""
+        return _plot_notes(self)
 
 
 # ---------------------------------------------------------------- reading and validation
@@ -289,6 +299,7 @@ def agreement(
         "n_adjudications": len(adjudications),
         "n_images": int(frame["image_id"].nunique()),
         "n_annotators": int(regular["annotator"].nunique()),
+        "annotations_as_of": _as_of(frame),
         "undefined": [],
     }
     if not len(frame):
@@ -379,7 +390,7 @@ def agreement(
         confusion_prelabel, calibration = quality.confusion, quality.calibration
     if built.disputes.shape[0]:
         messages.append(f"{len(built.disputes)} disputed image(s) in disputes.csv: adjudicate them in Label Studio")
-    return AgreementResult(
+    result = AgreementResult(
         metrics=report,
         consensus=built.consensus,
         disputes=built.disputes,
@@ -392,6 +403,30 @@ def agreement(
         classes=classes,
         messages=messages,
     )
+    report["plots_not_written"] = result.plot_notes
+    return result
+
+
+def _as_of(frame: pd.DataFrame) -> str | None:
+    """The latest ``updated_at`` / ``created_at`` in the annotations (the data's own date, so reruns match)."""
+    stamps = [frame[c].dropna().astype(str) for c in ("updated_at", "created_at") if c in frame.columns]
+    values = pd.concat(stamps) if stamps else pd.Series(dtype=str)
+    return str(values.max()) if len(values) else None
+
+
+def provenance(
+    annotations: Path, settings: AgreementParams, classes: Sequence[str], severities: Sequence[str]
+) -> dict[str, str | None]:
+    """What the report's header names: the annotations file, its SHA-256 (the dataset version this agreement
+    describes) and a hash of the params it was computed with."""
+    path = Path(annotations)
+    path = path / "annotations.parquet" if path.is_dir() else path
+    params = {"agreement": settings.model_dump(mode="json"), "classes": list(classes), "severities": list(severities)}
+    return {
+        "annotations": str(path),
+        "annotations_sha256": hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.is_file() else None,
+        "params_sha256": hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()[:16],
+    }
 
 
 def _bootstrap_runs(codes: np.ndarray, settings: AgreementParams) -> int:
@@ -600,26 +635,50 @@ def write_agreement(result: AgreementResult, out_dir: Path, *, report: bool = Tr
     with publish(out_dir) as staging:
         written = [
             write_json(staging / "agreement.json", _clean(result.metrics)),
+            write_headline(staging, "agreement", _clean(result.metrics)),
             write_parquet(staging / "consensus.parquet", _consensus_frame(result.consensus)),
             write_csv(staging / "disputes.csv", result.disputes.reindex(columns=DISPUTE_COLUMNS)),
-            write_csv(staging / "per_class.csv", result.per_class.reindex(columns=PER_CLASS_COLUMNS)),
             write_csv(staging / "per_annotator.csv", result.per_annotator.reindex(columns=ANNOTATOR_COLUMNS)),
             write_csv(staging / "cohen_kappa.csv", result.cohen_kappa.reindex(columns=COHEN_COLUMNS)),
-            write_csv(
-                staging / "confusion_annotators.csv",
-                result.confusion_annotators.reindex(columns=["actual", "predicted", "annotator"]),
-            ),
-            write_csv(
-                staging / "confusion_prelabel.csv",
-                result.confusion_prelabel.reindex(columns=["actual", "predicted", "source"]),
-            ),
-            write_csv(staging / "calibration.csv", result.calibration.reindex(columns=CALIBRATION_COLUMNS)),
         ]
+        # DVC plot data, each written only when it has something to draw; plot_notes says why one is missing
+        for name, frame in plot_tables(result).items():
+            if name not in result.plot_notes:
+                written.append(write_csv(staging / name, frame))
         if report:
             from curation.agreement.report import write_report
 
             written += write_report(result, staging)
     return [out_dir / path.relative_to(staging) for path in written]
+
+
+def plot_tables(result: AgreementResult) -> dict[str, pd.DataFrame]:
+    """The DVC plot data files, by name, with their documented columns."""
+    return {
+        "per_class.csv": result.per_class.reindex(columns=PER_CLASS_COLUMNS),
+        "confusion_annotators.csv": result.confusion_annotators.reindex(columns=["actual", "predicted", "annotator"]),
+        "confusion_prelabel.csv": result.confusion_prelabel.reindex(columns=["actual", "predicted", "source"]),
+        "calibration.csv": result.calibration.reindex(columns=CALIBRATION_COLUMNS),
+    }
+
+
+def _plot_notes(result: AgreementResult) -> dict[str, str]:
+    """Why a plot data file is not written (nothing to draw), by file name."""
+    notes = {}
+    if pd.to_numeric(result.per_class["specific_agreement"], errors="coerce").notna().sum() == 0:
+        label = result.metrics.get("label", {})
+        notes["per_class.csv"] = "no agreement per class: " + (
+            label.get("krippendorff_alpha_note") or "no image was labelled by two or more annotators"
+        )
+    if not len(result.confusion_annotators):
+        notes["confusion_annotators.csv"] = "no annotator confusion: no image was labelled by two or more annotators"
+    if not len(result.confusion_prelabel):
+        notes["confusion_prelabel.csv"] = (
+            "no pre-label confusion: no pre-labels (--predictions) or none on an image with a consensus label"
+        )
+    if not len(result.calibration) or not (result.calibration["count"] > 0).any():
+        notes["calibration.csv"] = "no calibration curve: no pre-label probabilities on images with a consensus label"
+    return notes
 
 
 def _consensus_frame(consensus: pd.DataFrame) -> pd.DataFrame:

@@ -17,6 +17,7 @@ from rich.markup import escape
 
 from curation.browse.errors import BrowseError
 from curation.console import ParamsOption, console, load_or_exit, user_errors
+from curation.headline import write_headline
 from curation.io import publish, write_csv, write_json
 from curation.progress import progress
 from schemas.params_browse import BrowseParams
@@ -77,9 +78,11 @@ def fiftyone_command(
             )
             confusion = _confusion_rows(name) if summary.evaluation else pd.DataFrame(columns=["actual", "predicted"])
         with publish(out_dir) as staging:
-            write_csv(staging / "confusion.csv", confusion)
+            if len(confusion):  # DVC plot data: written only with rows (no evaluation, no plot)
+                write_csv(staging / "confusion.csv", confusion)
             write_csv(staging / "views.csv", pd.DataFrame(list(summary.views.items()), columns=["view", "samples"]))
             write_json(staging / "fiftyone.json", summary.as_dict())
+            write_headline(staging, "fiftyone", summary.as_dict())
     for issue in summary.issues:
         console.print(f"[yellow]note:[/] {escape(issue)}", highlight=False, soft_wrap=True)
     console.print(

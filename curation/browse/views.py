@@ -59,7 +59,10 @@ def view_builders(settings: BrowseParams) -> dict[str, tuple[tuple[str, ...], Ca
         "disputes": (("disputed", "agreement"), lambda v: v.match(F("disputed") == True).sort_by("agreement")),  # noqa: E712
         "low-agreement": (
             ("agreement",),
-            lambda v: v.match(F("agreement") < settings.low_agreement).sort_by("agreement"),
+            # null = one reviewer (not measured); MongoDB orders null below every number, so exclude it first
+            lambda v: v.match((F("agreement") != None) & (F("agreement") < settings.low_agreement)).sort_by(  # noqa: E711
+                "agreement"
+            ),
         ),
         "low-confidence-prelabels": (
             ("prelabel",),

@@ -10,9 +10,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.markup import escape
 
-from curation.console import ParamsOption, console, load_or_exit, print_report, user_errors
+from curation.console import ParamsOption, console, load_or_exit, print_notes, print_report, user_errors
 from curation.progress import progress
 
 
@@ -65,8 +64,7 @@ def prelabel_command(
                 on_progress=reporter.advance,
             )
             write_prelabel(result, out_dir)
-    for note in result.notes:
-        console.print(f"[bold yellow]note:[/] {escape(note)}", highlight=False, soft_wrap=True)
+    print_notes(result.notes, seen_dir=cache_dir, details=f"{out_dir}/prelabel.json (notes)")
     shown = {k: v for k, v in result.report.items() if k != "notes"}
     print_report("prelabel", {**shown, "cache": result.cache_stats})
     console.print(

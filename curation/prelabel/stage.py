@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from curation.headline import write_headline
 from curation.io import atomic_path, publish, write_csv, write_json, write_parquet
 from curation.prelabel import captions as caps
 from curation.prelabel.cache import PrelabelCache
@@ -125,6 +126,7 @@ def prelabel(
         embeddings = _embed(encoder, refs, settings, cache, engine, force, progress, stats)
 
         probabilities, source, version, top_negative = None, None, None, [None] * len(refs)
+        progress.add(len(refs))  # scoring every image (zero-shot, then few-shot): the bar's real total
         zero_shot_status = "skipped"
         encode_texts = _text_encoder(scorer, cache, force, stats) if scorer is not None else None
         if scorer is not None and encode_texts is not None:
@@ -145,6 +147,7 @@ def prelabel(
             probabilities, source, top_negative = few.result.probabilities, "few_shot", [None] * len(refs)
             label_hash = settings_hash(sorted(few.labels.items()), settings.fewshot, settings.preprocess)
             version = f"{encoder.key}+fewshot-{label_hash}"
+        progress.advance(len(refs))
         if probabilities is None:
             notes.append(
                 "no predictions written: zero-shot needs CLIP weights and few-shot needs human labels; "
@@ -197,9 +200,11 @@ def write_prelabel(result: PrelabelResult, out_dir: Path) -> None:
     with publish(out_dir) as staging:
         write_parquet(staging / "predictions.parquet", result.predictions)
         _write_embeddings(staging / EMBEDDINGS_FILE, result.embeddings, result.embedding_matrix)
-        write_csv(staging / "confidence_histogram.csv", result.histogram)
+        if len(result.predictions):  # DVC plot data: written only with predictions (the PNG says why not)
+            write_csv(staging / "confidence_histogram.csv", result.histogram)
         _histogram_png(result.histogram, staging / "confidence_histogram.png", result.report)
         write_json(staging / "prelabel.json", result.report)
+        write_headline(staging, "prelabel", result.report)
 
 
 def _write_embeddings(path: Path, frame: pd.DataFrame, matrix: np.ndarray) -> None:

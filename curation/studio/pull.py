@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from curation.headline import write_headline
 from curation.io import publish, write_json, write_parquet
 from curation.studio.client import Connection, translate
 from curation.studio.config import BOXES, DESCRIPTION, LABEL, POLYGONS, SEVERITY, find_project_set, part_title
@@ -244,3 +245,4 @@ def write_pull(result: PullResult, out_dir: Path) -> None:
     with publish(out_dir) as staging:
         write_parquet(staging / "annotations.parquet", result.annotations)
         write_json(staging / "pull.json", result.report)
+        write_headline(staging, "pull", result.report)

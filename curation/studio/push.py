@@ -57,6 +57,7 @@ from urllib.parse import quote
 import pandas as pd
 
 from curation.errors import InputError
+from curation.headline import write_headline
 from curation.io import check_published, publish, write_json, write_parquet
 from curation.studio.client import Connection, translate
 from curation.studio.config import (
@@ -779,6 +780,7 @@ def write_push(result: PushResult, out_dir: Path) -> None:
     with publish(out_dir) as staging:
         write_parquet(staging / "tasks.parquet", result.tasks)
         write_json(staging / "push.json", result.report)
+        write_headline(staging, "push", result.report)
 
 
 def read_disputes(path: Path | None) -> tuple[set[str], str]:
