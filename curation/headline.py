@@ -29,6 +29,7 @@ HEADLINE: dict[str, list[tuple[str, str]]] = {
         ("duplicate_copies", "duplicate_copies"),
         ("near_duplicate_groups", "near_duplicate_groups"),
         ("prior_labels", "prior_labels"),
+        ("masks", "masks"),
     ],
     "prelabel": [
         ("images", "images"),
