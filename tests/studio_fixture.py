@@ -133,3 +133,10 @@ def make_inputs(
     predictions = pd.DataFrame(prediction_rows)
     assert set(columns(Prediction)) <= set(predictions.columns)
     return pd.DataFrame(manifest_rows), predictions
+
+
+def shown_version(version: str) -> str:
+    """What Label Studio holds as a zero-shot prediction's ``model_version`` (the rule of push's
+    ``prediction_title``, written out here): kind, short model name and the version's SHA-256 tag."""
+    model = version.split("@")[0].rsplit("/", 1)[-1]
+    return f"zero-shot {model} #{hashlib.sha256(version.encode()).hexdigest()[:8]}"

@@ -36,6 +36,7 @@ from curation.studio.config import label_config
 from schemas.params_prelabel import CaptionParams, ClipParams, PrelabelParams
 from schemas.params_serve import Band, ServeModel, ServeParams
 from tests.conftest import ingested_sample
+from tests.studio_fixture import shown_version
 from tests.tiny_models import build_blip, build_clip
 
 TIMEOUT = httpx.Timeout(60.0)
@@ -288,7 +289,7 @@ def test_setup_and_predict_match_the_prelabel_stage(world, params, service, tmp_
     setup = service.post("/setup", json={"project": "1.0", "schema": config, "hostname": "http://127.0.0.1:1"})
     assert setup.status_code == 200
     version = setup.json()["model_version"]
-    assert version == stage["model_version"].iloc[0]
+    assert version == shown_version(stage["model_version"].iloc[0])  # the title Label Studio shows, as push sends
 
     tasks = [{"id": i, "data": {"image": _data_uri(p)}} for i, p in enumerate(manifest["path"])]
     tasks.append({"id": 99, "data": {"image": "http://example.com/elsewhere.png"}})

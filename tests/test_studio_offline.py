@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import xml.etree.ElementTree as ET
@@ -40,6 +41,7 @@ from curation.studio.push import (
     json_size,
     local_files_url,
     polygon_results,
+    prediction_title,
     request_batches,
     storage_folders,
     task_request,
@@ -48,7 +50,7 @@ from curation.studio.simulate import Truth, reviewers_for, simulated_annotation
 from schemas.ontology import Ontology
 from schemas.params_studio import LabelStudioParams, SimulationParams
 from schemas.records import Annotation, columns
-from tests.studio_fixture import make_inputs
+from tests.studio_fixture import make_inputs, shown_version
 
 TOKEN = "0123456789abcdef0123456789abcdef01234567"
 
@@ -105,7 +107,8 @@ def test_build_tasks_orders_most_uncertain_first(tmp_path, params) -> None:
     first = specs[0]
     row = predictions.set_index("image_id").loc[first.image_id]
     (prediction,) = first.predictions
-    assert prediction["model_version"] == "clip-test@abc123" and prediction["score"] == pytest.approx(row["score"])
+    assert prediction["model_version"] == shown_version("clip-test@abc123")
+    assert prediction["score"] == pytest.approx(row["score"])
     results = {r["from_name"]: r for r in prediction["result"]}
     assert results[LABEL]["value"]["choices"] == [row["label"]]
     assert results[CONFIDENCE] == {
@@ -409,7 +412,7 @@ def test_prior_shapes_are_added_to_the_preannotations(tmp_path, params) -> None:
     (first,) = by_id[ids[0]].predictions
     assert [r["type"] for r in first["result"]] == ["choices", "number", "textarea", "polygonlabels"]
     assert first["result"][3] == polygon_results(json.loads(square), "dent", 64, 48)[0]
-    assert first["model_version"] == "clip-test@abc123"
+    assert first["model_version"] == shown_version("clip-test@abc123")
     assert [r["type"] for r in by_id[ids[1]].predictions[0]["result"]] == ["choices", "number", "textarea"]
     (own,) = by_id[ids[3]].predictions
     assert own["model_version"] == PRIOR_VERSION and len(own["result"]) == 2  # one result per polygon
@@ -448,3 +451,13 @@ def test_polygon_results_read_back_as_regions_with_segmentation() -> None:
     assert region["segmentation"] == [pytest.approx(polygon, abs=0.01)]
     assert (region["x"], region["y"], region["w"], region["h"]) == pytest.approx((8, 4, 32, 16), abs=0.01)
     assert region["area"] == 32 * 16 and region["label"] == "dent"
+
+
+def test_prediction_titles_are_readable_and_one_per_model_version() -> None:
+    few = "efficientnet-lite0@efficientnet-lite0-57934424-18826032+fewshot-2a40153d85b9"
+    zero = "openai/clip-vit-base-patch32@3d74acf9a28c67741b2f4f2ea7635f0aaf6f0268+5b8c1d2e"
+    tag = {v: hashlib.sha256(v.encode()).hexdigest()[:8] for v in (few, zero)}
+    assert prediction_title(few) == f"few-shot efficientnet-lite0 #{tag[few]}"
+    assert prediction_title(zero) == f"zero-shot clip-vit-base-patch32 #{tag[zero]}"
+    assert prediction_title(PRIOR_VERSION) == PRIOR_VERSION
+    assert prediction_title(few + "0") != prediction_title(few)  # another version, another title

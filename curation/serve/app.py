@@ -160,6 +160,7 @@ def create_app(
     from curation.serve import scoring
     from curation.serve.images import decode_base64, image_key, open_rgb
     from curation.serve.registry import ClipJob, Registry
+    from curation.studio.push import prediction_title
 
     registry = Registry(settings, prelabel, ontology)
     # project uid -> the project's access token from /setup; kept in memory only. /setup's hostname is not used:
@@ -208,7 +209,7 @@ def create_app(
             _check_config(request.schema_, ontology)
         if request.project and request.access_token:
             tokens[request.project] = request.access_token
-        return {"model_version": await run_in_threadpool(registry.predict_version)}
+        return {"model_version": prediction_title(await run_in_threadpool(registry.predict_version))}
 
     @app.post("/webhook")
     async def webhook(event: dict[str, Any]) -> dict[str, Any]:
@@ -276,7 +277,8 @@ def create_app(
             statuses = {image.status for image in images if isinstance(image, ClientError)}
             status = statuses.pop() if len(statuses) == 1 else 422
             detail = f"every task failed ({len(images)}); the first: {results[0]['error']}"
-            return JSONResponse({"detail": detail, "results": results, "model_version": version}, status_code=status)
+            title = prediction_title(version)
+            return JSONResponse({"detail": detail, "results": results, "model_version": title}, status_code=status)
         pixels = await asyncio.gather(*(run_in_threadpool(_prepare, images[i], scorer.spec, prelabel) for i in good))
         answers = await asyncio.gather(*(registry.batcher(name).submit(ClipJob(p, (), True)) for p in pixels))
         captions: list[str | None] = [None] * len(good)
@@ -298,7 +300,7 @@ def create_app(
         )
         for i, prediction in zip(good, made, strict=True):
             results[i] = prediction
-        return {"results": results, "model_version": version}
+        return {"results": results, "model_version": prediction_title(version)}
 
     names = [*settings.allowed_hosts, *([] if settings.host in ("0.0.0.0", "::", "") else [settings.host])]
     guarded = BasicAuthGuard(BodyLimit(app, settings.max_request_bytes), secret)

@@ -43,6 +43,7 @@ and ``push.json`` (counts, DVC metrics; ``projects`` holds each part's project i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -372,7 +373,29 @@ def _prediction(row: dict, language: str) -> dict[str, Any]:
     text = describe(row, language)
     if text:
         result.append({"from_name": DESCRIPTION, "to_name": IMAGE, "type": "textarea", "value": {"text": [text]}})
-    return {"model_version": str(row["model_version"]), "score": float(row["score"]), "result": result}
+    return {
+        "model_version": prediction_title(str(row["model_version"])),
+        "score": float(row["score"]),
+        "result": result,
+    }
+
+
+def prediction_title(model_version: str) -> str:
+    """The name Label Studio shows on a prediction's tab (its ``model_version``): kind, short model name and a tag.
+
+    ``openai/clip-vit-base-patch32@<revision>+<hash>`` -> ``zero-shot clip-vit-base-patch32 #1f0c2a9e``,
+    ``efficientnet-lite0@...+fewshot-<hash>`` -> ``few-shot efficientnet-lite0 #2a40153d``. Label Studio also picks
+    the prediction that pre-fills the editor by this name (the project's model version), so it is one name per
+    model version, not per image: the class is the pre-selected choice, the confidence its own control, and Label
+    Studio prints the score beside the title. The tag (first 8 hex digits of the full version's SHA-256) keeps
+    versions apart; predictions.parquet keeps the full version.
+    """
+    if model_version == PRIOR_VERSION:
+        return model_version
+    model = model_version.split("@", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "model"
+    kind = "few-shot" if "+fewshot-" in model_version else "zero-shot"
+    tag = hashlib.sha256(model_version.encode("utf-8")).hexdigest()[:8]
+    return f"{kind} {model} #{tag}"
 
 
 def describe(row: dict, language: str) -> str:
