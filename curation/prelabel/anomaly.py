@@ -169,6 +169,21 @@ def _nearest(query: np.ndarray, bank: np.ndarray, k: int = 1) -> np.ndarray:
     return out
 
 
+def _nearest_per_image(query: np.ndarray, refs: np.ndarray, group: int = 8) -> np.ndarray:
+    """(P, D) query patches vs (R, P', D) reference images -> (R, P) distance to each image's nearest patch; refs
+    are compared ``group`` images at a time (one matrix product each, bounded memory)."""
+    import torch
+
+    q = torch.from_numpy(np.ascontiguousarray(query, dtype=np.float32))
+    out = np.empty((len(refs), len(query)), np.float32)
+    with torch.inference_mode():
+        for start in range(0, len(refs), group):
+            part = torch.from_numpy(np.ascontiguousarray(refs[start : start + group], dtype=np.float32))
+            d = torch.cdist(q, part.reshape(-1, part.shape[-1]), compute_mode="use_mm_for_euclid_dist")
+            out[start : start + len(part)] = d.reshape(len(q), len(part), -1).min(dim=2).values.T.numpy()
+    return out
+
+
 def greedy_coreset(patches: np.ndarray, n: int, *, seed: int = 0, projection_dim: int = 128) -> np.ndarray:
     """Indices of ``n`` rows chosen by greedy k-center selection (PatchCore): each pick is the row farthest from
     those picked so far. Distances are taken in a seeded random projection (Johnson-Lindenstrauss) when the
@@ -298,7 +313,7 @@ def mutual_scores(
     for i in range(n):
         others = np.delete(np.arange(n), i)
         chosen = np.sort(rng.choice(others, size=refs, replace=False))
-        per_ref = np.stack([_nearest(flat[i], flat[j]) for j in chosen])
+        per_ref = _nearest_per_image(flat[i], flat[chosen])
         per_ref.sort(axis=0)
         maps[i] = per_ref[: min(k, refs)].mean(axis=0)
     out = maps.reshape(n, gh, gw)
