@@ -318,7 +318,7 @@ def main() -> None:
         print("cost", {k: round(v, 4) for k, v in report["cost"].items()}, flush=True)
         grid, dim = features.shape[1], features.shape[-1]
         report["memory"] = [
-            memory_bound(n, grid, dim, ratio=0.01, max_patches=16384, min_patches=1024, max_candidates=200_000)
+            memory_bound(n, grid, dim, ratio=0.01, max_patches=4096, min_patches=1024, max_candidates=65_536)
             for n in (200, 10_000, 100_000)
         ]
         print("memory", report["memory"], flush=True)
