@@ -303,8 +303,8 @@ def main() -> None:
         pooled = power_l2(weighted_pool(feats, none))
         variants = {
             "global": power_l2(global_x),
-            "global+score": np.hstack([power_l2(global_x), 0.1 * robust[:, None]]),
-            "combined": np.hstack([power_l2(global_x), pooled, 0.1 * robust[:, None]]) / np.sqrt(2),
+            "global+score": np.hstack([power_l2(global_x), robust[:, None]]),
+            "combined": np.hstack([power_l2(global_x), pooled, robust[:, None]]),
         }
         report["fewshot"] = {}
         for variant, x in variants.items():
