@@ -4,6 +4,7 @@ and Label Studio asks the service and stores a prediction of our model version."
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import httpx
 import pytest
@@ -77,7 +78,7 @@ def test_connected_backend_predicts_tasks_opened_without_predictions(studio_for_
     assert refused.status_code == 401  # Label Studio got in below only because connect-backend gave it the secret
     assert first["created"] and not again["created"] and first["backend_id"] == again["backend_id"]
     assert first["model_version"] == version
-    assert version.startswith(f"{clip}@local-")
+    assert version.startswith(f"zero-shot {Path(clip).name} #")  # the local model's title, as push would send it
     assert [p.model_version for p in predictions] == [version]
     choice = next(r for r in predictions[0].result if r["from_name"] == LABEL)
     assert choice["value"]["choices"][0] in params.ontology.class_names

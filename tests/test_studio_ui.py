@@ -19,7 +19,7 @@ from curation.studio.push import build_tasks, push
 from curation.studio.server import load_credentials
 from tests.chromium import CHROMIUM, FLAGS, MISSING
 from tests.conftest import write_image
-from tests.studio_fixture import Studio, make_inputs, studio_server  # noqa: F401
+from tests.studio_fixture import Studio, make_inputs, shown_version, studio_server  # noqa: F401
 
 # the editor loads the task image from /data/local-files/ and may show it through a blob: URL of the bytes it fetched
 TASK_IMAGE_JS = "i.src.includes('/data/local-files/') || i.src.startsWith('blob:')"
@@ -73,7 +73,8 @@ def test_task_page_shows_image_choices_and_prediction(studio: Studio, params, br
     for name in [*params.ontology.class_names, *params.ontology.severity_names]:
         assert name in text, name
     assert any(label and label.startswith(predicted) for label in checked), (predicted, checked)
-    assert "abc123" in text  # the prediction's model version tab
+    title = shown_version("clip-test@abc123")
+    assert f"{title[:8]}...{title[-6:]}" in text  # the prediction's tab, as Label Studio abbreviates a long title
     assert f"{specs[0].predictions[0]['score'] * 100:.2f}%" in text  # and its score
 
 
