@@ -32,7 +32,7 @@ from curation.studio.config import (
     project_settings,
 )
 from curation.studio.errors import StudioAuthError, StudioRequestError, StudioUnavailable
-from curation.studio.mapping import PRIOR_VERSION, describe, from_label_studio, prediction_title, to_label_studio
+from curation.studio.mapping import PRIOR_VERSION, describe, prediction_title, to_label_studio
 from curation.studio.pull import ANNOTATION_DTYPES, annotations_from_export, parse_result
 from curation.studio.push import (
     assign_parts,
@@ -225,17 +225,6 @@ def test_empty_export_gives_typed_empty_frame() -> None:
     assert result.empty and list(result.annotations.columns) == columns(Annotation)
     assert result.annotations.dtypes.astype(str).to_dict() == {k: str(v) for k, v in ANNOTATION_DTYPES.items()}
     assert "no reviews yet" in result.report["note"]
-
-
-def test_box_to_pixels() -> None:
-    item = {
-        "from_name": BOXES,
-        "type": "rectanglelabels",
-        "original_width": 640,
-        "original_height": 480,
-        "value": {"x": 50, "y": 50, "width": 25, "height": 10},
-    }
-    assert from_label_studio(item) == (BOXES, {"x": 320.0, "y": 240.0, "w": 160.0, "h": 48.0, "label": None})
 
 
 def _task(image_id: str, overlap: int = 1, label: str = "dent") -> dict:
