@@ -32,16 +32,13 @@ from curation.studio.config import (
     project_settings,
 )
 from curation.studio.errors import StudioAuthError, StudioRequestError, StudioUnavailable
-from curation.studio.pull import ANNOTATION_DTYPES, annotations_from_export, box_to_pixels, parse_result
+from curation.studio.mapping import PRIOR_VERSION, describe, prediction_title, to_label_studio
+from curation.studio.pull import ANNOTATION_DTYPES, annotations_from_export, parse_result
 from curation.studio.push import (
-    PRIOR_VERSION,
     assign_parts,
     build_tasks,
-    describe,
     json_size,
     local_files_url,
-    polygon_results,
-    prediction_title,
     request_batches,
     storage_folders,
     task_request,
@@ -230,11 +227,6 @@ def test_empty_export_gives_typed_empty_frame() -> None:
     assert "no reviews yet" in result.report["note"]
 
 
-def test_box_to_pixels() -> None:
-    item = {"original_width": 640, "original_height": 480, "value": {"x": 50, "y": 50, "width": 25, "height": 10}}
-    assert box_to_pixels(item) == {"x": 320.0, "y": 240.0, "w": 160.0, "h": 48.0, "label": None}
-
-
 def _task(image_id: str, overlap: int = 1, label: str = "dent") -> dict:
     prediction = {"id": 1, "result": [{"from_name": LABEL, "value": {"choices": [label]}}]}
     return {
@@ -369,7 +361,7 @@ def test_label_config_with_boxes_offers_polygons(params) -> None:
 
 
 def test_polygon_preannotation_is_in_percent_of_the_image() -> None:
-    [result] = polygon_results([[8.0, 4.0, 40.0, 4.0, 40.0, 20.0, 8.0, 20.0]], "dent", 64, 48)
+    result = _polygon([8.0, 4.0, 40.0, 4.0, 40.0, 20.0, 8.0, 20.0], "dent", 64, 48)
     assert result == {
         "from_name": "polygons",
         "to_name": "image",
@@ -383,6 +375,10 @@ def test_polygon_preannotation_is_in_percent_of_the_image() -> None:
             "polygonlabels": ["dent"],
         },
     }
+
+
+def _polygon(flat: list[float], label: str, width: int, height: int) -> dict:
+    return to_label_studio(POLYGONS, {"segmentation": [flat], "label": label}, size=(width, height))
 
 
 def _prior(manifest: pd.DataFrame, polygons: list[str | None]) -> pd.DataFrame:
@@ -411,7 +407,7 @@ def test_prior_shapes_are_added_to_the_preannotations(tmp_path, params) -> None:
     ids = list(manifest["image_id"])
     (first,) = by_id[ids[0]].predictions
     assert [r["type"] for r in first["result"]] == ["choices", "number", "textarea", "polygonlabels"]
-    assert first["result"][3] == polygon_results(json.loads(square), "dent", 64, 48)[0]
+    assert first["result"][3] == _polygon(json.loads(square)[0], "dent", 64, 48)
     assert first["model_version"] == shown_version("clip-test@abc123")
     assert [r["type"] for r in by_id[ids[1]].predictions[0]["result"]] == ["choices", "number", "textarea"]
     (own,) = by_id[ids[3]].predictions
@@ -444,9 +440,9 @@ def test_prior_shapes_with_unknown_labels_or_bad_polygons_name_the_row(tmp_path,
 
 def test_polygon_results_read_back_as_regions_with_segmentation() -> None:
     polygon = [8.0, 4.0, 40.0, 4.0, 40.0, 20.0, 8.0, 20.0]
-    pushed = polygon_results([polygon], "dent", 64, 48)
+    pushed = _polygon(polygon, "dent", 64, 48)
     choice = {"from_name": LABEL, "to_name": "image", "type": "choices", "value": {"choices": ["dent"]}}
-    parsed = parse_result([choice, *pushed])
+    parsed = parse_result([choice, pushed])
     [region] = json.loads(parsed["boxes"])
     assert region["segmentation"] == [pytest.approx(polygon, abs=0.01)]
     assert (region["x"], region["y"], region["w"], region["h"]) == pytest.approx((8, 4, 32, 16), abs=0.01)

@@ -15,10 +15,11 @@ from PIL import Image
 
 from curation.errors import InputError
 from curation.ingest import ingest
-from curation.studio.config import CONFIDENCE, DESCRIPTION, IMAGE, LABEL, SEVERITY, label_config, wanted_views
+from curation.studio.config import CONFIDENCE, DESCRIPTION, IMAGE, LABEL, POLYGONS, SEVERITY, label_config, wanted_views
+from curation.studio.mapping import to_label_studio
 from curation.studio.previews import make_previews, preview_path, preview_reason
 from curation.studio.pull import parse_result
-from curation.studio.push import build_tasks, polygon_results, storage_folders
+from curation.studio.push import build_tasks, storage_folders
 from schemas.params import IngestParams
 from tests.studio_fixture import make_inputs
 
@@ -145,7 +146,8 @@ def test_tasks_show_the_preview_and_shapes_keep_original_pixels(tmp_path, params
     assert (box["x"], box["y"], box["w"], box["h"]) == (16.0, 24.0, 32.0, 12.0)
     (on_original,) = json.loads(parse_result([drawn])["boxes"])
     assert (on_original["x"], on_original["w"]) == (8.0, 16.0)  # without a preview the result's own size holds
-    polygon_back = json.loads(parse_result(polygon_results(square, "dent", 32, 24), size=(64, 48))["boxes"])
+    on_preview = to_label_studio(POLYGONS, {"segmentation": square, "label": "dent"}, size=(32, 24))
+    polygon_back = json.loads(parse_result([on_preview], size=(64, 48))["boxes"])
     assert polygon_back[0]["segmentation"] == [[16.0, 8.0, 80.0, 8.0, 80.0, 40.0, 16.0, 40.0]]
 
 

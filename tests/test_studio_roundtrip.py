@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 
 import httpx
 import pandas as pd
@@ -153,19 +154,29 @@ def test_disputed_tasks_are_flagged_for_adjudication(studio: Studio, params) -> 
     assert cleared.report["tasks_updated"] == 2 and cleared.report["flagged_for_adjudication"] == 0
 
 
-def test_push_interrupted_after_some_batches_completes_on_rerun(studio: Studio, params, monkeypatch) -> None:
-    _, _, specs = _specs(studio, params, "interrupted", 60)
-    settings = studio.settings_for("interrupted", batch_size=10, retries=0)
+def _break_import(monkeypatch, call: int, message: str, *, server_took_it: bool) -> Callable[..., list[int]]:
+    """Push's ``call``-th import request fails with ``message``: before the server sees it, or after the server
+    imported the batch (the answer is lost). Returns the real import, to put back."""
     real = push_module._import_batch
     calls = {"n": 0}
 
-    def failing(*args, **kwargs):
+    def broken(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 3:
-            raise StudioUnavailable("injected: server went away after two batches")
-        return real(*args, **kwargs)
+        if calls["n"] == call and not server_took_it:
+            raise StudioUnavailable(message)
+        ids = real(*args, **kwargs)
+        if calls["n"] == call:
+            raise StudioUnavailable(message)
+        return ids
 
-    monkeypatch.setattr(push_module, "_import_batch", failing)
+    monkeypatch.setattr(push_module, "_import_batch", broken)
+    return real
+
+
+def test_push_interrupted_after_some_batches_completes_on_rerun(studio: Studio, params, monkeypatch) -> None:
+    _, _, specs = _specs(studio, params, "interrupted", 60)
+    settings = studio.settings_for("interrupted", batch_size=10, retries=0)
+    real = _break_import(monkeypatch, 3, "injected: server went away after two batches", server_took_it=False)
     client = studio.client()
     with pytest.raises(StudioUnavailable, match="injected"):
         push(client, studio.conn, specs, ontology=params.ontology, settings=settings)
@@ -181,17 +192,8 @@ def test_push_interrupted_after_some_batches_completes_on_rerun(studio: Studio, 
 def test_lost_response_is_retried_without_duplicates(studio: Studio, params, monkeypatch) -> None:
     _, _, specs = _specs(studio, params, "lost", 12)
     settings = studio.settings_for("lost", batch_size=5, retries=2)
-    real = push_module._import_batch
-    calls = {"n": 0}
-
-    def lost_answer(*args, **kwargs):
-        calls["n"] += 1
-        ids = real(*args, **kwargs)
-        if calls["n"] == 2:  # the server took the batch but the answer never came back
-            raise StudioUnavailable("injected: connection dropped after the server imported the batch")
-        return ids
-
-    monkeypatch.setattr(push_module, "_import_batch", lost_answer)
+    message = "injected: connection dropped after the server imported the batch"
+    _break_import(monkeypatch, 2, message, server_took_it=True)  # the server took the batch, the answer was lost
     monkeypatch.setattr(push_module.time, "sleep", lambda _s: None)
     result = push(studio.client(), studio.conn, specs, ontology=params.ontology, settings=settings)
     assert result.report["tasks_created"] == 12 and result.report["duplicate_image_ids"] == 0

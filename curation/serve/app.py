@@ -160,7 +160,7 @@ def create_app(
     from curation.serve import scoring
     from curation.serve.images import decode_base64, image_key, open_rgb
     from curation.serve.registry import ClipJob, Registry
-    from curation.studio.push import prediction_title
+    from curation.studio.mapping import prediction_title
 
     registry = Registry(settings, prelabel, ontology)
     # project uid -> the project's access token from /setup; kept in memory only. /setup's hostname is not used:

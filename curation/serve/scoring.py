@@ -12,7 +12,7 @@ from curation.prelabel.captions import describe
 from curation.prelabel.prompts import TextClass
 from curation.prelabel.zero_shot import fold_hard_negatives, summarise, text_probabilities
 from curation.serve.registry import ClipAnswer
-from curation.studio.push import _prediction
+from curation.studio.mapping import to_prediction
 from schemas.ontology import Ontology
 from schemas.params_prelabel import PrelabelParams
 from schemas.params_serve import Band
@@ -83,7 +83,8 @@ def predictions(
     version: str,
     description_language: str,
 ) -> list[dict[str, Any]]:
-    """One Label Studio prediction per image (``result``, ``score``, ``model_version``), built like push does."""
+    """One Label Studio prediction per image (``result``, ``score``, ``model_version``), built as push builds them
+    (:func:`curation.studio.mapping.to_prediction`)."""
     images = np.stack([a.image for a in answers])
     raw = text_probabilities(
         images,
@@ -106,5 +107,5 @@ def predictions(
             "description_en": description_en,
             "description_ko": description_ko,
         }
-        out.append(_prediction(row, description_language))
+        out.append(to_prediction(row, description_language))
     return out

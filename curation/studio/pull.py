@@ -26,7 +26,8 @@ import pandas as pd
 from curation.headline import write_headline
 from curation.io import publish, write_json, write_parquet
 from curation.studio.client import Connection, translate
-from curation.studio.config import BOXES, DESCRIPTION, LABEL, POLYGONS, SEVERITY, find_project_set, part_title
+from curation.studio.config import DESCRIPTION, LABEL, SEVERITY, find_project_set, part_title
+from curation.studio.mapping import REGIONS, from_results
 from schemas.records import Annotation, columns
 
 if TYPE_CHECKING:
@@ -177,67 +178,20 @@ def _row(task: Mapping, image_id: str, annotation: Mapping, users: Mapping[int, 
 
 def parse_result(result: Iterable[Mapping[str, Any]], *, size: tuple[int, int] | None = None) -> dict[str, Any]:
     """Label, severity, description and boxes (JSON, pixels) from one annotation's result list; a polygon is a box
-    with ``segmentation`` and ``area`` (:func:`polygon_to_pixels`).
+    with ``segmentation`` and ``area`` (:mod:`curation.studio.mapping`).
 
     Args:
         size: (width, height) of the original image when the UI showed a preview of another size; else the
             result's ``original_width`` / ``original_height`` (the size of the image drawn on) are used.
     """
-    out: dict[str, Any] = {"label": None, "severity": None, "description": None, "boxes": None}
-    boxes = []
-    for item in result:
-        name, value = item.get("from_name"), item.get("value") or {}
-        if name == LABEL and value.get("choices"):
-            out["label"] = value["choices"][0]
-        elif name == SEVERITY and value.get("choices"):
-            out["severity"] = value["choices"][0]
-        elif name == DESCRIPTION and value.get("text"):
-            out["description"] = "\n".join(str(t) for t in value["text"])
-        elif name == BOXES and item.get("type") == "rectanglelabels":
-            boxes.append(box_to_pixels(_sized(item, size)))
-        elif name == POLYGONS and item.get("type") == "polygonlabels":
-            boxes.append(polygon_to_pixels(_sized(item, size)))
-    if boxes:
-        out["boxes"] = json.dumps(boxes, sort_keys=True)
-    return out
-
-
-def _sized(item: Mapping[str, Any], size: tuple[int, int] | None) -> Mapping[str, Any]:
-    """``item`` measured against the original image: its percent coordinates hold for any size of it."""
-    if size is None:
-        return item
-    return {**item, "original_width": size[0], "original_height": size[1]}
-
-
-def box_to_pixels(item: Mapping[str, Any]) -> dict[str, Any]:
-    """A rectangle result (percent of the image) in pixels of the original image."""
-    value = item["value"]
-    width, height = float(item.get("original_width") or 0), float(item.get("original_height") or 0)
-    labels = value.get("rectanglelabels") or [None]
+    values = from_results(result, size=size)
+    regions = values[REGIONS]
     return {
-        "x": round(value["x"] * width / 100, 2),
-        "y": round(value["y"] * height / 100, 2),
-        "w": round(value["width"] * width / 100, 2),
-        "h": round(value["height"] * height / 100, 2),
-        "label": labels[0],
+        "label": values.get(LABEL),
+        "severity": values.get(SEVERITY),
+        "description": values.get(DESCRIPTION),
+        "boxes": json.dumps(regions, sort_keys=True) if regions else None,
     }
-
-
-def polygon_to_pixels(item: Mapping[str, Any]) -> dict[str, Any]:
-    """A polygon result (points in percent of the image) as a region in pixels of the original image: its box,
-    ``segmentation`` (one flat polygon) and ``area`` (pixels inside it, as pycocotools counts them)."""
-    from curation.shapes import polygons_area, polygons_box
-
-    value = item["value"]
-    width, height = float(item.get("original_width") or 0), float(item.get("original_height") or 0)
-    polygon = [round(v, 2) for x, y in value["points"] for v in (x * width / 100, y * height / 100)]
-    x, y, w, h = polygons_box([polygon])
-    labels = value.get("polygonlabels") or [None]
-    region = {"x": x, "y": y, "w": round(w, 2), "h": round(h, 2), "label": labels[0]}
-    if len(polygon) >= 6:  # fewer than 3 points outline nothing: the region keeps its box only
-        region["segmentation"] = [polygon]
-        region["area"] = polygons_area([polygon], int(height), int(width)) if width and height else None
-    return region
 
 
 def write_pull(result: PullResult, out_dir: Path) -> None:

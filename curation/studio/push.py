@@ -43,7 +43,6 @@ and ``push.json`` (counts, DVC metrics; ``projects`` holds each part's project i
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -61,18 +60,9 @@ from curation.errors import InputError
 from curation.headline import write_headline
 from curation.io import check_published, publish, write_json, write_parquet
 from curation.studio.client import Connection, translate
-from curation.studio.config import (
-    CONFIDENCE,
-    DESCRIPTION,
-    IMAGE,
-    LABEL,
-    POLYGONS,
-    SEVERITY,
-    ProjectInfo,
-    add_part,
-    ensure_projects,
-)
+from curation.studio.config import POLYGONS, ProjectInfo, add_part, ensure_projects
 from curation.studio.errors import StudioError, StudioUnavailable
+from curation.studio.mapping import PRIOR_VERSION, to_label_studio, to_prediction
 from schemas.ontology import Ontology
 from schemas.params_studio import LabelStudioParams
 
@@ -83,7 +73,6 @@ PREDICTION_COLUMNS = ("image_id", "label", "score", "margin", "entropy", "model_
 MANIFEST_COLUMNS = ("image_id", "path", "rel_path")
 TASK_COLUMNS = ["image_id", "task_id", "project_id", "overlap", "model_versions", "adjudicate"]
 MANAGED_DATA_KEYS = ("image", "image_id", "file", "margin", "entropy", "predicted", "adjudicate", "original_size")
-PRIOR_VERSION = "prior-labels"  # model version of a prediction that holds only imported shapes
 LIST_PAGE_SIZE = 1000
 LIST_FIELDS = "id,data,overlap"
 _SHOWN_ROWS = 5
@@ -164,8 +153,10 @@ def build_tasks(
 
     by_image: dict[str, list[dict]] = defaultdict(list)
     uncertainty: dict[str, tuple[float, float]] = {}
+    predicted: dict[str, str] = {}  # image_id -> the class of its last predictions row
     for row in predictions.to_dict("records"):
-        by_image[row["image_id"]].append(_prediction(row, description_language))
+        by_image[row["image_id"]].append(to_prediction(row, description_language))
+        predicted[row["image_id"]] = row["label"]
         key = (float(row["margin"]), -float(row["entropy"]))
         uncertainty[row["image_id"]] = min(uncertainty.get(row["image_id"], key), key)
 
@@ -195,35 +186,12 @@ def build_tasks(
             margin, negative_entropy = uncertainty[image_id]
             data["margin"] = round(margin, 6)
             data["entropy"] = round(-negative_entropy, 6)
-            data["predicted"] = by_image[image_id][-1]["result"][0]["value"]["choices"][0]
+            data["predicted"] = predicted[image_id]
         preds = tuple(sorted(by_image.get(image_id, []), key=lambda p: p["model_version"]))
         specs.append(TaskSpec(image_id, data, preds))
     infinity = (math.inf, math.inf)
     specs.sort(key=lambda s: (uncertainty.get(s.image_id, infinity), s.image_id))
     return specs
-
-
-def polygon_results(polygons: Sequence[Sequence[float]], label: str, width: int, height: int) -> list[dict[str, Any]]:
-    """One Label Studio ``polygonlabels`` result per polygon (flat pixel list), points in percent of the image."""
-    return [
-        {
-            "from_name": POLYGONS,
-            "to_name": IMAGE,
-            "type": "polygonlabels",
-            "original_width": int(width),
-            "original_height": int(height),
-            "image_rotation": 0,
-            "value": {
-                "points": [
-                    [round(x * 100 / width, 4), round(y * 100 / height, 4)]
-                    for x, y in zip(polygon[0::2], polygon[1::2], strict=True)
-                ],
-                "closed": True,
-                "polygonlabels": [label],
-            },
-        }
-        for polygon in polygons
-    ]
 
 
 def _shape_results(
@@ -257,7 +225,11 @@ def _shape_results(
                 f"({err}); fix the mask or polygon file it came from and re-run ingest"
             ) from None
         width, height = sizes.loc[row.image_id]
-        out[row.image_id] += polygon_results(polygons, str(row.label), int(width), int(height))
+        size = (int(width), int(height))
+        out[row.image_id] += [
+            to_label_studio(POLYGONS, {"segmentation": [polygon], "label": str(row.label)}, size=size)
+            for polygon in polygons
+        ]
     return dict(out)
 
 
@@ -358,58 +330,6 @@ def _relative_path(url: str) -> str:
     from urllib.parse import unquote
 
     return unquote(url.split("?d=", 1)[1])
-
-
-def _prediction(row: dict, language: str) -> dict[str, Any]:
-    """The model's pre-annotation: class, confidence (percent of the class's probability), the severity when the
-    predictions carry one (a ``severity`` column; none is invented) and the description."""
-    result: list[dict[str, Any]] = [
-        {"from_name": LABEL, "to_name": IMAGE, "type": "choices", "value": {"choices": [row["label"]]}},
-        {"from_name": CONFIDENCE, "to_name": IMAGE, "type": "number", "value": {"number": round(100 * row["score"])}},
-    ]
-    severity = _text(row.get("severity"))
-    if severity:
-        result.append({"from_name": SEVERITY, "to_name": IMAGE, "type": "choices", "value": {"choices": [severity]}})
-    text = describe(row, language)
-    if text:
-        result.append({"from_name": DESCRIPTION, "to_name": IMAGE, "type": "textarea", "value": {"text": [text]}})
-    return {
-        "model_version": prediction_title(str(row["model_version"])),
-        "score": float(row["score"]),
-        "result": result,
-    }
-
-
-def prediction_title(model_version: str) -> str:
-    """The name Label Studio shows on a prediction's tab (its ``model_version``): kind, short model name and a tag.
-
-    ``openai/clip-vit-base-patch32@<revision>+<hash>`` -> ``zero-shot clip-vit-base-patch32 #1f0c2a9e``,
-    ``efficientnet-lite0@...+fewshot-<hash>`` -> ``few-shot efficientnet-lite0 #2a40153d``. Label Studio also picks
-    the prediction that pre-fills the editor by this name (the project's model version), so it is one name per
-    model version, not per image: the class is the pre-selected choice, the confidence its own control, and Label
-    Studio prints the score beside the title. The tag (first 8 hex digits of the full version's SHA-256) keeps
-    versions apart; predictions.parquet keeps the full version.
-    """
-    if model_version == PRIOR_VERSION:
-        return model_version
-    model = model_version.split("@", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "model"
-    kind = "few-shot" if "+fewshot-" in model_version else "zero-shot"
-    tag = hashlib.sha256(model_version.encode("utf-8")).hexdigest()[:8]
-    return f"{kind} {model} #{tag}"
-
-
-def describe(row: dict, language: str) -> str:
-    """The pre-filled description: English (description_en, else the caption), Korean, or both on two lines."""
-    english = _text(row.get("description_en")) or _text(row.get("caption"))
-    korean = _text(row.get("description_ko"))
-    parts = {"en": [english], "ko": [korean], "both": [english, korean]}[language]
-    return "\n".join(p for p in parts if p)
-
-
-def _text(value: object) -> str:
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return str(value).strip()
 
 
 def json_size(value: Any) -> int:

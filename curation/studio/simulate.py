@@ -22,8 +22,9 @@ import pandas as pd
 
 from curation.errors import InputError
 from curation.studio.client import Connection, translate
-from curation.studio.config import DESCRIPTION, IMAGE, LABEL, SEVERITY, find_projects
+from curation.studio.config import DESCRIPTION, LABEL, SEVERITY, find_projects
 from curation.studio.errors import StudioError
+from curation.studio.mapping import from_results, to_label_studio
 from schemas.ontology import Ontology
 from schemas.params_studio import SimulationParams
 
@@ -91,30 +92,21 @@ def simulated_annotation(
     severity = known.severity if known else None
     if severity is not None and rng.random() < settings.severity_noise:
         severity = str(rng.choice(ontology.severity_names))
-    result: list[dict[str, Any]] = [
-        {"from_name": LABEL, "to_name": IMAGE, "type": "choices", "value": {"choices": [label]}}
-    ]
+    result = [to_label_studio(LABEL, label)]
     if severity:
-        result.append({"from_name": SEVERITY, "to_name": IMAGE, "type": "choices", "value": {"choices": [severity]}})
+        result.append(to_label_studio(SEVERITY, severity))
     if prediction.get(DESCRIPTION):
-        text = {"text": [prediction[DESCRIPTION]]}
-        result.append({"from_name": DESCRIPTION, "to_name": IMAGE, "type": "textarea", "value": text})
+        result.append(to_label_studio(DESCRIPTION, prediction[DESCRIPTION]))
     return {"result": result, "was_cancelled": False, "lead_time": lead_time}
 
 
-def _prediction_values(task: Mapping[str, Any]) -> dict[str, str]:
-    out: dict[str, str] = {}
+def _prediction_values(task: Mapping[str, Any]) -> dict[str, Any]:
+    """Our values (:func:`curation.studio.mapping.from_results`) of the task's latest prediction; {} without one."""
     predictions = task.get("predictions") or []
     if not predictions:
-        return out
+        return {}
     latest = max(predictions, key=lambda p: (p.get("created_at") or "", p.get("id") or 0))
-    for item in latest.get("result") or []:
-        value = item.get("value") or {}
-        if item.get("from_name") == LABEL and value.get("choices"):
-            out[LABEL] = value["choices"][0]
-        elif item.get("from_name") == DESCRIPTION and value.get("text"):
-            out[DESCRIPTION] = "\n".join(value["text"])
-    return out
+    return from_results(latest.get("result") or [])
 
 
 def reviewers_for(task: Mapping[str, Any], settings: SimulationParams) -> list[int]:
