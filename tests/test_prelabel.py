@@ -9,15 +9,17 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from curation.prelabel.base import Outcome, ScoreInput, Scores
 from curation.prelabel.cache import PrelabelCache
 from curation.prelabel.captions import describe, glossary_korean, select_for_captions
 from curation.prelabel.errors import ManifestError, ModelUnavailableError
-from curation.prelabel.fewshot import cap_per_class, fit_predict, power_l2, read_labels
+from curation.prelabel.fewshot import FewShotScorer, LabelSet, cap_per_class, fit_predict, power_l2, read_labels
 from curation.prelabel.images import ImageRef, InputSpec, clahe, load_rgb, prepare, resize_square
 from curation.prelabel.models import resolve_checkpoint, select_runtime
 from curation.prelabel.prompts import TextClass, build_text_classes, ensemble, model_version
+from curation.prelabel.stage import _run_scorers
 from curation.prelabel.zero_shot import fold_hard_negatives, summarise, text_probabilities
-from schemas.params_prelabel import ClipParams, DescriptionParams, FewShotParams, PreprocessParams
+from schemas.params_prelabel import ClipParams, DescriptionParams, FewShotParams, PrelabelParams, PreprocessParams
 
 
 def test_text_classes_expand_every_template_and_phrasing(params):
@@ -309,3 +311,57 @@ def test_metrics_json_is_plain(tmp_path):
     histogram = confidence_histogram(np.array([0.05, 0.51, 0.52, 1.0]), 10)
     assert histogram["images"].sum() == 4 and histogram["images"].iloc[5] == 2 and histogram["images"].iloc[9] == 1
     assert json.loads(histogram.to_json())
+
+
+class _FixedScorer:
+    """A scorer that gives the same scores to every image (a stand-in for a new pre-labeler such as anomaly
+    scoring) and records the previous scores it was shown."""
+
+    name = "fixed"
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.seen: list[object] = []
+
+    def score(self, batch: ScoreInput) -> Outcome:
+        self.seen.append(batch.previous)
+        probabilities = np.tile([0.75, 0.25, 0.0], (self.n, 1))
+        return Outcome("done", ("fixed note",), Scores("zero_shot", probabilities, "fixed-v1", [None] * self.n))
+
+
+def _separable(n_per_class: int = 4) -> tuple[np.ndarray, list[str], dict[str, str]]:
+    """Embeddings of two well-separated classes (a near +x, b near -x) and their labels."""
+    rng = np.random.default_rng(0)
+    centres = np.repeat([[4.0, 0.0, 0.0], [-4.0, 0.0, 0.0]], n_per_class, axis=0)
+    embeddings = (centres + rng.normal(scale=0.1, size=centres.shape)).astype(np.float32)
+    ids = [f"img{k}" for k in range(len(embeddings))]
+    return embeddings, ids, {i: ("a" if k < n_per_class else "b") for k, i in enumerate(ids)}
+
+
+def test_scorers_run_in_turn_and_a_scorer_without_scores_keeps_the_previous_ones():
+    embeddings, ids, _ = _separable()
+    fixed, notes = _FixedScorer(len(ids)), []
+    few = FewShotScorer(None, PrelabelParams())  # no labels: reports why, gives no scores
+    scores, reports = _run_scorers([fixed, few], embeddings, ids, ["a", "b", "c"], "enc@1", notes)
+    assert fixed.seen == [None]
+    assert scores is not None and scores.model_version == "fixed-v1" and scores.source == "zero_shot"
+    assert reports == {"fixed": "done", "few_shot": {"status": "no_labels", "labels_source": None}}
+    assert notes == ["fixed note", "few-shot skipped: no usable human labels (no consensus or prior labels file found)"]
+
+
+def test_few_shot_scorer_replaces_only_when_it_can_predict_every_class():
+    embeddings, ids, labels = _separable()
+    settings = PrelabelParams(fewshot=FewShotParams(min_per_class=2, cv_folds=2))
+    few = FewShotScorer(LabelSet(labels, "truth"), settings)
+
+    notes: list[str] = []
+    scores, reports = _run_scorers([few], embeddings, ids, ["a", "b"], "enc@1", notes)
+    assert reports["few_shot"]["status"] == "used" and reports["few_shot"]["cv_accuracy"] == 1.0
+    assert scores is not None and scores.source == "few_shot" and scores.model_version.startswith("enc@1+fewshot-")
+    assert [["a", "b"][i] for i in scores.probabilities.argmax(axis=1)] == [labels[i] for i in ids]
+
+    notes = []  # class c has no labels: few-shot could never predict it, so the previous scores stay
+    scores, reports = _run_scorers([_FixedScorer(len(ids)), few], embeddings, ids, ["a", "b", "c"], "enc@1", notes)
+    assert reports["few_shot"]["status"] == "reported_only"
+    assert scores is not None and scores.model_version == "fixed-v1"
+    assert any("c (0)" in note for note in notes)

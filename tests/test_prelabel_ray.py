@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from tiny_models import build_blip, build_clip
 
-from curation.prelabel.engines import Work, _dataset, local_batches, ray_batches, recipe_of
+from curation.prelabel.engines import Work, _dataset, local_batches, ray_batches
 from curation.prelabel.errors import ManifestError, ModelUnavailableError
 from curation.prelabel.images import ImageRef
 from curation.prelabel.models import ClipScorer, Runtime, resolve_checkpoint
@@ -91,7 +91,7 @@ def test_decoding_runs_in_its_own_cpu_tasks_before_the_model_actors(world, local
     scorer = ClipScorer(resolve_checkpoint(str(world["clip"]), None, section="clip", allow_download=False), CPU)
     manifest = world["manifest"]
     refs = [ImageRef(p, s, 1, i) for i, (p, s) in enumerate(zip(manifest["path"], manifest["sha256"], strict=True))]
-    work = Work(recipe_of(scorer, "cpu"), "encode_images", scorer.spec, PrelabelParams().preprocess, 4)
+    work = Work(scorer.recipe("cpu"), "encode_images", scorer.spec, PrelabelParams().preprocess, 4)
     settings = RayParams(cpus_per_actor=1, cpus_per_decode_task=1)  # same resources: Ray would fuse a plain map
     stats = _dataset(ray, work, [refs[:4], refs[4:8]], settings).materialize().stats()
     assert "FlatMap(_Decode)" in stats and "MapBatches(_ModelActor)" in stats

@@ -21,14 +21,18 @@ import pickle
 import socket
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
 from curation.errors import CurationError
+from curation.prelabel.base import ImageModel
 from curation.prelabel.errors import ModelUnavailableError
 from curation.prelabel.images import ImageRef, InputSpec, load_and_prepare, prefetch_batches
 from schemas.params_prelabel import PreprocessParams, RayParams
+
+if TYPE_CHECKING:
+    from curation.prelabel.models import Checkpoint
 
 Batches = Iterator[tuple[list[ImageRef], Sequence[Any]]]
 ModelKind = Literal["clip", "captioner", "backbone"]
@@ -42,30 +46,20 @@ class ModelRecipe:
     resolved where the model runs (a GPU actor picks CUDA even when the driver has no GPU)."""
 
     kind: ModelKind
-    checkpoint: Any  # models.Checkpoint, or None for the offline backbone
+    checkpoint: Checkpoint | None  # None for the offline backbone
     device: str
 
-    def build(self) -> Any:
+    def build(self) -> ImageModel:
         from curation.prelabel import models
 
         runtime = models.select_runtime(self.device)
         if self.kind == "backbone":
             return models.OfflineBackbone(runtime)
-        kind = {"clip": models.ClipScorer, "captioner": models.Captioner}[self.kind]
-        return kind(self.checkpoint, runtime)
-
-
-def recipe_of(model: Any, device: str) -> ModelRecipe:
-    """The recipe that rebuilds ``model`` (a loaded ClipScorer, Captioner or OfflineBackbone)."""
-    from curation.prelabel import models
-
-    if isinstance(model, models.ClipScorer):
-        return ModelRecipe("clip", model.checkpoint, device)
-    if isinstance(model, models.Captioner):
-        return ModelRecipe("captioner", model.checkpoint, device)
-    if isinstance(model, models.OfflineBackbone):
-        return ModelRecipe("backbone", None, device)
-    raise TypeError(f"no recipe for {type(model).__name__}")
+        if self.checkpoint is None:
+            raise TypeError(f"a {self.kind} recipe needs a checkpoint")
+        if self.kind == "clip":
+            return models.ClipScorer(self.checkpoint, runtime)
+        return models.Captioner(self.checkpoint, runtime)
 
 
 @dataclass(frozen=True)
@@ -80,7 +74,7 @@ class Work:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
 
-def local_batches(model: Any, work: Work, refs: Sequence[ImageRef], *, decode_workers: int) -> Batches:
+def local_batches(model: ImageModel, work: Work, refs: Sequence[ImageRef], *, decode_workers: int) -> Batches:
     """Decode in threads beside the model and run ``work`` on ``model`` in this process."""
     call = getattr(model, work.method)
     for batch, arrays in prefetch_batches(
@@ -285,7 +279,7 @@ class Engine:
     def __exit__(self, *exc: object) -> None:
         self._stack.close()
 
-    def batches(self, model: Any, work: Work, refs: Sequence[ImageRef]) -> Batches:
+    def batches(self, model: ImageModel, work: Work, refs: Sequence[ImageRef]) -> Batches:
         if self.engine == "local" or not refs:
             return local_batches(model, work, refs, decode_workers=self.decode_workers)
         if not self._ray_started:

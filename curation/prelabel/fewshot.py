@@ -16,8 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from curation.prelabel.base import Outcome, ScoreInput, Scores
 from curation.prelabel.errors import ManifestError
-from schemas.params_prelabel import FewShotParams
+from curation.prelabel.prompts import settings_hash
+from schemas.params_prelabel import FewShotParams, PrelabelParams
 
 PRIOR_LABELS = Path("data/ingest/prior_labels.parquet")
 
@@ -197,3 +199,73 @@ def fit_predict(
         learnt=list(fitted.classes_),
         labelled=labelled,
     )
+
+
+class FewShotScorer:
+    """A :class:`~curation.prelabel.base.Scorer`: logistic regression on the batch's embeddings, fitted on the human
+    labels so far. Its scores replace the previous scorer's (zero-shot) only when it can predict every class that
+    one can; otherwise it reports its cross-validated accuracy and leaves them.
+
+    Args:
+        labels: human labels (None: none found).
+        settings: the ``prelabel`` params (``fewshot``; ``preprocess`` goes into ``model_version``).
+    """
+
+    name = "few_shot"
+
+    def __init__(self, labels: LabelSet | None, settings: PrelabelParams) -> None:
+        self.labels = labels
+        self.settings = settings
+
+    def score(self, batch: ScoreInput) -> Outcome:
+        few, labels, class_names = self.settings.fewshot, self.labels, batch.class_names
+        have_zero_shot = batch.previous is not None
+        if not few.enabled:
+            return Outcome({"status": "disabled"})
+        if labels is None or not labels.labels:
+            where = f" in {labels.source}" if labels is not None else " (no consensus or prior labels file found)"
+            return Outcome(
+                {"status": "no_labels", "labels_source": labels.source if labels else None},
+                (f"few-shot skipped: no usable human labels{where}",),
+            )
+        notes: list[str] = []
+        if labels.dropped:
+            left_out = ", ".join(f"{reason.replace('_', ' ')}: {n}" for reason, n in labels.dropped.items())
+            notes.append(f"few-shot left out rows of {labels.source} it cannot use ({left_out})")
+        chosen = cap_per_class(labels.labels, few.max_per_class, few.seed)
+        counts = label_counts(chosen, class_names)
+        enough = [c for c in class_names if counts[c] >= few.min_per_class]
+        short = [f"{c} ({counts[c]})" for c in class_names if counts[c] < few.min_per_class]
+        report: dict[str, Any] = {
+            "labels_source": labels.source,
+            "labels": sum(counts.values()),
+            "labels_per_class": counts,
+            "labels_dropped": labels.dropped,
+            "min_per_class": few.min_per_class,
+        }
+        if len(enough) < 2:
+            kept = "zero-shot kept" if have_zero_shot else "no predictions"
+            notes.append(
+                f"few-shot skipped ({kept}): too few labels per class, need {few.min_per_class} for at least two "
+                f"classes; short: {', '.join(short)}"
+            )
+            return Outcome({**report, "status": "too_few_labels"}, tuple(notes))
+        result = fit_predict(batch.embeddings, batch.image_ids, chosen, class_names, enough, few)
+        report.update(
+            cv_accuracy=round(result.cv_accuracy, 4),
+            cv_accuracy_std=round(result.cv_accuracy_std, 4),
+            classes_learnt=[str(c) for c in result.learnt],  # numpy strings print as np.str_(...)
+        )
+        if have_zero_shot and short:
+            notes.append(
+                f"few-shot not used, zero-shot kept: classes {', '.join(short)} have fewer than {few.min_per_class} "
+                f"labels and few-shot could never predict them (cross-validated accuracy on the others: "
+                f"{result.cv_accuracy:.3f})"
+            )
+            return Outcome({**report, "status": "reported_only"}, tuple(notes))
+        if short:
+            notes.append(f"few-shot cannot predict classes with too few labels: {', '.join(short)} (probability 0)")
+        label_hash = settings_hash(sorted(chosen.items()), few, self.settings.preprocess)
+        version = f"{batch.encoder_key}+fewshot-{label_hash}"
+        scores = Scores("few_shot", result.probabilities, version, [None] * len(batch.image_ids))
+        return Outcome({**report, "status": "used"}, tuple(notes), scores)

@@ -1,5 +1,9 @@
 """Loading the models: CLIP-compatible scorers, BLIP captioners and the offline EfficientNet-Lite0 backbone.
 
+They implement the roles of :mod:`curation.prelabel.base`: :class:`ClipScorer` is a ``TextImageEmbedder``,
+:class:`OfflineBackbone` an ``Embedder``, :class:`Captioner` a ``Describer``. The ``load_*`` functions apply the
+params' missing-model policy.
+
 Weights come from a local folder or the Hugging Face cache, never from the network unless ``allow_download`` is
 set (the tool runs on air-gapped machines): a missing model fails at once with a message naming the model and how
 to supply it, instead of hanging on a download. Each loaded model carries ``name`` and ``version`` (the hub commit
@@ -13,12 +17,16 @@ import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from curation.prelabel.engines import ModelKind, ModelRecipe
 from curation.prelabel.errors import ModelUnavailableError
 from curation.prelabel.images import InputSpec
+
+if TYPE_CHECKING:
+    from schemas.params_prelabel import PrelabelParams
 
 Section = Literal["clip", "captions"]
 _IGNORED_WEIGHTS = ["*.h5", "*.msgpack", "*.onnx", "*.ot", "tf_model*", "flax_model*", "rust_model*", "*.tflite"]
@@ -161,6 +169,7 @@ class _LazyCheckpoint:
 
     what = "model"
     fix = "check that the folder holds a complete checkpoint"
+    kind: ModelKind
 
     def __init__(self, checkpoint: Checkpoint, runtime: Runtime) -> None:
         from transformers import AutoProcessor
@@ -177,6 +186,9 @@ class _LazyCheckpoint:
     @property
     def key(self) -> str:
         return f"{self.name}@{self.version}"
+
+    def recipe(self, device: str) -> ModelRecipe:
+        return ModelRecipe(self.kind, self.checkpoint, device)
 
     @property
     def model(self) -> Any:
@@ -210,6 +222,7 @@ class ClipScorer(_LazyCheckpoint):
 
     what = "model"
     fix = "check that the folder holds a complete CLIP-compatible checkpoint"
+    kind = "clip"
 
     def _model_class(self) -> Any:
         from transformers import AutoModel
@@ -262,6 +275,7 @@ class Captioner(_LazyCheckpoint):
 
     what = "captioning model"
     fix = "set prelabel.captions.model to a BLIP captioning checkpoint"
+    kind = "captioner"
 
     def _model_class(self) -> Any:
         from transformers import BlipForConditionalGeneration
@@ -325,6 +339,9 @@ class OfflineBackbone:
     def key(self) -> str:
         return f"{self.name}@{self.version}"
 
+    def recipe(self, device: str) -> ModelRecipe:
+        return ModelRecipe("backbone", None, device)
+
     def encode_images(self, pixels: np.ndarray) -> np.ndarray:
         """(N, 3, 224, 224) -> (N, 1280) globally average-pooled features (not normalised: few-shot scales them)."""
         import torch
@@ -354,3 +371,47 @@ def _side(size: Any) -> int | None:
         return size
     get = size.get if isinstance(size, dict) else lambda key, default=None: getattr(size, key, default)
     return get("height", None) or get("shortest_edge", None)
+
+
+def load_clip(settings: PrelabelParams, runtime: Runtime, notes: list[str]) -> ClipScorer | None:
+    """The CLIP-compatible model of ``prelabel.clip``, or None (with a note) when it is missing and the params allow
+    the offline backbone instead.
+
+    Raises:
+        ModelUnavailableError: missing with ``on_missing_model: error`` or no offline backbone.
+    """
+    try:
+        checkpoint = resolve_checkpoint(
+            settings.clip.model, settings.clip.revision, section="clip", allow_download=settings.allow_download
+        )
+        return ClipScorer(checkpoint, runtime)
+    except ModelUnavailableError as err:
+        if settings.on_missing_model == "error" or settings.offline_backbone is None:
+            raise
+        notes.append(
+            f"zero-shot skipped, embeddings from the offline backbone {settings.offline_backbone} instead "
+            f"(never random weights): {err}"
+        )
+        return None
+
+
+def load_captioner(settings: PrelabelParams, runtime: Runtime, notes: list[str]) -> Captioner | None:
+    """The captioning model of ``prelabel.captions``, or None (with a note) when it is missing and the params allow
+    going on without captions.
+
+    Raises:
+        ModelUnavailableError: missing with ``on_missing_model: error``.
+    """
+    try:
+        checkpoint = resolve_checkpoint(
+            settings.captions.model,
+            settings.captions.revision,
+            section="captions",
+            allow_download=settings.allow_download,
+        )
+        return Captioner(checkpoint, runtime)
+    except ModelUnavailableError as err:
+        if settings.on_missing_model == "error":
+            raise
+        notes.append(f"captions skipped (or set prelabel.captions.policy: none): {err}")
+        return None

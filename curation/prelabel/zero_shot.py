@@ -2,11 +2,55 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
-from curation.prelabel.prompts import TextClass
+from curation.prelabel.base import Outcome, ScoreInput, Scores
+from curation.prelabel.prompts import TextClass, ensemble, model_version
+from schemas.params_prelabel import PrelabelParams
+
+
+class ZeroShotScorer:
+    """A :class:`~curation.prelabel.base.Scorer`: image embeddings against prompt-ensemble text embeddings of a
+    CLIP-compatible model, hard negatives folded into the classes they map to.
+
+    Args:
+        key: the CLIP model's ``key`` (its ``model_version`` prefix).
+        encode_texts: the model's text side (through the stage's cache).
+        logit_scale: reads the model's logit scale (through the cache: reading it loads the weights).
+        text_classes: prompts per class and hard negative (:func:`curation.prelabel.prompts.build_text_classes`).
+        settings: the ``prelabel`` params (calibration temperature; the rest goes into ``model_version``).
+    """
+
+    name = "zero_shot"
+
+    def __init__(
+        self,
+        key: str,
+        encode_texts: Callable[[list[str]], np.ndarray],
+        logit_scale: Callable[[], float],
+        text_classes: list[TextClass],
+        settings: PrelabelParams,
+    ) -> None:
+        self.key = key
+        self.encode_texts = encode_texts
+        self.logit_scale = logit_scale
+        self.text_classes = text_classes
+        self.settings = settings
+
+    def score(self, batch: ScoreInput) -> Outcome:
+        text_embeddings = ensemble(self.encode_texts, self.text_classes)
+        raw = text_probabilities(
+            batch.embeddings,
+            text_embeddings,
+            logit_scale=self.logit_scale(),
+            temperature=self.settings.clip.calibration_temperature,
+        )
+        probabilities, top_negative = fold_hard_negatives(raw, self.text_classes, batch.class_names)
+        version = model_version(self.key, self.text_classes, self.settings.clip, self.settings.preprocess)
+        return Outcome("done", scores=Scores("zero_shot", probabilities, version, top_negative))
 
 
 def text_probabilities(

@@ -1,0 +1,188 @@
+"""Per-image model outputs for the prelabel stage, once for every model: cache first (by content hash), the rest in
+batches on the engine, stored batch by batch as they arrive, with progress.
+
+:func:`embed_images` runs an :class:`~curation.prelabel.base.Embedder`, :func:`caption_images` a
+:class:`~curation.prelabel.base.Describer`; :func:`cached_text_encoder` and :func:`cached_logit_scale` put a
+:class:`~curation.prelabel.base.TextImageEmbedder`'s text side through the same cache.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from curation.prelabel import captions as caps
+from curation.prelabel.base import Describer, Embedder, TextImageEmbedder
+from curation.prelabel.cache import PrelabelCache
+from curation.prelabel.engines import Engine, Work
+from curation.prelabel.images import ImageRef
+from curation.prelabel.prompts import settings_hash
+from schemas.params_prelabel import PrelabelParams
+
+_LOOKUP_CHUNK = 8192
+
+Callback = Callable[[int], None]
+
+
+@dataclass
+class Progress:
+    """The run's progress bar: ``add`` grows its total (model inputs still to compute), ``advance`` moves it."""
+
+    on_start: Callback | None
+    on_progress: Callback | None
+    total: int = 0
+
+    def add(self, n: int) -> None:
+        self.total += n
+        if self.on_start:
+            self.on_start(self.total)
+
+    def advance(self, n: int) -> None:
+        if self.on_progress:
+            self.on_progress(n)
+
+
+def embed_images(
+    encoder: Embedder,
+    refs: list[ImageRef],
+    settings: PrelabelParams,
+    cache: PrelabelCache,
+    engine: Engine,
+    force: bool,
+    progress: Progress,
+    stats: Counter[str],
+) -> np.ndarray:
+    """(len(refs), D) float32 embeddings of ``refs`` (rows in ``ref.row`` order; (0, 0) when there are none)."""
+    namespace = "embed-" + settings_hash(encoder.key, encoder.spec.__dict__, settings.preprocess)
+    recipe = encoder.recipe(settings.device)
+    work = Work(recipe, "encode_images", encoder.spec, settings.preprocess, settings.clip.batch_size)
+    matrix: list[np.ndarray] = []  # one (len(refs), D) float32 matrix, allocated when D is known
+
+    def keep(rows: list[int], outputs: Any) -> None:
+        outputs = np.asarray(outputs, np.float32)
+        if not matrix:
+            matrix.append(np.empty((len(refs), outputs.shape[1]), np.float32))
+        matrix[0][rows] = outputs
+
+    through_cache(
+        refs,
+        kind="embeddings",
+        get=lambda hashes: cache.get_embeddings(namespace, hashes),
+        put=lambda pairs: cache.put_embeddings(namespace, pairs),
+        run=lambda todo: engine.batches(encoder, work, todo),
+        keep=keep,
+        force=force,
+        progress=progress,
+        stats=stats,
+    )
+    return matrix[0] if matrix else np.zeros((0, 0), np.float32)
+
+
+def through_cache(
+    refs: list[ImageRef],
+    *,
+    kind: str,
+    get: Callable[[list[str]], dict[str, Any]],
+    put: Callable[[Any], None],
+    run: Callable[[list[ImageRef]], Iterator[tuple[list[ImageRef], Any]]],
+    keep: Callable[[list[int], Any], None],
+    force: bool,
+    progress: Progress,
+    stats: Counter[str],
+) -> None:
+    """Per-image outputs by content hash: cached ones read back, the rest computed by the engine (``run``: decoding
+    in parallel with the model) and stored batch by batch as they arrive, so a killed run resumes where it stopped.
+    ``keep(rows, outputs)`` receives the outputs (rows: ``ref.row``) as they are read or computed."""
+    todo: list[ImageRef] = []
+    # Cache lookups go chunk by chunk, so no run holds a dict of every image's output at once.
+    for start in range(0, len(refs), _LOOKUP_CHUNK):
+        chunk = refs[start : start + _LOOKUP_CHUNK]
+        found = {} if force else get([ref.sha256 for ref in chunk])
+        hits = [ref for ref in chunk if ref.sha256 in found]
+        if hits:
+            keep([ref.row for ref in hits], [found[ref.sha256] for ref in hits])
+        todo.extend(ref for ref in chunk if ref.sha256 not in found)
+    stats[f"{kind}_cached"] += len(refs) - len(todo)
+    stats[f"{kind}_computed"] += len(todo)
+    progress.add(len(todo))
+    for batch, outputs in run(todo):
+        put(zip((ref.sha256 for ref in batch), outputs, strict=True))
+        keep([ref.row for ref in batch], outputs)
+        progress.advance(len(batch))
+
+
+def cached_text_encoder(
+    scorer: TextImageEmbedder, cache: PrelabelCache, force: bool, stats: Counter[str]
+) -> Callable[[list[str]], np.ndarray]:
+    """``scorer.encode_texts`` through the cache: prompts are encoded once per model, not once per run."""
+    namespace = "text-" + settings_hash(scorer.key)
+
+    def encode(texts: list[str]) -> np.ndarray:
+        found = {} if force else cache.get_texts(namespace, texts)
+        todo = list(dict.fromkeys(t for t in texts if t not in found))
+        if todo:
+            vectors = scorer.encode_texts(todo)
+            cache.put_texts(namespace, zip(todo, vectors, strict=True))
+            found.update(zip(todo, vectors, strict=True))
+        stats["texts_computed"] += len(todo)
+        return np.stack([found[t] for t in texts]) if texts else np.zeros((0, 0), np.float32)
+
+    return encode
+
+
+def cached_logit_scale(scorer: TextImageEmbedder, cache: PrelabelCache, force: bool) -> float:
+    """``scorer.logit_scale`` through the cache (reading it loads the weights, which a cached run never needs)."""
+    namespace = "text-" + settings_hash(scorer.key)
+    value = None if force else cache.get_scalar(namespace, "logit_scale")
+    if value is None:
+        value = scorer.logit_scale
+        cache.put_scalar(namespace, "logit_scale", value)
+    return value
+
+
+def caption_images(
+    captioner: Describer,
+    refs: list[ImageRef],
+    settings: PrelabelParams,
+    cache: PrelabelCache,
+    engine: Engine,
+    force: bool,
+    progress: Progress,
+    stats: Counter[str],
+) -> list[str]:
+    """One caption per ref, in the order of ``refs``."""
+    generation = caps.generation_kwargs(settings.captions)
+    namespace = "caption-" + settings_hash(
+        captioner.key, captioner.spec.__dict__, settings.preprocess, generation, settings.captions.prompt
+    )
+    work = Work(
+        captioner.recipe(settings.device),
+        "caption",
+        captioner.spec,
+        settings.preprocess,
+        settings.captions.batch_size,
+        {"generation": generation, "prompt": settings.captions.prompt},
+    )
+    texts: list[str] = [""] * len(refs)
+    position = {ref.row: k for k, ref in enumerate(refs)}
+
+    def keep(rows: list[int], outputs: Any) -> None:
+        for row, text in zip(rows, outputs, strict=True):
+            texts[position[row]] = text
+
+    through_cache(
+        refs,
+        kind="captions",
+        get=lambda hashes: cache.get_captions(namespace, hashes),
+        put=lambda pairs: cache.put_captions(namespace, pairs),
+        run=lambda todo: engine.batches(captioner, work, todo),
+        keep=keep,
+        force=force,
+        progress=progress,
+        stats=stats,
+    )
+    return texts

@@ -1,0 +1,173 @@
+"""The prelabel stage's outputs: the predictions frame, the report (DVC metrics), the confidence histogram, and
+writing them all as one set (see :mod:`curation.prelabel.stage` for the files and their columns)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from curation.headline import write_headline
+from curation.io import atomic_path, publish, write_csv, write_json, write_parquet
+from curation.prelabel import captions as caps
+from curation.prelabel.zero_shot import summarise
+from schemas.ontology import Ontology
+from schemas.params_prelabel import PrelabelParams
+from schemas.records import Prediction, columns
+
+_EMBEDDING_ROWS = 65_536  # rows per Parquet row group of embeddings.parquet
+EMBEDDINGS_FILE = "embeddings.parquet"
+
+
+@dataclass(frozen=True)
+class PrelabelResult:
+    predictions: pd.DataFrame
+    embeddings: pd.DataFrame
+    histogram: pd.DataFrame
+    report: dict[str, Any]
+    embedding_matrix: np.ndarray  # (images, D) float32; the rows of ``embeddings["embedding"]`` are views into it
+    notes: list[str] = field(default_factory=list)
+    cache_stats: dict[str, int] = field(default_factory=dict)
+
+
+def write_prelabel(result: PrelabelResult, out_dir: Path) -> None:
+    """Write every output into ``out_dir`` as one set (:func:`curation.io.publish`)."""
+    with publish(out_dir) as staging:
+        write_parquet(staging / "predictions.parquet", result.predictions)
+        _write_embeddings(staging / EMBEDDINGS_FILE, result.embeddings, result.embedding_matrix)
+        if len(result.predictions):  # DVC plot data: written only with predictions (the PNG says why not)
+            write_csv(staging / "confidence_histogram.csv", result.histogram)
+        _histogram_png(result.histogram, staging / "confidence_histogram.png", result.report)
+        write_json(staging / "prelabel.json", result.report)
+        write_headline(staging, "prelabel", result.report)
+
+
+def _write_embeddings(path: Path, frame: pd.DataFrame, matrix: np.ndarray) -> None:
+    """Row group by row group from the matrix: each group's column is one flat float32 buffer with offsets (the
+    same list<float32> column as per-row arrays, without making them, and offsets that never overflow int32)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("image_id", pa.string()), ("model_name", pa.string()), ("embedding", pa.list_(pa.float32()))])
+    with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
+        for start in range(0, len(frame), _EMBEDDING_ROWS):
+            part = matrix[start : start + _EMBEDDING_ROWS]
+            offsets = pa.array(np.arange(len(part) + 1, dtype=np.int32) * part.shape[1], pa.int32())
+            columns = {
+                "image_id": pa.array(frame["image_id"].iloc[start : start + len(part)], pa.string()),
+                "model_name": pa.array(frame["model_name"].iloc[start : start + len(part)], pa.string()),
+                "embedding": pa.ListArray.from_arrays(offsets, pa.array(part.reshape(-1), pa.float32())),
+            }
+            writer.write_table(pa.table(columns, schema=schema))
+        if not len(frame):
+            writer.write_table(schema.empty_table())
+
+
+def confidence_histogram(scores: np.ndarray, bins: int) -> pd.DataFrame:
+    """Counts of top-class probability in ``bins`` equal bins over [0, 1] (DVC plot data)."""
+    counts, edges = np.histogram(scores, bins=bins, range=(0.0, 1.0))
+    return pd.DataFrame(
+        {"confidence": np.round(edges[:-1], 4), "confidence_to": np.round(edges[1:], 4), "images": counts}
+    )
+
+
+def predictions_frame(
+    image_ids: list[str],
+    probabilities: np.ndarray | None,
+    class_names: list[str],
+    *,
+    source: str | None,
+    model_name: str,
+    version: str | None,
+    top_negative: list[str | None],
+    captions: tuple[list, list, list],
+    ontology: Ontology,
+    settings: PrelabelParams,
+) -> pd.DataFrame:
+    """``predictions.parquet``: Prediction columns, then ``p_<class>``; no rows when ``probabilities`` is None."""
+    probability_columns = [f"p_{c}" for c in class_names]
+    if probabilities is None:
+        empty = pd.DataFrame(columns=[*columns(Prediction), *probability_columns])
+        return empty.astype({c: "float64" for c in ["score", "margin", "entropy", *probability_columns]})
+    summary = summarise(probabilities, class_names)
+    texts, scores, flags = captions
+    descriptions = [
+        caps.describe(label, float(score), text, ontology, settings.description)
+        for label, score, text in zip(summary.labels, summary.scores, texts, strict=True)
+    ]
+    # Built column by column: a Prediction object and a dict per image would cost more than the columns themselves
+    # at a million images. tests/test_prelabel_stage.py validates rows against schemas.records.Prediction.
+    frame = pd.DataFrame(
+        {
+            "image_id": pd.Series(image_ids),
+            "label": pd.Series(summary.labels),
+            "score": summary.scores.astype(np.float64),
+            "margin": summary.margins.astype(np.float64),
+            "entropy": summary.entropies.astype(np.float64),
+            "top_hard_negative": pd.Series(top_negative),
+            "source": source,
+            "model_name": model_name,
+            "model_version": version,
+            "caption": pd.Series(texts),
+            "caption_score": pd.Series(scores, dtype="float64"),
+            "caption_flag": np.asarray(flags, dtype=bool),
+            "description_en": pd.Series([en for en, _ in descriptions]),
+            "description_ko": pd.Series([ko for _, ko in descriptions]),
+        }
+    )
+    probability_frame = pd.DataFrame(probabilities.astype(np.float64), columns=probability_columns)
+    return pd.concat([frame[columns(Prediction)], probability_frame], axis=1)
+
+
+def build_report(
+    predictions: pd.DataFrame,
+    class_names: list[str],
+    settings: PrelabelParams,
+    scorers: dict[str, Any],
+    embedding_model: str,
+    n_images: int,
+) -> dict[str, Any]:
+    """``prelabel.json``; ``scorers`` holds each scorer's report entry by name (zero-shot absent: skipped)."""
+    scores = predictions["score"].to_numpy(float)
+    low = scores < settings.low_confidence_below
+    counts = predictions["label"].value_counts()
+    negatives = predictions["top_hard_negative"].dropna().value_counts()
+    return {
+        "images": n_images,
+        "predicted": len(predictions),
+        "by_source": {str(k): int(v) for k, v in predictions["source"].value_counts().sort_index().items()},
+        "class_distribution": {c: int(counts.get(c, 0)) for c in class_names},
+        "mean_confidence": round(float(scores.mean()), 4) if len(scores) else None,
+        "low_confidence_share": round(float(low.mean()), 4) if len(scores) else None,
+        "low_confidence_below": settings.low_confidence_below,
+        "hard_negative_wins": {str(k): int(v) for k, v in negatives.sort_index().items()},
+        "captioned": int(predictions["caption"].notna().sum()),
+        "captions_flagged": int(predictions["caption_flag"].astype(bool).sum()),
+        "zero_shot": scorers.get("zero_shot", "skipped"),
+        "few_shot": scorers["few_shot"],
+        "embedding_model": embedding_model,
+        "model_version": str(predictions["model_version"].iloc[0]) if len(predictions) else None,
+    }
+
+
+def _histogram_png(histogram: pd.DataFrame, path: Path, report: dict[str, Any]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(6, 3.5), dpi=100)
+    widths = histogram["confidence_to"] - histogram["confidence"]
+    axes.bar(histogram["confidence"], histogram["images"], width=widths, align="edge", edgecolor="white")
+    axes.axvline(report["low_confidence_below"], color="tab:red", linestyle="--", label="low-confidence threshold")
+    axes.set(xlim=(0, 1), xlabel="top-class probability", ylabel="images")
+    sources = ", ".join(f"{k} {v}" for k, v in report["by_source"].items()) or "no predictions"
+    axes.set_title(f"Pre-label confidence ({sources})", fontsize=10)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png")
+    plt.close(figure)
