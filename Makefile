@@ -77,6 +77,7 @@ demo: setup
 lint:
 	ruff check .
 	ruff format --check .
+	mypy
 
 test: setup browser strace lint
 	python -m pytest
