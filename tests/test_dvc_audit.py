@@ -106,6 +106,18 @@ def test_every_cmd_names_its_data_deps_and_outputs() -> None:
     assert not problems, "\n".join(problems)
 
 
+def test_every_stage_declares_its_command_module_io_and_schemas() -> None:
+    """Static, so the stages not run below are held to it too (pull has no deps: it always runs)."""
+    problems = []
+    for name, stage in load_stages(ROOT).items():
+        if name == "pull":
+            continue
+        for module in (_command_module(stage["cmd"]), "curation/io.py", "schemas/params.py"):
+            if not _covered(module, stage["deps"]):
+                problems.append(f"{name}: does not declare {module}")
+    assert not problems, "\n".join(problems)
+
+
 # ---------------------------------------------------------------- runtime audit
 
 # a path syscall on a path: absolute, or relative to the working folder (one relative to another descriptor is a
