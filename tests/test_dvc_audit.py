@@ -7,6 +7,7 @@ What counts:
 - Data: every file under the project the command opens or probes (``openat``; ``stat`` of a file, so an optional
   input that is absent still counts) must lie in a declared dep or out (a folder covers its files). Writes go
   through staging names (``.publish-*/``, ``.name.*.tmp``; see curation/io.py): they count as the final path.
+  Reading one of its own outputs in place (an earlier run's) is an input DVC does not know of.
 - Modules: every ``.py`` under curation/, schemas/ and augment/ the command imports must be declared, except the
   CLI shell (what ``import curation.cli`` loads for every command alike: the other commands' modules); of the shell,
   the stage's own command module, curation/io.py and schemas/ must be declared all the same.
@@ -144,9 +145,10 @@ def _final_path(path: str) -> str:
     return f"{head}/{tmp.group(1)}" if tmp and head else path
 
 
-def accessed(log: Path, project: Path) -> set[str]:
-    """Project-relative files the traced command opened or probed (directories and outside paths dropped)."""
-    found = set()
+def accessed(log: Path, project: Path) -> tuple[set[str], set[str]]:
+    """Project-relative files the traced command opened or probed (directories and outside paths dropped), and
+    those of them it read in place: opened read-only under their final name, not a staging one."""
+    found, reads = set(), set()
     prefix = str(project.resolve()) + "/"
     for line in log.read_text(errors="replace").splitlines():
         match = _CALL.match(line)
@@ -158,13 +160,18 @@ def accessed(log: Path, project: Path) -> set[str]:
         path = path[len(prefix) :] if path.startswith(prefix) else path
         if path.startswith("/") or path.startswith(".."):
             continue
-        path = _final_path(os.path.normpath(path))
+        path = os.path.normpath(path)
+        final = _final_path(path)
+        in_place = line.split("(", 1)[0].endswith("openat") and "= -1 " not in line and final == path
+        if in_place and not re.search(r"O_WRONLY|O_RDWR|O_CREAT", line):
+            reads.add(path)
+        path = final
         if (project / path).is_dir() or "__pycache__" in path or path.endswith(PUBLISHING):
             continue  # folders themselves; io's in-progress marker, probed by check_published in every input folder
         if "ENOENT" in line and (_is_code(path) or "/" not in path):
             continue  # the import system probing for modules that live elsewhere
         found.add(path)
-    return found
+    return found, reads & found
 
 
 def _covered(path: str, declared: list[str]) -> bool:
@@ -191,8 +198,11 @@ def _command_module(stage_cmd: str) -> str:
     raise AssertionError(f"no command {name}")
 
 
-def audit(name: str, stage: dict, opened: set[str], shell: set[str], params: dict, plots: list[str]) -> list[str]:
+def audit(
+    name: str, stage: dict, traced: tuple[set[str], set[str]], shell: set[str], params: dict, plots: list[str]
+) -> list[str]:
     """The stage's disagreements between dvc.yaml and what it opened, one line each."""
+    opened, reads = traced
     declared = stage["deps"] + stage["outs"] + [p for p in plots if p.startswith(f"data/{name}/")]
     cache_dir = params["prelabel"]["cache_dir"]
     # model ids are tried as local folders first; in params.yaml they are hub ids (from the HF cache, outside)
@@ -207,6 +217,9 @@ def audit(name: str, stage: dict, opened: set[str], shell: set[str], params: dic
             continue
         if not _covered(path, declared):
             problems.append(f"{name}: opens {path}, not a declared dep or out")
+    for path in sorted(reads):
+        if _covered(path, declared) and not _covered(path, stage["deps"]) and not _is_code(path):
+            problems.append(f"{name}: reads {path}, its own earlier output: an input DVC does not know of")
     for path in sorted(set(required_shell) - opened):
         problems.append(f"{name}: audit cannot see {path} imported (is the trace complete?)")
     for dep in stage["deps"]:
@@ -294,3 +307,39 @@ def test_browse_input_defaults_are_the_paths_params_yaml_gives() -> None:
     written = yaml.safe_load((ROOT / "params.yaml").read_text())["browse"]["inputs"]
     defaults = {name: Path(value).as_posix() for name, value in BrowseInputPaths().model_dump().items()}
     assert defaults == written
+
+
+def test_audit_reads_strace_lines_and_names_each_disagreement(tmp_path) -> None:
+    """The parser and the rules on a hand-written trace (strace's own line format), so the audit can fail."""
+    project = tmp_path / "project"
+    (project / "data/in").mkdir(parents=True)
+    (project / "data/out").mkdir(parents=True)
+    (project / "data/in/a.parquet").write_bytes(b"")
+    (project / "data/out/b.parquet").write_bytes(b"")
+    log = tmp_path / "trace"
+    log.write_text(
+        f'7 openat(AT_FDCWD, "{project}/data/in/a.parquet", O_RDONLY|O_CLOEXEC) = 3\n'
+        '7 openat(AT_FDCWD, "data/out/.publish-7-new-x/.b.parquet.q1.tmp", O_RDWR|O_CREAT|O_EXCL, 0600) = 4\n'
+        '7 openat(AT_FDCWD, "data/out/b.parquet", O_RDONLY|O_CLOEXEC) = 5\n'
+        '7 newfstatat(AT_FDCWD, "releases/splits.parquet", 0x7ffd, 0) = -1 ENOENT (No such file or directory)\n'
+        '7 openat(AT_FDCWD, "/usr/lib/x.so", O_RDONLY) = 6\n'
+        '7 openat(AT_FDCWD, "data/in/.publishing.json", O_RDONLY) = -1 ENOENT (No such file or directory)\n'
+    )
+    opened, reads = accessed(log, project)
+    assert opened == {"data/in/a.parquet", "data/out/b.parquet", "releases/splits.parquet"}
+    assert reads == {"data/in/a.parquet", "data/out/b.parquet"}
+    stage = {
+        "cmd": "curation split data/in/a.parquet data/out",
+        "deps": ["data/in/a.parquet", "data/unused.csv", "curation/dataset_cli.py", "curation/io.py", "schemas"],
+        "outs": ["data/out/b.parquet"],
+    }
+    params = {"prelabel": {"cache_dir": ".cache/prelabel", "clip": {"model": "m"}, "captions": {"model": "c"}}}
+    schemas = {"schemas/params.py"}
+    problems = audit(
+        "split", stage, (opened | schemas | {"curation/dataset_cli.py", "curation/io.py"}, reads), schemas, params, []
+    )
+    assert problems == [
+        "split: opens releases/splits.parquet, not a declared dep or out",
+        "split: reads data/out/b.parquet, its own earlier output: an input DVC does not know of",
+        "split: declares dep data/unused.csv, which its command never opens",
+    ]
