@@ -13,7 +13,7 @@ export FIFTYONE_DO_NOT_TRACK := true
 export DVC_NO_ANALYTICS := 1
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: setup browser demo test lint lock format
+.PHONY: setup browser strace demo test lint lock format
 
 setup: $(VENV)/.installed $(STUDIO_VENV)/.installed
 
@@ -25,6 +25,15 @@ browser:
 		echo "installing chromium for the UI tests"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
 	else echo "note: no chromium; UI tests will be skipped (sudo apt-get install chromium)"; fi
+
+# strace lets tests/test_dvc_audit.py see which files each stage opens (pyarrow reads Parquet in C++, past Python's
+# audit hooks). Installed when we are root; otherwise that test skips and this says how to get it.
+strace:
+	@if command -v strace >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing strace for the dvc.yaml audit test"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null; \
+	else echo "note: no strace; the dvc.yaml audit test will be skipped (sudo apt-get install strace)"; fi
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	@echo "setting up $(VENV) (first time: several minutes)"
@@ -68,8 +77,9 @@ demo: setup
 lint:
 	ruff check .
 	ruff format --check .
+	mypy
 
-test: setup browser lint
+test: setup browser strace lint
 	python -m pytest
 
 # Pin what is installed now (after a tested change of dependencies). torch stays out: it is pinned in

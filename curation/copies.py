@@ -44,9 +44,9 @@ def merge_copies(labels: pd.DataFrame) -> tuple[pd.DataFrame, list[tuple[str, st
                 )
             )
             continue
-        taken: Counter[tuple] = Counter()
+        taken: Counter[tuple[object, ...]] = Counter()
         for group in per_copy.values():
-            seen: Counter[tuple] = Counter()
+            seen: Counter[tuple[object, ...]] = Counter()
             for index, identity in zip(group.index, _identities(group), strict=True):
                 seen[identity] += 1
                 if seen[identity] > taken[identity]:
@@ -62,7 +62,7 @@ def _classes(rows: pd.DataFrame) -> list[str]:
     return [label if isinstance(label, str) else source for label, source in pairs]
 
 
-def _identities(rows: pd.DataFrame) -> list[tuple]:
+def _identities(rows: pd.DataFrame) -> list[tuple[object, ...]]:
     return [
         tuple(None if pd.isna(value) else (round(value, 6) if isinstance(value, float) else value) for value in row)
         for row in rows[_IDENTITY].itertuples(index=False)

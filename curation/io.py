@@ -52,7 +52,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
-def _write_with(path: Path, writer: Callable[[Path], None]) -> Path:
+def _write_with(path: Path, writer: Callable[[Path], object]) -> Path:
     with atomic_path(path) as tmp:
         writer(tmp)
     return Path(path)

@@ -12,6 +12,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -31,7 +32,7 @@ class MetadataJoin:
     """rel_path -> position in ``values`` of the row describing the file (one int per file, not a dict per row)."""
     columns: list[str]
     """The ``meta_`` columns, in CSV order."""
-    values: np.ndarray
+    values: np.ndarray[Any, np.dtype[np.object_]]
     """Object array, one row per CSV row and one column per entry of ``columns``."""
     unknown_rows: list[tuple[int, str]]
     """(CSV line number, key) of rows that match no file."""
@@ -122,7 +123,7 @@ def metadata_labels(
     defect_label: str,
     resolve: Callable[[str], str | None],
     source_file: str,
-) -> tuple[list[dict], list[LabelIssue]]:
+) -> tuple[list[dict[str, Any]], list[LabelIssue]]:
     """Prior-label rows (``source_format`` ``metadata``) from a metadata column, one per described image copy.
 
     The value is the source label; with ``threshold``, values at or above it give ``defect_label`` and lower ones

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 Polygons = list[list[float]]
 
@@ -42,12 +43,13 @@ def parse_polygons(value: Any) -> Polygons:
     return polygons
 
 
-def rasterise(polygons: Sequence[Sequence[float]], height: int, width: int) -> np.ndarray:
+def rasterise(polygons: Sequence[Sequence[float]], height: int, width: int) -> npt.NDArray[np.uint8]:
     """The region as a ``(height, width)`` uint8 mask (1 inside), rasterised by pycocotools as COCO tools do."""
     from pycocotools import mask as coco_mask
 
     rles = coco_mask.frPyObjects([list(map(float, p)) for p in polygons], height, width)
-    return coco_mask.decode(coco_mask.merge(rles))
+    mask: npt.NDArray[np.uint8] = coco_mask.decode(coco_mask.merge(rles))  # pycocotools is untyped
+    return mask
 
 
 def polygons_area(polygons: Sequence[Sequence[float]], height: int, width: int) -> float:
@@ -65,7 +67,7 @@ def polygons_box(polygons: Sequence[Sequence[float]]) -> tuple[float, float, flo
     return min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)
 
 
-def mask_box(mask: np.ndarray) -> tuple[float, float, float, float] | None:
+def mask_box(mask: npt.NDArray[Any]) -> tuple[float, float, float, float] | None:
     """``(x, y, w, h)`` of the pixels set in ``mask`` (pixel edges, as the polygons), or None when it is empty."""
     rows = np.flatnonzero(mask.any(axis=1))
     cols = np.flatnonzero(mask.any(axis=0))
@@ -74,7 +76,7 @@ def mask_box(mask: np.ndarray) -> tuple[float, float, float, float] | None:
     return float(cols[0]), float(rows[0]), float(cols[-1] + 1 - cols[0]), float(rows[-1] + 1 - rows[0])
 
 
-def mask_to_polygons(mask: np.ndarray) -> Polygons:
+def mask_to_polygons(mask: npt.NDArray[Any]) -> Polygons:
     """Outer outlines of the pixels set in ``mask``, along pixel edges, one polygon per 8-connected component.
 
     OpenCV traces contours through the centres of boundary pixels. On the mask upsampled twice, boundary pixels
@@ -101,7 +103,7 @@ def mask_to_polygons(mask: np.ndarray) -> Polygons:
     return [p.astype(float).reshape(-1).tolist() for p in polygons]
 
 
-def _simplify(points: np.ndarray) -> np.ndarray:
+def _simplify(points: npt.NDArray[np.integer[Any]]) -> npt.NDArray[np.integer[Any]]:
     """Drop repeated vertices and vertices on a straight line between their neighbours (exact, integer points)."""
     keep = np.ones(len(points), dtype=bool)
     keep[1:] = (np.diff(points, axis=0) != 0).any(axis=1)
@@ -114,4 +116,5 @@ def _simplify(points: np.ndarray) -> np.ndarray:
     cross = (points[:, 0] - before[:, 0]) * (after[:, 1] - before[:, 1]) - (points[:, 1] - before[:, 1]) * (
         after[:, 0] - before[:, 0]
     )
-    return points[cross != 0]
+    turns: npt.NDArray[np.bool_] = cross != 0
+    return points[turns]

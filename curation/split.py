@@ -249,7 +249,7 @@ def read_previous(path: Path | None) -> pd.DataFrame | None:
     return previous
 
 
-def _groups(manifest: pd.DataFrame, columns: list[str]) -> np.ndarray:
+def _groups(manifest: pd.DataFrame, columns: list[str]) -> np.ndarray[Any, np.dtype[np.object_]]:
     """Connected components over images linked by equal non-null values in ``columns``; named by smallest id."""
     n = len(manifest)
     rows, cols = [], []
@@ -267,8 +267,8 @@ def _groups(manifest: pd.DataFrame, columns: list[str]) -> np.ndarray:
     graph = coo_matrix((np.ones(len(row), dtype=np.int8), (row, col)), shape=(n, n))
     _, component = connected_components(graph, directed=False)
     ids = manifest["image_id"].astype(str)
-    names = ids.groupby(component).transform("min")
-    return names.to_numpy()
+    names: np.ndarray[Any, np.dtype[np.object_]] = ids.groupby(component).transform("min").to_numpy()
+    return names
 
 
 def _majority(frame: pd.DataFrame) -> pd.Series:

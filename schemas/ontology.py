@@ -107,7 +107,8 @@ class Ontology(StrictModel):
         """Classes lacking Korean ``names`` (name_ko), or classes and hard negatives lacking ``prompts_ko``."""
         if what == "names":
             return [c.name for c in self.classes if c.name_ko is None]
-        return [c.name for c in [*self.classes, *self.hard_negatives] if not c.prompts_ko]
+        lacking = [c.name for c in self.classes if not c.prompts_ko]
+        return lacking + [h.name for h in self.hard_negatives if not h.prompts_ko]
 
     def get(self, name: str) -> DefectClass:
         for defect_class in self.classes:

@@ -21,6 +21,8 @@ from schemas.params_prelabel import PrelabelParams
 from schemas.params_serve import ServeParams
 from schemas.params_studio import LabelStudioParams
 
+Loc = tuple[str | int | float, ...]  # where a value sits in params.yaml: its keys (numbers too) and list indexes
+
 LabelFormat = Literal["folders", "voc", "coco", "yolo", "csv"]
 
 DEFAULT_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -135,7 +137,7 @@ def load_params(path: Path | str = "params.yaml") -> Params:
     return _anchor_paths(params, path.parent)
 
 
-def _parse(text: str, path: Path) -> tuple[Any, dict[tuple, int]]:
+def _parse(text: str, path: Path) -> tuple[Any, dict[Loc, int]]:
     """The YAML document and the line of every key; a key repeated in one mapping is an error."""
     loader = yaml.SafeLoader(text)
     try:
@@ -153,7 +155,7 @@ def _parse(text: str, path: Path) -> tuple[Any, dict[tuple, int]]:
         loader.dispose()
 
 
-def _json_ready(value: Any, loc: tuple, path: Path, lines: dict[tuple, int]) -> Any:
+def _json_ready(value: Any, loc: Loc, path: Path, lines: dict[Loc, int]) -> Any:
     """``value`` in JSON's types: mapping keys as text (YOLO class indexes in ``label_map``), dates as ISO text."""
     if isinstance(value, dict):
         out: dict[str, Any] = {}
@@ -175,7 +177,7 @@ def _json_ready(value: Any, loc: tuple, path: Path, lines: dict[tuple, int]) -> 
     )
 
 
-def _describe(error: Any, path: Path, raw: dict, lines: dict[tuple, int]) -> str:
+def _describe(error: Any, path: Path, raw: dict[str, Any], lines: dict[Loc, int]) -> str:
     """One line for one validation error: the dotted key, its line, the value given and what is expected."""
     loc = tuple(error["loc"])
     if error["type"] == "extra_forbidden":
@@ -209,14 +211,14 @@ def _hint(error: Any) -> str:
     return ""
 
 
-def _where(loc: tuple, lines: dict[tuple, int]) -> str:
+def _where(loc: Loc, lines: dict[Loc, int]) -> str:
     """``'split.seed' (line 15)``: a dotted key and the line it is on (or its section's line if it is absent)."""
     dotted = ".".join(str(p) for p in loc) or "the top level"
     line = _line_of(loc, lines)
     return f"'{dotted}'" + (f" (line {line})" if line else "")
 
 
-def _lookup(raw: Any, loc: tuple) -> Any:
+def _lookup(raw: Any, loc: Loc) -> Any:
     """The value at ``loc`` in the parsed YAML, or None where there is none."""
     for part in loc:
         try:
@@ -232,7 +234,7 @@ def _short(value: Any, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def _allowed_keys(parent: tuple) -> list[str]:
+def _allowed_keys(parent: Loc) -> list[str]:
     """Field names of the model found by walking ``parent`` through Params (list indexes are skipped)."""
     model: Any = Params
     for part in parent:
@@ -249,15 +251,15 @@ def _allowed_keys(parent: tuple) -> list[str]:
 
 
 def _key_lines(
-    node: yaml.Node | None, path: Path, prefix: tuple = (), inside: frozenset[int] = frozenset()
-) -> dict[tuple, int]:
+    node: yaml.Node | None, path: Path, prefix: Loc = (), inside: frozenset[int] = frozenset()
+) -> dict[Loc, int]:
     """Map each key path to its 1-based line in the YAML text, so errors can point at the line.
 
     Raises:
         ParamsError: a key appears twice in one mapping (PyYAML would keep the last silently; DVC refuses the file),
             or a value contains itself through an alias.
     """
-    found: dict[tuple, int] = {}
+    found: dict[Loc, int] = {}
     if id(node) in inside:
         dotted = ".".join(str(p) for p in prefix)
         raise ParamsError(f"{path}: '{dotted}' contains itself (a recursive YAML alias); write the value out")
@@ -283,7 +285,7 @@ def _key_lines(
     return found
 
 
-def _line_of(loc: tuple, lines: dict[tuple, int]) -> int | None:
+def _line_of(loc: Loc, lines: dict[Loc, int]) -> int | None:
     for end in range(len(loc), 0, -1):
         if loc[:end] in lines:
             return lines[loc[:end]]
@@ -310,7 +312,7 @@ def _anchor_paths(params: Params, root: Path) -> Params:
     root = root.resolve()
     if root == Path.cwd().resolve():
         return params
-    anchored = _anchor(params, root)
+    anchored: Params = _anchor(params, root)  # a model comes back as a copy of its own type
     for loc in _MODEL_FOLDERS:
         anchored = _anchor_model_folder(anchored, loc, root)
     return anchored

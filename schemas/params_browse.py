@@ -16,7 +16,7 @@ class BrowseInputPaths(StrictModel):
     """Pipeline outputs the dataset is built from. Only the manifest is required; absent files are skipped."""
 
     manifest: Path = Path("data/ingest/manifest.parquet")
-    predictions: Path = Path("data/prelabel/predictions.parquet")
+    predictions: Path = Path("data/refine/predictions.parquet")
     embeddings: Path = Path("data/prelabel/embeddings.parquet")
     annotations: Path = Path("data/pull/annotations.parquet")
     consensus: Path = Path("data/agreement/consensus.parquet")

@@ -24,7 +24,8 @@ class ServeModel(StrictModel):
     )
     revision: str | None = None
     languages: list[Literal["en", "ko"]] = Field(
-        default_factory=lambda: ["en"], description="Prompt languages the model understands (for /score notes)."
+        default_factory=lambda: list[Literal["en", "ko"]](["en"]),
+        description="Prompt languages the model understands (for /score notes).",
     )
 
 
