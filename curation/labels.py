@@ -151,8 +151,9 @@ def check_label_source(
 ) -> None:
     """Fail now, before any image is decoded, if the labels cannot be imported as a whole.
 
-    Checks the format, that the labels folder exists (VOC, YOLO), and that a label CSV can be read and has the
-    columns it needs (it is read again when the labels are imported: a label file is small next to the images).
+    Checks the format, that the labels folder exists (VOC, YOLO), that the COCO file is found and is COCO JSON, and
+    that a label CSV can be read and has the columns it needs (label files are read again when the labels are
+    imported: they are small next to the images).
 
     Raises:
         LabelImportError: as :func:`read_prior_labels` would, after the images were decoded.
@@ -162,6 +163,8 @@ def check_label_source(
     labels_path = Path(labels_path) if labels_path is not None else None
     if fmt in ("voc", "yolo"):
         _label_folder(Path(raw_dir), labels_path, f"{fmt} label")
+    elif fmt == "coco":
+        _load_coco(_coco_file(Path(raw_dir), labels_path))
     elif fmt == "csv":
         if labels_path is None or not labels_path.is_file():
             raise LabelImportError(_CSV_NEEDS_FILE.format(path=labels_path or "(none)"))

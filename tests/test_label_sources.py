@@ -191,6 +191,19 @@ def test_label_csv_is_checked_before_decoding(tmp_path, params, no_decoding) -> 
     assert no_decoding == []
 
 
+def test_coco_file_is_checked_before_decoding(tmp_path, params, no_decoding) -> None:
+    _images_on_disk(tmp_path / "raw")
+    with pytest.raises(LabelImportError, match=r"do not exist; set ingest.labels_path"):
+        _run(tmp_path / "raw", params, labels="coco", labels_path=tmp_path / "nowhere")
+    not_coco = _write(tmp_path / "labels.json", '{"annotations": []}')
+    with pytest.raises(LabelImportError, match=r"has no 'images' / 'categories' list at the top level"):
+        _run(tmp_path / "raw", params, labels="coco", labels_path=not_coco)
+    broken = _write(tmp_path / "broken.json", '{"images": [')
+    with pytest.raises(LabelImportError, match=r"is not UTF-8 JSON"):
+        _run(tmp_path / "raw", params, labels="coco", labels_path=broken)
+    assert no_decoding == []
+
+
 def test_metadata_keys_with_a_folder_prefix_match_and_ambiguity_is_reported(tmp_path, params) -> None:
     raw = tmp_path / "raw"
     write_image(raw / "lot-1" / "a.png", seed=1)
