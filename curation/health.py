@@ -186,8 +186,9 @@ def _duplicates(inputs: HealthInputs, report: dict[str, Any]) -> str:
     report["near_duplicate_images"] = int(sizes.sum())
     text = (
         f"<p>{copies} byte-identical extra cop(y/ies) were folded into one image each at ingest. "
-        f"{len(sizes)} near-duplicate group(s) hold {int(sizes.sum())} images (perceptual hash); split keeps each "
-        "group in one split so near-copies cannot leak from train into test.</p>"
+        f"{len(sizes)} near-duplicate group(s) hold {int(sizes.sum())} images (perceptual hash confirmed on pixels; "
+        "every pair in a group is near-identical); split keeps each group in one split. Near-identical pairs that "
+        "no group could hold together are counted in ingest.json (near_duplicate_pairs_across_groups).</p>"
     )
     if not len(sizes):
         return _section(title, text + "<p class='empty'>No near-duplicate group: every image looks distinct.</p>")
