@@ -32,7 +32,7 @@ import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import pandas as pd
 
@@ -40,6 +40,9 @@ from curation.errors import CurationError, EmptyDatasetError, InputError
 from curation.headline import write_headline
 from curation.io import atomic_path, write_json
 from schemas.params_dataset import SPLITS, ExportParams
+
+if TYPE_CHECKING:
+    from schemas.params import Params
 
 CSV_COLUMNS = [
     "path",
@@ -182,6 +185,27 @@ def file_sha256(path: Path) -> str | None:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def provenance_record(params: Params, inputs: Sequence[Path]) -> dict[str, Any]:
+    """What an export was made from: the params that shape it, their hash, and the SHA-256 of each input.
+
+    Args:
+        params: The whole params file; its ``split``, ``augment`` and ``export`` sections and the class list count.
+        inputs: The stage's input files; those that do not exist are left out.
+
+    Returns:
+        ``{"params": ..., "params_sha256": ..., "inputs": {path: sha256}}``, written as ``provenance.json``.
+    """
+    dumped: dict[str, Any] = {
+        name: getattr(params, name).model_dump(mode="json") for name in ("split", "augment", "export")
+    }
+    dumped["classes"] = params.ontology.class_names
+    return {
+        "params": dumped,
+        "params_sha256": hashlib.sha256(json.dumps(dumped, sort_keys=True).encode()).hexdigest(),
+        "inputs": {str(p): file_sha256(p) for p in inputs if Path(p).is_file()},
+    }
 
 
 def _images_table(

@@ -140,6 +140,27 @@ def image_labels(
     return out
 
 
+def label_source(
+    consensus_path: Path, consensus: pd.DataFrame | None, prior_path: Path, prior: pd.DataFrame | None
+) -> str:
+    """Which labels :func:`image_labels` takes, in words for the summary line: the same choice it makes.
+
+    Args:
+        consensus_path: Where the consensus table was looked for.
+        consensus: That table, or None when the file is absent.
+        prior_path: Where the prior labels were looked for.
+        prior: That table, or None when the file is absent.
+
+    Returns:
+        ``consensus (PATH)``, ``prior labels (PATH)`` or ``none``.
+    """
+    if consensus is not None:
+        return f"consensus ({consensus_path})"
+    if prior is not None and len(prior):
+        return f"prior labels ({prior_path})"
+    return "none"
+
+
 def split(
     manifest: pd.DataFrame,
     labels: pd.DataFrame,

@@ -58,12 +58,12 @@ IMPORTS = {
         "curation.prelabel.models",
         "schemas.params",
     ],
-    "split": ["pandas", "pyarrow.parquet", "curation.dataset_cli", "curation.split", "schemas.params"],
+    "split": ["pandas", "pyarrow.parquet", "curation.split_cli", "curation.split", "schemas.params"],
     "export": [
         "pandas",
         "pyarrow.parquet",
         "pycocotools.coco",
-        "curation.dataset_cli",
+        "curation.export_cli",
         "curation.export",
         "schemas.params",
     ],
@@ -223,7 +223,7 @@ def run_prelabel(n: int, work: Path) -> None:
 
 
 def run_split(n: int, work: Path) -> None:
-    from curation.dataset_cli import split_command
+    from curation.split_cli import split_command
 
     out = work / f"out-{n}"
     split_command(
@@ -238,7 +238,7 @@ def run_split(n: int, work: Path) -> None:
 
 
 def run_export(n: int, work: Path) -> None:
-    from curation.dataset_cli import export_command
+    from curation.export_cli import export_command
 
     out = work / f"out-{n}"
     export_command(

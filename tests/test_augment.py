@@ -16,8 +16,8 @@ from typer.testing import CliRunner
 
 from augment import RecipeError, Source, augment_all, build_pipeline, describe_applied
 from augment.preview import TILE
+from curation.augment_cli import augment_command
 from curation.augment_stage import AUGMENT_COLUMNS, augment, write_augment
-from curation.dataset_cli import augment_command
 from schemas.params_dataset import AugmentParams, TransformSpec
 from tests.conftest import ROOT, write_image
 

@@ -333,13 +333,13 @@ def test_audit_reads_strace_lines_and_names_each_disagreement(tmp_path) -> None:
     assert reads == {"data/in/a.parquet", "data/out/b.parquet"}
     stage = {
         "cmd": "curation split data/in/a.parquet data/out",
-        "deps": ["data/in/a.parquet", "data/unused.csv", "curation/dataset_cli.py", "curation/io.py", "schemas"],
+        "deps": ["data/in/a.parquet", "data/unused.csv", "curation/split_cli.py", "curation/io.py", "schemas"],
         "outs": ["data/out/b.parquet"],
     }
     params = {"prelabel": {"cache_dir": ".cache/prelabel", "clip": {"model": "m"}, "captions": {"model": "c"}}}
     schemas = {"schemas/params.py"}
     problems = audit(
-        "split", stage, (opened | schemas | {"curation/dataset_cli.py", "curation/io.py"}, reads), schemas, params, []
+        "split", stage, (opened | schemas | {"curation/split_cli.py", "curation/io.py"}, reads), schemas, params, []
     )
     assert problems == [
         "split: opens releases/splits.parquet, not a declared dep or out",

@@ -15,9 +15,9 @@ from pycocotools.coco import COCO
 from typer.testing import CliRunner
 
 from curation.augment_stage import augment, write_augment
-from curation.dataset_cli import export_command
 from curation.errors import InputError
 from curation.export import export
+from curation.export_cli import export_command
 from curation.split import image_labels, split
 from schemas.params_dataset import SPLITS, AugmentParams, ExportParams, SplitParams
 from tests.conftest import ROOT, write_image

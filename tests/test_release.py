@@ -14,8 +14,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from curation.dataset_cli import release_command
 from curation.release import ReleaseError, release
+from curation.release_cli import release_command
 from schemas.params import load_params
 from schemas.params_dataset import ReleaseParams, SplitParams
 from tests.conftest import ROOT

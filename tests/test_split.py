@@ -8,8 +8,8 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from curation.dataset_cli import split_command
 from curation.split import SplitError, image_labels, split, write_split
+from curation.split_cli import split_command
 from schemas.params_dataset import SPLITS, SplitParams
 from tests.conftest import ROOT
 
