@@ -14,8 +14,6 @@ Label Studio keeps them in percent of the image; pull scales drawn shapes back w
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +22,7 @@ from PIL import Image
 
 from curation.errors import InputError
 from curation.imaging import HIGH_DEPTH_MODES, stretch_to_8bit
+from curation.io import atomic_path
 
 BROWSER_FORMATS = frozenset({"JPEG", "PNG", "GIF", "WEBP", "BMP", "ICO"})  # what Chromium draws
 BROWSER_MODES = frozenset({"1", "L", "LA", "P", "RGB", "RGBA"})  # the pixel layouts it shows as they are
@@ -100,12 +99,5 @@ def _write(source: Path, target: Path, max_side: int, manifest_name: str) -> Non
             f"{manifest_name}: image {source} cannot be read for a preview ({err}); restore the file or re-run "
             "`curation ingest`"
         ) from None
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=target.parent, prefix=".", suffix=".png")
-    os.close(fd)
-    try:
+    with atomic_path(target) as temporary:
         preview.save(temporary, format="PNG", optimize=False)
-        os.replace(temporary, target)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
