@@ -201,14 +201,13 @@ def ingest(
         )
         rows += meta_rows
         issues += [("label", i.source_file, i.detail) for i in meta_issues]
-    other = labels_frame(_without_nan(rows))
     regions: dict[str, int] = {}
     if used_masks:
         from_masks = mask_labels(
             raw_dir,
             masks,
             refs,
-            other,
+            labels_frame(_without_nan(rows)),  # the classes the other sources give each image
             resolve=resolve,
             ok_label=settings.ok_label,
             defect_label=settings.defect_label,
