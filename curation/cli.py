@@ -15,7 +15,7 @@ from curation.export_cli import export_command
 from curation.health_cli import health_command
 from curation.ingest_cli import ingest_command
 from curation.ontology_cli import ontology_app
-from curation.prelabel.cli import prelabel_command
+from curation.prelabel.cli import prelabel_command, refine_command
 from curation.release_cli import release_command
 from curation.sample_data_cli import sample_data_command
 from curation.serve.cli import connect_backend_command, serve_command
@@ -35,7 +35,10 @@ app = typer.Typer(
 app.command("sample-data")(sample_data_command)
 app.command("ingest")(ingest_command)
 app.command("prelabel")(prelabel_command)
+app.command("refine")(refine_command)  # the DVC stage's name for `prelabel --labels consensus`
 app.add_typer(studio_app, name="studio")
+# the params section is `labelstudio`: the same commands under that name
+app.add_typer(studio_app, name="labelstudio", hidden=True)
 app.command("push")(push_command)
 app.command("simulate")(simulate_command)
 app.command("pull")(pull_command)

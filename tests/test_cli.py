@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from curation.cli import app
@@ -107,3 +108,18 @@ def test_dvc_repro_ingest_runs_the_declared_stage(tmp_path) -> None:
     assert headline["images"] == metrics["ingested"] and len(headline) <= 8  # the headline, not every count
     assert (project / "dvc.lock").exists()
     assert "Stage 'ingest' didn't change" in run(str(bin_dir / "dvc"), "repro", "ingest")
+
+
+def test_every_dvc_stage_is_the_command_of_the_same_name() -> None:
+    """Stage, command and module names match (issue 15): `dvc.yaml` stage X runs `curation X`, and the old names
+    (`prelabel --labels` for refine, `studio` for the `labelstudio` params section) keep working."""
+    stages = yaml.safe_load((ROOT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    assert {"ingest", "prelabel", "refine", "push", "pull", "agreement", "split", "fiftyone"} <= set(stages)
+    for name, stage in stages.items():
+        assert stage["cmd"].split()[:2] == ["curation", name], name
+        assert runner.invoke(app, [name, "--help"]).exit_code == 0, name
+    for group in ("studio", "labelstudio"):
+        result = runner.invoke(app, [group, "--help"])
+        assert result.exit_code == 0 and "start" in result.output and "stop" in result.output
+    missing = runner.invoke(app, ["refine", "manifest.parquet", "out"])
+    assert missing.exit_code == 2 and "--labels" in missing.output

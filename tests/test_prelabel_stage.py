@@ -286,3 +286,28 @@ def test_long_missing_model_note_is_printed_in_full_once(world, tmp_path):
     assert "zero-shot skipped, embeddings from the offline backbone" in flat[1] and "shown in full before" in flat[1]
     notes = json.loads((tmp_path / "out" / "prelabel.json").read_text(encoding="utf-8"))["notes"]
     assert any("hf download openai/clip-vit-base-patch32" in n for n in notes)  # the full text stays on file
+
+
+def test_refine_command_is_prelabel_with_labels(world, tmp_path):
+    """`curation refine` (the DVC stage's name) writes the same bytes as `curation prelabel --labels`."""
+    app = typer.Typer()
+    app.command("prelabel")(prelabel_cli.prelabel_command)
+    app.command("refine")(prelabel_cli.refine_command)
+    manifest = tmp_path / "manifest.parquet"
+    world["manifest"].to_parquet(manifest)
+    settings = _settings(world, captions=CaptionParams(policy="none"), cache_dir=tmp_path / "cache")
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text(encoding="utf-8"))
+    raw["prelabel"] = settings.model_dump(mode="json")
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, allow_unicode=True), encoding="utf-8")
+    labels = tmp_path / "labels.csv"
+    pd.DataFrame(list(_truth_labels(world).items()), columns=["image_id", "label"]).to_csv(labels, index=False)
+    runner = CliRunner()
+    outputs = {}
+    for command in ("prelabel", "refine"):
+        out = tmp_path / command
+        args = [command, str(manifest), str(out), "--labels", str(labels), "--params", str(tmp_path / "params.yaml")]
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+        outputs[command] = {p.name: p.read_bytes() for p in sorted(out.iterdir()) if p.is_file()}
+    assert "predictions.parquet" in outputs["refine"]
+    assert outputs["refine"] == outputs["prelabel"]

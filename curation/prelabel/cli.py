@@ -72,3 +72,22 @@ def prelabel_command(
         f"confidence_histogram.csv/png); cache in {cache_dir}",
         markup=False,
     )
+
+
+def refine_command(
+    manifest: Annotated[Path, typer.Argument(help="ingest's manifest.parquet.")],
+    out_dir: Annotated[Path, typer.Argument(help="Folder for the refined predictions (the DVC stage: data/refine).")],
+    labels: Annotated[
+        Path,
+        typer.Option(
+            help="Reviewed labels (Parquet/CSV: label + image_id|rel_path|file): the agreement stage's "
+            "consensus.parquet."
+        ),
+    ],
+    force: Annotated[
+        bool, typer.Option("--force", help="Recompute every embedding and caption (ignore the cache).")
+    ] = False,
+    params_path: ParamsOption = Path("params.yaml"),
+) -> None:
+    """The DVC stage `refine`: pre-label again, few-shot from the reviewed labels (same as `prelabel --labels`)."""
+    prelabel_command(manifest, out_dir, force=force, labels=labels, params_path=params_path)
