@@ -20,20 +20,22 @@ setup: $(VENV)/.installed $(STUDIO_VENV)/.installed
 # Debian's chromium drives the UI tests (Label Studio, FiftyOne App). Installed when we are root (CI, containers);
 # otherwise those tests skip and this says how to get it.
 browser:
-	@if command -v chromium >/dev/null 2>&1; then :; \
-	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing chromium for the UI tests"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
-	else echo "note: no chromium; UI tests will be skipped (sudo apt-get install chromium)"; fi
+	$(call debian_tool,chromium,the UI tests,UI tests will be skipped)
 
 # strace lets tests/test_dvc_audit.py see which files each stage opens (pyarrow reads Parquet in C++, past Python's
 # audit hooks). Installed when we are root; otherwise that test skips and this says how to get it.
 strace:
-	@if command -v strace >/dev/null 2>&1; then :; \
+	$(call debian_tool,strace,the dvc.yaml audit test,the dvc.yaml audit test will be skipped)
+
+# $(call debian_tool,PACKAGE,WHAT FOR,WHAT HAPPENS WITHOUT IT): install a Debian package whose command has its name,
+# when missing and we are root; otherwise say what skips and how to get it.
+define debian_tool
+	@if command -v $(1) >/dev/null 2>&1; then :; \
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-		echo "installing strace for the dvc.yaml audit test"; \
-		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq strace >/dev/null; \
-	else echo "note: no strace; the dvc.yaml audit test will be skipped (sudo apt-get install strace)"; fi
+		echo "installing $(1) for $(2)"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(1) >/dev/null; \
+	else echo "note: no $(1); $(3) (sudo apt-get install $(1))"; fi
+endef
 
 $(VENV)/.installed: pyproject.toml requirements.lock
 	@echo "setting up $(VENV) (first time: several minutes)"

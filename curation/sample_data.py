@@ -208,31 +208,25 @@ def generate_sample(out_dir: Path, *, n_per_class: int = 20, seed: int = 0, size
         if index in sources:
             written[index] = (data, sample.image, formats[index])
 
-    index = n_renders
-    exact_pairs: list[tuple[str, str]] = []
-    for source in exact_sources:
-        data, _, fmt = written[source]
-        shot = _copy_of(shots[source], shots[index], f"img_{index:04d}{_FORMATS[fmt][1]}")
-        _write_bytes(images_dir / shot.file, data)
-        shots[index] = shot
-        truth.append((shot.file, *truth[source][1:]))
-        exact_pairs.append((shot.file, shots[source].file))
-        index += 1
-
-    near_pairs: list[tuple[str, str]] = []
-    for variant, source in enumerate(near_sources):
+    copies = [(source, written[source][2], written[source][0]) for source in exact_sources]  # byte-identical
+    for variant, source in enumerate(near_sources):  # re-encoded or brightened: near-duplicates
         _, pixels, fmt = written[source]
         if variant == 0:
             fmt, data = "jpeg", _encode(pixels, "jpeg", quality=_NEAR_DUPLICATE_JPEG_QUALITY)
         else:
             brighter = np.minimum(pixels.astype(np.int16) + _NEAR_DUPLICATE_BRIGHTNESS_SHIFT, 255).astype(np.uint8)
             data = _encode(brighter, fmt)
+        copies.append((source, fmt, data))
+    index = n_renders
+    pairs: list[tuple[str, str]] = []
+    for source, fmt, data in copies:
         shot = _copy_of(shots[source], shots[index], f"img_{index:04d}{_FORMATS[fmt][1]}")
         _write_bytes(images_dir / shot.file, data)
         shots[index] = shot
         truth.append((shot.file, *truth[source][1:]))
-        near_pairs.append((shot.file, shots[source].file))
+        pairs.append((shot.file, shots[source].file))
         index += 1
+    exact_pairs, near_pairs = pairs[: len(exact_sources)], pairs[len(exact_sources) :]
 
     broken: list[str] = []
     for suffix, data in _broken_payloads(rng, seed, size):

@@ -17,14 +17,18 @@ from typer.models import DefaultPlaceholder
 # ``param_type_name`` and ``is_flag`` rather than by isinstance against the click package.
 
 
-class ReadableCommand(TyperCommand):
-    """A typer command whose usage line reads ``[OPTIONS] MANIFEST OUT_DIR`` and whose flags carry no type tag."""
+class _UntaggedFlags:
+    """Mixin: the command's flags (help and completion flags included) carry no type tag."""
 
     def get_params(self, ctx: Any) -> list[Any]:
-        params = super().get_params(ctx)  # the help option and typer's completion flags come in here too
+        params: list[Any] = super().get_params(ctx)  # type: ignore[misc]  # the click command after this mixin
         for param in params:
             _untag_flag(param)
         return params
+
+
+class ReadableCommand(_UntaggedFlags, TyperCommand):
+    """A typer command whose usage line reads ``[OPTIONS] MANIFEST OUT_DIR`` and whose flags carry no type tag."""
 
     def collect_usage_pieces(self, ctx: Any) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
@@ -38,14 +42,8 @@ class ReadableCommand(TyperCommand):
         return pieces
 
 
-class ReadableGroup(TyperGroup):
+class ReadableGroup(_UntaggedFlags, TyperGroup):
     """A typer group (``curation``, ``curation studio``) whose flags carry no type tag."""
-
-    def get_params(self, ctx: Any) -> list[Any]:
-        params = super().get_params(ctx)  # the help option and typer's completion flags come in here too
-        for param in params:
-            _untag_flag(param)
-        return params
 
 
 def _untag_flag(param: Any) -> None:

@@ -60,14 +60,7 @@ def build_clip(folder: Path, *, size: Size = "tiny", image_size: int = 32, seed:
                 "eos_token_id": tokenizer.eos_token_id,
                 "pad_token_id": tokenizer.pad_token_id,
             },
-            vision_config={
-                "hidden_size": 32,
-                "intermediate_size": 64,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 2,
-                "image_size": image_size,
-                "patch_size": 8,
-            },
+            vision_config=_tiny_vision(image_size),
             projection_dim=16,
         )
     model = CLIPModel(config).eval()
@@ -78,6 +71,18 @@ def build_clip(folder: Path, *, size: Size = "tiny", image_size: int = 32, seed:
     model.save_pretrained(folder)
     CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(folder)
     return folder
+
+
+def _tiny_vision(image_size: int) -> dict[str, int]:
+    """A two-layer ViT of width 32 on 8-pixel patches: the vision tower of the tiny CLIP and BLIP."""
+    return {
+        "hidden_size": 32,
+        "intermediate_size": 64,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "image_size": image_size,
+        "patch_size": 8,
+    }
 
 
 def build_blip(folder: Path, *, size: Size = "tiny", image_size: int = 32, seed: int = 0) -> Path:
@@ -100,14 +105,7 @@ def build_blip(folder: Path, *, size: Size = "tiny", image_size: int = 32, seed:
         text.update(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2)
         config = BlipConfig(
             text_config={**text, "encoder_hidden_size": 32},
-            vision_config={
-                "hidden_size": 32,
-                "intermediate_size": 64,
-                "num_hidden_layers": 2,
-                "num_attention_heads": 2,
-                "image_size": image_size,
-                "patch_size": 8,
-            },
+            vision_config=_tiny_vision(image_size),
             projection_dim=16,
         )
     model = BlipForConditionalGeneration(config).eval()
