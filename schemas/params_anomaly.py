@@ -89,7 +89,7 @@ class AnomalyDescriptionParams(StrictModel):
     size_px: str = Field("{w} x {h} px", description="The {size} of a region's box without a pixel pitch.")
     size_mm: str = Field("{w_mm:g} x {h_mm:g} mm ({w} x {h} px)", description="The {size} with a pixel pitch.")
     severity_en: str = Field(
-        "suggested severity: {severity}",
+        "Suggested severity: {severity}",
         description="Appended when the ontology's severities have size thresholds (min_size_mm / min_size_px).",
     )
     severity_ko: str = "권장 심각도: {severity}"
