@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
@@ -124,14 +125,9 @@ def regions_from_map(image_map: npt.ArrayLike, *, settings: RegionParams) -> lis
     ranked = eligible[np.lexsort((first[eligible], -areas[eligible], -scores[eligible]))]
     regions = []
     for k in ranked[: settings.max_regions]:
-        inside = labels == k
-        x0, x1, y0, y1 = (
-            int(xs[inside].min()),
-            int(xs[inside].max()) + 1,
-            int(ys[inside].min()),
-            int(ys[inside].max()) + 1,
-        )
-        regions.append(_region(labelled[y0:y1, x0:x1] == k, (x0, y0), values[y0:y1, x0:x1]))
+        cols, rows = xs[labels == k], ys[labels == k]
+        box = np.s_[int(rows.min()) : int(rows.max()) + 1, int(cols.min()) : int(cols.max()) + 1]
+        regions.append(_region(labelled[box] == k, (int(cols.min()), int(rows.min())), values[box]))
     return regions
 
 
@@ -147,8 +143,9 @@ def _region(component: npt.NDArray[np.bool_], origin: tuple[int, int], values: n
     vx, vy = eigenvectors[:, 1]
     angle = math.degrees(math.atan2(float(vy), float(vx))) % 180.0
     polygons = [[v + (x0 if k % 2 == 0 else y0) for k, v in enumerate(p)] for p in mask_to_polygons(component)]
-    corners = np.array([(p[k], p[k + 1]) for p in polygons for k in range(0, len(p), 2)])
-    length = float(pdist(corners).max()) if len(corners) > 1 else 0.0
+    corners = np.array([(p[k], p[k + 1]) for p in polygons for k in range(0, len(p), 2)], np.float32)
+    hull = cv2.convexHull(corners).reshape(-1, 2)  # the longest distance is between hull vertices: few of them
+    length = float(pdist(hull).max()) if len(hull) > 1 else 0.0
     height, width = component.shape
     score = float(values[component].max())
     return Region((x0, y0, width, height), score, len(xs), (cx, cy), polygons, (major, minor), angle, length)
