@@ -315,6 +315,10 @@ def test_pixel_pitch_from_the_param_the_column_or_a_value() -> None:
     assert pixel_pitch(row, AnomalyDescriptionParams(pixel_pitch_mm=0.2)) == 0.2  # no column named
     assert pixel_pitch(row, DESCRIBE) is None
     assert pixel_pitch("0.125", by_column) == 0.125 and pixel_pitch(None, by_column) == 0.2
+    as_in_manifest = AnomalyDescriptionParams(pixel_pitch_column="meta_pixel_pitch")
+    assert pixel_pitch(row, as_in_manifest) == 0.05
+    with pytest.raises(PixelPitchError, match=r"image c\.png: pixel pitch 'x' is not a positive number"):
+        pixel_pitch("x", DESCRIBE, image="c.png")
 
 
 @pytest.mark.parametrize("value", ["abc", "-0.1", "0", "inf", "0,05"])

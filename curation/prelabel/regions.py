@@ -26,7 +26,7 @@ from scipy import ndimage
 from scipy.spatial.distance import pdist
 
 from curation.errors import MetadataError
-from curation.metadata import meta_column
+from curation.metadata import META_PREFIX, meta_column
 from curation.shapes import Polygons, mask_to_polygons
 from schemas.ontology import Severity
 from schemas.params_anomaly import AnomalyDescriptionParams, RegionParams
@@ -382,7 +382,7 @@ def pixel_pitch(
         image = image or str(row.get("rel_path") or row.get("image_id") or "?")
         if column is None:
             return settings.pixel_pitch_mm
-        key = column if column in row else meta_column(column)
+        key = column if column.startswith(META_PREFIX) and column in row else meta_column(column)
         if key not in row:
             raise PixelPitchError(
                 f"image {image}: the manifest has no column {key!r} for prelabel.anomaly.description."
@@ -397,8 +397,9 @@ def pixel_pitch(
     except ValueError:
         pitch = math.nan
     if not math.isfinite(pitch) or pitch <= 0:
+        where = f" in metadata column {column!r}" if column else ""
         raise PixelPitchError(
-            f"image {image or '?'}: pixel pitch {value!r} in metadata column {column!r} is not a positive number; "
+            f"image {image or '?'}: pixel pitch {value!r}{where} is not a positive number; "
             "write millimetres per pixel (e.g. 0.05) or leave the cell empty to use prelabel.anomaly.description."
             "pixel_pitch_mm"
         )
