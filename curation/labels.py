@@ -30,6 +30,7 @@ import yaml
 from curation.discover import discover
 from curation.errors import LabelImportError
 from curation.label_table import read_label_table
+from curation.shapes import polygons_area
 from schemas.params import LabelFormat
 from schemas.records import PriorLabel, columns
 
@@ -583,15 +584,18 @@ def _read_yolo_file(found: _Found, path: Path, root: Path, names: dict[int, str]
     if image is None:
         found.unmatched(source, f"label file {path.name!r}", ambiguous)
         return
+    ref = found.images.refs[image]
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
-            index, box, polygon = _yolo_line(line.split(), found.images.refs[image])
+            index, box, polygon = _yolo_line(line.split(), ref)
         except ValueError as err:
             found.issue(source, f"line {number}: {err}")
             continue
-        shape = {} if polygon is None else {"polygons": [polygon], "area": polygon_area(polygon)}
+        shape = (
+            {} if polygon is None else {"polygons": [polygon], "area": polygons_area([polygon], ref.height, ref.width)}
+        )
         if names is None:
             found.add(image, str(index), source, box, **shape)
         elif index in names:
@@ -689,16 +693,11 @@ def _yolo_line(fields: list[str], image: ImageRef) -> tuple[int, Box, list[float
     polygon = [round(v * (width if k % 2 == 0 else height), 3) for k, v in enumerate(values)]
     xs, ys = polygon[0::2], polygon[1::2]
     box = _checked((min(xs), min(ys), max(xs) - min(xs), max(ys) - min(ys)))
-    if polygon_area(polygon) <= 0:
-        raise ValueError("polygon has no area (its points are on one line); fix or delete it")
+    if polygons_area([polygon], height, width) <= 0:
+        raise ValueError(
+            "polygon covers no pixel (its points are on one line, or it is thinner than a pixel); fix or delete it"
+        )
     return index, box, polygon
-
-
-def polygon_area(polygon: list[float]) -> float:
-    """Area of a flat ``[x1, y1, x2, y2, ...]`` polygon (shoelace formula), in squared pixels."""
-    xs, ys = polygon[0::2], polygon[1::2]
-    twice = sum(xs[k] * ys[k - 1] - xs[k - 1] * ys[k] for k in range(len(xs)))
-    return abs(twice) / 2.0
 
 
 _CSV_NEEDS_FILE = (

@@ -169,7 +169,7 @@ def join_metadata(table: pd.DataFrame, key: str, files: Iterable[str], *, source
     for rel_path in files:
         by_name[PurePosixPath(rel_path).name].append(rel_path)
     value_columns = [c for c in table.columns if c != key]
-    columns = [META_PREFIX + _column_name(c) for c in value_columns]
+    columns = [meta_column(c) for c in value_columns]
     if len(set(columns)) < len(columns):
         raise MetadataError(f"metadata columns {value_columns} collide once lower-cased; give them distinct names")
     by_file: dict[str, int] = {}
@@ -208,3 +208,8 @@ def _tails(key: str) -> list[str]:
 
 def _column_name(column: str) -> str:
     return "_".join(column.strip().lower().split())
+
+
+def meta_column(column: str) -> str:
+    """The manifest column holding the metadata CSV's ``column`` (``Pixel Pitch`` -> ``meta_pixel_pitch``)."""
+    return META_PREFIX + _column_name(column)

@@ -53,7 +53,11 @@ def rasterise(polygons: Sequence[Sequence[float]], height: int, width: int) -> n
 
 
 def polygons_area(polygons: Sequence[Sequence[float]], height: int, width: int) -> float:
-    """Pixels inside the polygons, counted on the rasterised mask (what COCO's ``area`` of a polygon is)."""
+    """Pixels inside the polygons, counted on the rasterised mask (what COCO's ``area`` of a polygon is).
+
+    The project's one polygon-area rule: imported polygons (YOLO segments), Label Studio regions and exports all
+    use it. For outlines from :func:`mask_to_polygons` it equals the shoelace area, pixel for pixel.
+    """
     from pycocotools import mask as coco_mask
 
     rles = coco_mask.frPyObjects([list(map(float, p)) for p in polygons], height, width)

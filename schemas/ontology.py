@@ -56,9 +56,19 @@ class HardNegative(StrictModel):
 
 
 class Severity(StrictModel):
+    """One severity level. The size thresholds let the anomaly pre-labeler suggest a severity from the longest
+    distance across a suspect region: the most severe level whose threshold the image's largest region meets
+    (``min_size_mm`` when the pixel pitch is known, else ``min_size_px``); none is suggested without thresholds."""
+
     name: Slug
     name_ko: Text | None = None
     definition: Text | None = None
+    min_size_px: Annotated[float, Field(ge=0)] | None = Field(
+        None, description="Suggested for regions at least this long, in pixels (used without a pixel pitch)."
+    )
+    min_size_mm: Annotated[float, Field(ge=0)] | None = Field(
+        None, description="Suggested for regions at least this long, in millimetres (used with a pixel pitch)."
+    )
 
 
 def _default_severities() -> list[Severity]:
@@ -81,6 +91,7 @@ class Ontology(StrictModel):
         _require_unique("classes", [c.name for c in self.classes])
         _require_unique("hard_negatives", [h.name for h in self.hard_negatives])
         _require_unique("severities", [s.name for s in self.severities])
+        _require_increasing_sizes(self.severities)
         for index, negative in enumerate(self.hard_negatives):
             if negative.name in self.class_names:
                 raise FieldProblem(
@@ -127,3 +138,20 @@ def _require_unique(field: str, names: list[str]) -> None:
                 (field, index, "name"),
             )
         first[name] = index
+
+
+def _require_increasing_sizes(severities: list[Severity]) -> None:
+    """Size thresholds must grow with severity (listed least severe first), each unit on its own."""
+    for unit in ("min_size_px", "min_size_mm"):
+        previous: tuple[int, float] | None = None
+        for index, severity in enumerate(severities):
+            value = getattr(severity, unit)
+            if value is None:
+                continue
+            if previous is not None and value <= previous[1]:
+                raise FieldProblem(
+                    f"severity {severity.name!r} has {unit} {value:g}, not above {severities[previous[0]].name!r}'s "
+                    f"{previous[1]:g}; severities are listed least severe first, so their size thresholds must grow",
+                    ("severities", index, unit),
+                )
+            previous = (index, value)

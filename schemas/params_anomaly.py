@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, ValidationInfo, field_validator
 
 from schemas.base import StrictModel
 
@@ -28,9 +28,47 @@ class RegionParams(StrictModel):
     max_regions: Annotated[int, Field(ge=1, le=50)] = Field(5, description="At most this many per image, best first.")
 
 
+_REGION: dict[str, object] = {
+    "index": 1,
+    "shape": "x",
+    "orientation": "x",
+    "cell": "x",
+    "clock": "x",
+    "size": "x",
+    "length": "x",
+}
+_SIZE: dict[str, object] = {"w": 1, "h": 1}
+_SCORE: dict[str, object] = {"score": 0.5, "threshold": 0.5}
+_TEMPLATE_FIELDS: dict[str, dict[str, object]] = {
+    "region_en": {**_REGION, "area": 1, "score": 0.5},
+    "region_ko": {**_REGION, "area": 1, "score": 0.5},
+    "summary_en": {"count": 1, "regions": "x", **_SCORE},
+    "summary_ko": {"count": 1, "regions": "x", **_SCORE},
+    "ok_en": _SCORE,
+    "ok_ko": _SCORE,
+    "clock_en": {"hour": 1},
+    "clock_ko": {"hour": 1},
+    "size_px": _SIZE,
+    "size_mm": {**_SIZE, "w_mm": 0.5, "h_mm": 0.5},
+    "severity_en": {"severity": "x"},
+    "severity_ko": {"severity": "x"},
+    "no_region_en": _SCORE,
+    "no_region_ko": _SCORE,
+}
+"""Each template field -> the placeholders it may use, with sample values (numbers where a format spec may
+follow)."""
+
+
 class AnomalyDescriptionParams(StrictModel):
     """Sentences a worker can act on, in English and Korean (Korean words from ``prelabel.description.glossary``
-    and the built-in region glossary). Placeholders: see docs/anomaly.md."""
+    and the built-in region glossary, :data:`curation.prelabel.regions.REGION_GLOSSARY`).
+
+    Placeholders: region_*: {index} (1 = best), {shape} (e.g. "vertical linear"), {orientation}, {cell} (3x3 grid
+    cell), {clock}, {size} (size_px or size_mm), {length} (longest distance across), {area} (pixels), {score};
+    summary_*: {count}, {score}, {threshold}, {regions} (the region sentences joined by "; "); ok_* and
+    no_region_*: {score}, {threshold}; clock_*: {hour}; size_px: {w}, {h}; size_mm: {w}, {h}, {w_mm}, {h_mm};
+    severity_*: {severity}.
+    """
 
     region_en: str = "{shape} defect in the {cell} ({clock}), about {size}"
     region_ko: str = "{cell}({clock})에 {size} 크기의 {shape} 결함"
@@ -46,6 +84,41 @@ class AnomalyDescriptionParams(StrictModel):
         description="Metadata column (as in the metadata CSV) with each image's pixel pitch in mm; wins over "
         "pixel_pitch_mm where it has a value.",
     )
+    clock_en: str = Field("about {hour} o'clock", description="The {clock} of a region away from the centre.")
+    clock_ko: str = "약 {hour}시 방향"
+    size_px: str = Field("{w} x {h} px", description="The {size} of a region's box without a pixel pitch.")
+    size_mm: str = Field("{w_mm:g} x {h_mm:g} mm ({w} x {h} px)", description="The {size} with a pixel pitch.")
+    severity_en: str = Field(
+        "Suggested severity: {severity}",
+        description="Appended when the ontology's severities have size thresholds (min_size_mm / min_size_px).",
+    )
+    severity_ko: str = "권장 심각도: {severity}"
+    no_region_en: str = Field(
+        "Anomaly score {score:.2f} above the threshold {threshold:.2f}, no compact region found",
+        description="A defective image whose map has no region (e.g. a defect spread over the whole image).",
+    )
+    no_region_ko: str = "이상 점수 {score:.2f}(기준 {threshold:.2f} 초과), 뚜렷한 영역 없음"
+    linear_ratio: Annotated[float, Field(gt=1)] = Field(
+        3.0, description="A region is linear when its long axis is at least this many times its short axis."
+    )
+    spot_fraction: Annotated[float, Field(gt=0, le=1)] = Field(
+        0.1, description="Else a spot when its long axis is below this share of the image's shorter side; else area."
+    )
+    centre_fraction: Annotated[float, Field(ge=0, lt=0.5)] = Field(
+        0.1, description="A region closer to the image centre than this share of the shorter side is 'at the centre'."
+    )
+
+    @field_validator(*_TEMPLATE_FIELDS)
+    @classmethod
+    def _known_placeholders(cls, template: str, info: ValidationInfo) -> str:
+        sample = _TEMPLATE_FIELDS[str(info.field_name)]
+        try:
+            template.format(**sample)
+        except (KeyError, IndexError, ValueError, TypeError) as err:
+            raise ValueError(
+                f"template {template!r} does not format ({err!r}); use the placeholders {sorted(sample)}"
+            ) from None
+        return template
 
 
 class AnomalyParams(StrictModel):

@@ -1,6 +1,6 @@
-"""Anomaly scoring and region descriptions on real magnetic-tile images (masks: white = defect).
+"""Anomaly scoring on real magnetic-tile images (masks: white = defect); regions and descriptions: test_regions.py.
 
-Expected positions and sizes were read by hand from the mask files' pixel coordinates, not from the code under test.
+Expected positions were read by hand from the mask files' pixel coordinates, not from the code under test.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from curation.prelabel.anomaly import (
     prepare,
     score_batch,
 )
-from curation.prelabel.regions import describe, find_regions, sentence
 
 TILE = Path("/work/shared/datasets/magnetic-tile")
 pytestmark = pytest.mark.skipif(not TILE.is_dir(), reason=f"magnetic-tile data set not found at {TILE}")
@@ -40,10 +39,6 @@ def _rgb(stem: Path) -> np.ndarray:
     return cv2.cvtColor(cv2.imread(str(stem.with_suffix(".jpg"))), cv2.COLOR_BGR2RGB)
 
 
-def _mask(stem: Path) -> np.ndarray:
-    return (cv2.imread(str(stem.with_suffix(".png")), cv2.IMREAD_GRAYSCALE) > 127).astype(np.float32)
-
-
 @pytest.fixture(scope="module")
 def extractor() -> PatchExtractor:
     pytest.importorskip("efficientnet_lite_pytorch", reason="offline backbone package not installed")
@@ -54,35 +49,6 @@ def extractor() -> PatchExtractor:
 
 def _features(extractor: PatchExtractor, stems: list[Path]) -> np.ndarray:
     return extractor.extract(np.stack([prepare(_rgb(s), extractor.spec)[0] for s in stems]))
-
-
-def test_crack_region_cell_clock_size_and_shape() -> None:
-    # centroid ~ (353, 52) in a 469 x 370 image: column 353/469 = 0.75 -> right third, row 52/370 = 0.14 -> upper;
-    # direction from the centre (234.5, 185): dx +118, dy -133 -> 41.6 degrees clockwise from 12 -> 1 o'clock.
-    regions = find_regions(_mask(CRACK))
-    assert len(regions) == 1
-    region = regions[0]
-    assert region.box == (343, 0, 364, 104)
-    facts = describe(region, (370, 469), pixel_pitch_mm=0.1)
-    assert (facts.row, facts.column, facts.clock) == ("upper", "right", 1)
-    assert (facts.width_px, facts.height_px) == (21, 104)
-    assert facts.height_mm == pytest.approx(10.4)
-    assert (facts.shape, facts.orientation) == ("linear", "vertical")
-    assert sentence(facts) == "Vertical linear defect in the upper right (about 1 o'clock), about 2.1 x 10.4 mm"
-    assert sentence(facts, language="ko") == "우측 상단(약 1시 방향)에 2.1 x 10.4 mm 크기의 세로 선형 결함"
-    polygon = np.array(region.polygon)
-    assert polygon[:, 0].min() == 343 and polygon[:, 0].max() == 363
-    assert polygon[:, 1].min() == 0 and polygon[:, 1].max() == 103
-
-
-def test_fray_spot_lower_right_at_four_oclock() -> None:
-    # centroid ~ (466, 344) in 488 x 354: right third, lower third; dx +222, dy +167 -> 127 degrees -> 4 o'clock.
-    region = find_regions(_mask(FRAY))[0]
-    facts = describe(region, (354, 488))
-    assert (facts.row, facts.column, facts.clock) == ("lower", "right", 4)
-    assert (facts.width_px, facts.height_px) == (15, 19)
-    assert facts.width_mm is None and facts.shape == "spot"
-    assert sentence(facts, template_en="{cell}: {size}") == "Lower right: 15 x 19 px"
 
 
 @pytest.mark.parametrize(

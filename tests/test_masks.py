@@ -18,9 +18,8 @@ from PIL import Image
 from scipy import ndimage
 
 from curation.ingest import ingest, write_ingest
-from curation.labels import polygon_area
 from curation.masks import mask_regions
-from curation.shapes import rasterise
+from curation.shapes import polygons_area, rasterise
 from schemas.params import IngestParams, Params
 from tests.conftest import ROOT, write_image
 
@@ -67,7 +66,7 @@ def test_regions_are_8_connected_with_pixel_boxes_and_outlines_on_pixel_edges() 
         xs, ys = polygon[0::2], polygon[1::2]
         x, y, w, h = region.box
         assert (min(xs), min(ys), max(xs), max(ys)) == (x, y, x + w, y + h)  # the outline touches the box
-        assert len(polygon) >= 6 and polygon_area(polygon) > 0  # a valid COCO polygon, even for one pixel
+        assert len(polygon) >= 6 and polygons_area([polygon], *mask.shape) > 0  # valid COCO polygon, even for one pixel
     # a pixel is the unit square of its corners, and each outline rasterises back to its pixels (as COCO tools do)
     assert sorted(zip(regions[1].polygons[0][0::2], regions[1].polygons[0][1::2], strict=True)) == [
         (9.0, 7.0),
