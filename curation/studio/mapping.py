@@ -12,17 +12,30 @@ Our values, by control: ``label`` and ``severity`` a string, ``confidence`` a nu
 string (several lines joined with newlines), ``boxes`` and ``polygons`` a region in pixels of the original image:
 ``{"x", "y", "w", "h", "label"}``, and for a polygon also ``segmentation`` (one flat ``[x1, y1, x2, y2, ...]``
 polygon) and ``area`` (pixels inside it, as pycocotools counts them).
+
+Anomaly pre-labels (``predictions.parquet`` rows of ``source`` "anomaly", label :data:`schemas.records.ANY_DEFECT`
+= "defect, type not chosen yet"): :func:`to_prediction` pre-selects no class for them (the reviewer picks the
+type; an image called OK pre-selects the OK class like any class) and, with ``labelstudio.boxes``, turns the
+row's ``regions`` into one shape each (:func:`region_results`). A region of a "defect" row carries no label:
+Label Studio draws it as a grey outline listed with its score, and a reviewer can move, resize, delete it or give
+it a class from the box labels; an annotation saved with it keeps it without a label. :func:`label_regions` gives
+such regions the annotation's class when they are read back, so every pulled region carries an ontology class
+(the class choice is required and offers only ontology classes). A dedicated non-class box label ("suspect")
+was not used: it would reach pull as a label outside the ontology, and once used it could never be removed
+from the labeling config again (Label Studio refuses a config that drops a label annotations use).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from curation.studio.config import BOXES, CONFIDENCE, DESCRIPTION, IMAGE, LABEL, POLYGONS, SEVERITY
+from schemas.records import ANY_DEFECT
 
 PRIOR_VERSION = "prior-labels"  # model version of a prediction that holds only imported shapes
 REGIONS = "regions"  # from_results' key for the boxes and polygons, in result order
@@ -41,7 +54,7 @@ def convert(pairs: Iterable[Sequence[float]], size: Size, *, to: Literal["percen
 
 def _box_value(region: Mapping[str, Any], size: Size) -> dict[str, Any]:
     (x, y), (w, h) = convert([(region["x"], region["y"]), (region["w"], region["h"])], size, to="percent")
-    return {"x": x, "y": y, "width": w, "height": h, "rectanglelabels": [region["label"]]}
+    return {"x": x, "y": y, "width": w, "height": h, "rectanglelabels": _labels(region)}
 
 
 def _box_region(value: Mapping[str, Any], size: Size) -> dict[str, Any]:
@@ -53,7 +66,12 @@ def _box_region(value: Mapping[str, Any], size: Size) -> dict[str, Any]:
 def _polygon_value(region: Mapping[str, Any], size: Size) -> dict[str, Any]:
     (flat,) = region["segmentation"]
     points = convert(zip(flat[0::2], flat[1::2], strict=True), size, to="percent")
-    return {"points": points, "closed": True, "polygonlabels": [region["label"]]}
+    return {"points": points, "closed": True, "polygonlabels": _labels(region)}
+
+
+def _labels(region: Mapping[str, Any]) -> list[str]:
+    """A region's label list: empty for a region without a class (an anomaly region of a "defect" row)."""
+    return [region["label"]] if region.get("label") else []
 
 
 def _polygon_region(value: Mapping[str, Any], size: Size) -> dict[str, Any]:
@@ -158,16 +176,35 @@ def from_results(result: Iterable[Mapping[str, Any]], *, size: Size | None = Non
     return out
 
 
-def to_prediction(row: Mapping[str, Any], language: str) -> dict[str, Any]:
-    """The model's pre-annotation of one predictions row: class, confidence (percent of the class's probability),
-    the severity when the predictions carry one (a ``severity`` column; none is invented) and the description."""
-    result = [to_label_studio(LABEL, row["label"]), to_label_studio(CONFIDENCE, round(100 * row["score"]))]
+def to_prediction(
+    row: Mapping[str, Any], language: str, *, size: Size | None = None, shapes: bool = False
+) -> dict[str, Any]:
+    """The model's pre-annotation of one predictions row: class (none for :data:`ANY_DEFECT`), confidence
+    (percent of the label's probability), the severity when the predictions carry one (a ``severity`` column;
+    none is invented), the description and, with ``shapes``, the row's anomaly regions (:func:`region_results`).
+
+    Args:
+        size: (width, height) of the stored image, which the regions' pixels refer to; needed with ``shapes``
+            when the row has regions.
+        shapes: the labeling config has the box and polygon controls (``labelstudio.boxes``).
+
+    Raises:
+        ValueError: the row's ``regions`` is not a JSON list of regions.
+    """
+    result = [] if row["label"] == ANY_DEFECT else [to_label_studio(LABEL, row["label"])]
+    result.append(to_label_studio(CONFIDENCE, round(100 * row["score"])))
     severity = _text(row.get("severity"))
     if severity:
         result.append(to_label_studio(SEVERITY, severity))
     text = describe(row, language)
     if text:
         result.append(to_label_studio(DESCRIPTION, text))
+    regions = _text(row.get("regions"))
+    if shapes and regions:
+        if size is None:
+            raise ValueError("regions need the image size")
+        label = None if row["label"] == ANY_DEFECT else str(row["label"])
+        result += region_results(json.loads(regions), size, label=label)
     return {
         "model_version": prediction_title(str(row["model_version"])),
         "score": float(row["score"]),
@@ -205,3 +242,40 @@ def _text(value: object) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     return str(value).strip()
+
+
+def region_results(regions: Any, size: Size, *, label: str | None) -> list[dict[str, Any]]:
+    """Label Studio results for anomaly regions (the ``regions`` JSON of a predictions row, pixels of the stored
+    image of ``size``), each with its ``score``: one shape per region, so a pulled annotation counts each defect
+    once (export turns every region into one COCO object). A region with polygons becomes its polygon(s) (pull
+    reads a polygon back as its box plus the outline, so nothing of the box is lost); one without becomes a
+    rectangle.
+
+    Args:
+        label: The shapes' label (the row's class), or None for a "defect, type not chosen yet" row.
+
+    Raises:
+        ValueError: ``regions`` is not a list of objects with numeric x, y, w, h (and score).
+    """
+    if not isinstance(regions, list):
+        raise ValueError(f"regions must be a JSON list, not {type(regions).__name__}")
+    out = []
+    for number, region in enumerate(regions, start=1):
+        try:
+            box = {k: float(region[k]) for k in ("x", "y", "w", "h")}
+            score = round(float(region.get("score", 0.0)), 4)
+            polygons = [[float(v) for v in p] for p in region.get("polygons") or [] if len(p) >= 6]
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ValueError(f"region {number} is not an object with numeric x, y, w, h, score ({err})") from None
+        shapes = [to_label_studio(POLYGONS, {"segmentation": [p], "label": label}, size=size) for p in polygons]
+        out += [
+            {**shape, "score": score}
+            for shape in shapes or [to_label_studio(BOXES, {**box, "label": label}, size=size)]
+        ]
+    return out
+
+
+def label_regions(regions: Sequence[Mapping[str, Any]], label: str | None) -> list[dict[str, Any]]:
+    """Regions read back from an annotation, those without a label given the annotation's class ``label``
+    (a pre-annotated anomaly region the reviewer kept without choosing a box label)."""
+    return [dict(r) if r.get("label") else {**r, "label": label} for r in regions]

@@ -27,7 +27,7 @@ from curation.headline import write_headline
 from curation.io import publish, write_json, write_parquet
 from curation.studio.client import Connection, translate
 from curation.studio.config import DESCRIPTION, LABEL, SEVERITY, find_project_set, part_title
-from curation.studio.mapping import REGIONS, from_results
+from curation.studio.mapping import REGIONS, from_results, label_regions
 from schemas.records import Annotation, columns
 
 if TYPE_CHECKING:
@@ -178,14 +178,15 @@ def _row(task: Mapping, image_id: str, annotation: Mapping, users: Mapping[int, 
 
 def parse_result(result: Iterable[Mapping[str, Any]], *, size: tuple[int, int] | None = None) -> dict[str, Any]:
     """Label, severity, description and boxes (JSON, pixels) from one annotation's result list; a polygon is a box
-    with ``segmentation`` and ``area`` (:mod:`curation.studio.mapping`).
+    with ``segmentation`` and ``area`` (:mod:`curation.studio.mapping`). A region without a label (a pre-annotated
+    anomaly region the reviewer kept as it was) takes the annotation's class.
 
     Args:
         size: (width, height) of the original image when the UI showed a preview of another size; else the
             result's ``original_width`` / ``original_height`` (the size of the image drawn on) are used.
     """
     values = from_results(result, size=size)
-    regions = values[REGIONS]
+    regions = label_regions(values[REGIONS], values.get(LABEL))
     return {
         "label": values.get(LABEL),
         "severity": values.get(SEVERITY),
