@@ -206,13 +206,13 @@ def to_prediction(
         label = None if row["label"] == ANY_DEFECT else str(row["label"])
         result += region_results(json.loads(regions), size, label=label)
     return {
-        "model_version": prediction_title(str(row["model_version"])),
+        "model_version": prediction_title(str(row["model_version"]), source=_text(row.get("source"))),
         "score": float(row["score"]),
         "result": result,
     }
 
 
-def prediction_title(model_version: str) -> str:
+def prediction_title(model_version: str, *, source: str = "") -> str:
     """The name Label Studio shows on a prediction's tab (its ``model_version``): kind, short model name and a tag.
 
     ``openai/clip-vit-base-patch32@<revision>+<hash>`` -> ``zero-shot clip-vit-base-patch32 #1f0c2a9e``,
@@ -220,12 +220,13 @@ def prediction_title(model_version: str) -> str:
     the prediction that pre-fills the editor by this name (the project's model version), so it is one name per
     model version, not per image: the class is the pre-selected choice, the confidence its own control, and Label
     Studio prints the score beside the title. The tag (first 8 hex digits of the full version's SHA-256) keeps
-    versions apart; predictions.parquet keeps the full version.
+    versions apart; predictions.parquet keeps the full version. Rows of ``source`` "anomaly" (no class scorer
+    ran) are titled ``anomaly <model> #<tag>``.
     """
     if model_version == PRIOR_VERSION:
         return model_version
     model = model_version.split("@", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "model"
-    kind = "few-shot" if "+fewshot-" in model_version else "zero-shot"
+    kind = "anomaly" if source == "anomaly" else "few-shot" if "+fewshot-" in model_version else "zero-shot"
     tag = hashlib.sha256(model_version.encode("utf-8")).hexdigest()[:8]
     return f"{kind} {model} #{tag}"
 
