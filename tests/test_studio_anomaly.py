@@ -153,6 +153,21 @@ def test_defect_row_preselects_no_class_and_its_regions_become_unlabeled_shapes(
     assert all(r["from_name"] not in (BOXES, POLYGONS) for r in without[0].predictions[0]["result"])
 
 
+def test_regions_of_a_class_row_carry_its_class_but_never_ok(tmp_path, params) -> None:
+    manifest, predictions = _small_inputs(tmp_path, params)
+    regions = predictions.loc[0, "regions"]
+    predictions.loc[:, "regions"] = regions  # the few-shot scorer ran: a class, and the anomaly regions still
+    predictions.loc[:, "label"] = ["scratch", OK]
+    specs = build_tasks(manifest, predictions, ontology=params.ontology, document_root=tmp_path, shapes=True)
+    labels = {
+        s.data["predicted"]: [
+            r["value"].get("rectanglelabels") for r in s.predictions[0]["result"] if r["from_name"] == BOXES
+        ]
+        for s in specs
+    }
+    assert labels == {"scratch": [["scratch"]], OK: [[]]}  # an OK box would mean nothing: left for the reviewer
+
+
 def test_unreadable_regions_are_one_clear_error(tmp_path, params) -> None:
     manifest, predictions = _small_inputs(tmp_path, params)
     predictions.loc[0, "regions"] = json.dumps([{"x": "left", "y": 1, "w": 2, "h": 3}])

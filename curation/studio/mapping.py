@@ -34,6 +34,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from curation.ontology import is_ok_label
 from curation.studio.config import BOXES, CONFIDENCE, DESCRIPTION, IMAGE, LABEL, POLYGONS, SEVERITY
 from schemas.records import ANY_DEFECT
 
@@ -203,7 +204,8 @@ def to_prediction(
     if shapes and regions:
         if size is None:
             raise ValueError("regions need the image size")
-        label = None if row["label"] == ANY_DEFECT else str(row["label"])
+        typed = row["label"] != ANY_DEFECT and not is_ok_label(str(row["label"]))  # an OK box would be no class
+        label = str(row["label"]) if typed else None
         result += region_results(json.loads(regions), size, label=label)
     return {
         "model_version": prediction_title(str(row["model_version"]), source=_text(row.get("source"))),
@@ -253,7 +255,8 @@ def region_results(regions: Any, size: Size, *, label: str | None) -> list[dict[
     rectangle.
 
     Args:
-        label: The shapes' label (the row's class), or None for a "defect, type not chosen yet" row.
+        label: The shapes' label (the row's defect class), or None for a "defect, type not chosen yet" row (or a
+            row whose class is an OK class while the anomaly model still found regions).
 
     Raises:
         ValueError: ``regions`` is not a list of objects with numeric x, y, w, h (and score).

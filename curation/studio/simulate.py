@@ -152,7 +152,9 @@ def simulate(
     for project_id in project_ids:
         with translate(f"listing the tasks of project {project_id} with their annotations", conn):
             tasks.extend(t.model_dump(mode="json") for t in client.tasks.list(project=project_id, page_size=500))
-    tasks.sort(key=lambda t: (_margin(t), t["id"]))  # most uncertain first, as a person would get them
+    tasks.sort(
+        key=lambda t: (_place(t, "queue"), _place(t, "margin"), t["id"])
+    )  # the review queue, as a person gets it
     jobs = []
     for task in tasks:
         done = {a.get("completed_by") for a in task.get("annotations") or []}
@@ -181,9 +183,9 @@ def simulate(
     }
 
 
-def _margin(task: Mapping[str, Any]) -> float:
-    margin = (task.get("data") or {}).get("margin")
-    return float(margin) if isinstance(margin, int | float) else math.inf
+def _place(task: Mapping[str, Any], key: str) -> float:
+    value = (task.get("data") or {}).get(key)
+    return float(value) if isinstance(value, int | float) else math.inf
 
 
 def _ensure_reviewers(client: LabelStudio, conn: Connection, count: int) -> dict[int, int]:
