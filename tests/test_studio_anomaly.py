@@ -19,7 +19,7 @@ from scipy import ndimage
 from curation.errors import InputError
 from curation.studio.config import BOXES, CONFIDENCE, DESCRIPTION, LABEL, POLYGONS, instructions
 from curation.studio.order import review_queue
-from curation.studio.pull import parse_result, pull
+from curation.studio.pull import annotations_from_export, parse_result, pull
 from curation.studio.push import build_tasks, push
 from curation.studio.simulate import simulated_annotation
 from schemas.params_studio import SimulationParams
@@ -194,6 +194,18 @@ def test_unlabeled_regions_take_the_annotation_class_when_pulled(tmp_path, param
     assert boxes[1]["segmentation"] == [[32, 0, 48, 0, 48, 12]]
     relabelled = [{**kept[0], "value": {**kept[0]["value"], "rectanglelabels": ["dent"]}}, chosen]
     assert json.loads(parse_result(relabelled)["boxes"])[0]["label"] == "dent"  # a box label the reviewer gave
+    # the reviewer called the image OK: the untouched suspect regions were false alarms, a labelled box stays
+    ok = {**chosen, "value": {"choices": [OK]}}
+    assert parse_result([*kept, ok]) | {"description": None} == {
+        "label": OK,
+        "severity": None,
+        "description": None,
+        "boxes": None,
+        "regions_dropped": 2,
+    }
+    task = {"id": 7, "data": {"image_id": "x"}, "annotations": [{"id": 1, "completed_by": 1, "result": [*kept, ok]}]}
+    report = annotations_from_export([task], {1: "a@b.c"}).report
+    assert (report["annotations"], report["unlabeled_regions_on_ok"]) == (1, 2)
 
 
 def test_simulated_reviewer_types_a_defect_task_and_keeps_its_regions(tmp_path, params) -> None:

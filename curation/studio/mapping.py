@@ -19,8 +19,9 @@ type; an image called OK pre-selects the OK class like any class) and, with ``la
 row's ``regions`` into one shape each (:func:`region_results`). A region of a "defect" row carries no label:
 Label Studio draws it as a grey outline listed with its score, and a reviewer can move, resize, delete it or give
 it a class from the box labels; an annotation saved with it keeps it without a label. :func:`label_regions` gives
-such regions the annotation's class when they are read back, so every pulled region carries an ontology class
-(the class choice is required and offers only ontology classes). A dedicated non-class box label ("suspect")
+such regions the annotation's class when they are read back (and leaves them out when that class is an OK
+class: false alarms), so every pulled region carries an ontology class (the class choice is required and offers
+only ontology classes). A dedicated non-class box label ("suspect")
 was not used: it would reach pull as a label outside the ontology, and once used it could never be removed
 from the labeling config again (Label Studio refuses a config that drops a label annotations use).
 """
@@ -279,7 +280,12 @@ def region_results(regions: Any, size: Size, *, label: str | None) -> list[dict[
     return out
 
 
-def label_regions(regions: Sequence[Mapping[str, Any]], label: str | None) -> list[dict[str, Any]]:
-    """Regions read back from an annotation, those without a label given the annotation's class ``label``
-    (a pre-annotated anomaly region the reviewer kept without choosing a box label)."""
-    return [dict(r) if r.get("label") else {**r, "label": label} for r in regions]
+def label_regions(regions: Sequence[Mapping[str, Any]], label: str | None) -> tuple[list[dict[str, Any]], int]:
+    """Regions read back from an annotation, those without a label (a pre-annotated anomaly region the reviewer
+    kept without choosing a box label) given the annotation's class ``label``, and how many unlabeled regions were
+    left out because ``label`` is an OK class (:func:`curation.ontology.is_ok_label`): the reviewer called the
+    image OK, so the model's suspect regions were false alarms, and an "ok" box would teach nothing."""
+    if label is not None and is_ok_label(label):
+        kept = [dict(r) for r in regions if r.get("label")]
+        return kept, len(regions) - len(kept)
+    return [dict(r) if r.get("label") else {**r, "label": label} for r in regions], 0
