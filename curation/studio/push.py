@@ -175,8 +175,8 @@ def build_tasks(
         uncertainty[row["image_id"]] = min(uncertainty.get(row["image_id"], key), key)
     queue = review_queue(rows, list(manifest["image_id"]))
 
-    shapes = {} if prior is None else _shape_results(prior, manifest, ontology, manifest_name, prior_name)
-    for image_id, results in shapes.items():
+    prior_shapes = {} if prior is None else _shape_results(prior, manifest, ontology, manifest_name, prior_name)
+    for image_id, results in prior_shapes.items():
         if image_id not in by_image:
             by_image[image_id].append({"model_version": PRIOR_VERSION, "result": []})
         for prediction in by_image[image_id]:
@@ -214,7 +214,7 @@ def _sizes(manifest: pd.DataFrame, predictions: pd.DataFrame, manifest_name: str
     if "regions" not in predictions.columns or predictions["regions"].isna().all():
         return {}
     _require_columns(manifest, ("width", "height"), manifest_name, "re-run `curation ingest`")
-    return {i: (int(w), int(h)) for i, w, h in zip(*manifest[["image_id", "width", "height"]].T.values, strict=True)}
+    return {r.image_id: (int(r.width), int(r.height)) for r in manifest.itertuples(index=False)}
 
 
 def _shape_results(
