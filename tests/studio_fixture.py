@@ -127,6 +127,7 @@ def make_inputs(
             "caption_flag": False,
             "description_en": f"A {classes[order[0]]} on a metal surface ({i}).",
             "description_ko": f"금속 표면 {i}",
+            **dict.fromkeys(("anomaly_score", "anomaly_defect", "anomaly_reference", "anomaly_map", "regions")),
         }
         row.update({f"p_{c}": float(p) for c, p in zip(classes, probs, strict=True)})
         prediction_rows.append(row)

@@ -189,7 +189,8 @@ def test_managed_tabs_carry_column_settings(params) -> None:
             assert column not in hidden["explore"]  # shown, so Label Studio computes them
         assert data["columnsDisplayType"]["tasks:data.margin"] == "Number"
         assert data["columnsDisplayType"]["tasks:data.entropy"] == "Number"
-        assert data["ordering"] == ["tasks:data.margin"]
+        assert data["columnsDisplayType"]["tasks:data.queue"] == "Number"
+        assert data["ordering"] == ["tasks:data.queue"]  # the review queue (curation.studio.order)
     flagged = next(v for v in views.values() if v["filters"]["items"])
     assert flagged["filters"]["items"][0]["filter"] == "filter:tasks:data.adjudicate"
 

@@ -156,6 +156,7 @@ def push_command(
             prior=prior,
             prior_name=str(prior_labels),
             previews=previews,
+            shapes=settings.boxes,
         )
         client = make_client(conn, retries=settings.retries, timeout_s=settings.timeout_s)
         with progress("push", console) as reporter:

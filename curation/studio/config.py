@@ -99,9 +99,9 @@ def _class_hint(defect: DefectClass) -> str:
     return " | ".join(parts)
 
 
-def instructions(ontology: Ontology) -> str:
+def instructions(ontology: Ontology, *, boxes: bool = False) -> str:
     """HTML shown by Label Studio's Instructions panel: each class's definition, inclusion and exclusion
-    criteria, and the severity levels."""
+    criteria, the severity levels and, with ``boxes``, what the model's unlabeled suspect regions mean."""
     out = ["<h3>Defect classes / 결함 유형</h3>"]
     for defect in ontology.classes:
         out.append(
@@ -122,6 +122,12 @@ def instructions(ontology: Ontology) -> str:
         for s in ontology.severities
     )
     out.append("</ul>")
+    if boxes:
+        out.append(
+            "<h3>Suspect regions / 의심 영역</h3><p>Grey outlines without a label are where the anomaly model "
+            "suspects a defect (its score beside each in the region list). Delete false alarms, fix the outline; "
+            "a region left without a box label takes the class chosen for the image.</p>"
+        )
     return "\n".join(out)
 
 
@@ -139,7 +145,7 @@ def project_settings(ontology: Ontology, settings: LabelStudioParams) -> dict:
     overlap = settings.maximum_annotations > 1 and settings.agreement_sample > 0
     return {
         "label_config": label_config(ontology, boxes=settings.boxes),
-        "expert_instruction": instructions(ontology),
+        "expert_instruction": instructions(ontology, boxes=settings.boxes),
         "show_instruction": True,
         "maximum_annotations": settings.maximum_annotations if overlap else 1,
         "overlap_cohort_percentage": round(settings.agreement_sample * 100) if overlap else 100,
@@ -288,20 +294,25 @@ _LABELING_HIDDEN = (
     "tasks:data.file",
     "tasks:data.entropy",
     "tasks:data.adjudicate",
+    "tasks:data.queue",
 )
 # task data written by push with a numeric or boolean value; Label Studio types every data column as text
 # unless the tab says otherwise, so "margin < 0.2" could not be filtered and ordering compared strings
 COLUMN_TYPES = {"tasks:data.margin": "Number", "tasks:data.entropy": "Number", "tasks:data.adjudicate": "Boolean"}
+COLUMN_TYPES["tasks:data.queue"] = "Number"  # the review queue place (curation.studio.order)
+QUEUE_ORDERING = ["tasks:data.queue"]
+_OLD_ORDERING = ["tasks:data.margin"]  # what push wrote before the queue mixed in the most anomalous images
 
 
 def view_data(title: str, *, filters: list[dict] | None = None) -> dict:
-    """A Data Manager tab as Label Studio's UI saves one: ordered most uncertain first (numerically), with the
-    column settings that make the native columns fill on first open and the numeric columns filterable."""
+    """A Data Manager tab as Label Studio's UI saves one: ordered by the review queue (most anomalous beside most
+    uncertain, :mod:`curation.studio.order`), with the column settings that make the native columns fill on first
+    open and the numeric columns filterable."""
     return {
         "title": title,
         "type": "list",
         "target": "tasks",
-        "ordering": ["tasks:data.margin"],
+        "ordering": list(QUEUE_ORDERING),
         "filters": {"conjunction": "and", "items": list(filters or [])},
         "hiddenColumns": {"explore": list(_HIDDEN), "labeling": list(_LABELING_HIDDEN)},
         "columnsWidth": {},
@@ -320,7 +331,8 @@ def wanted_views() -> dict[str, dict]:
 
 def _ensure_views(client: LabelStudio, conn: Connection, project_id: int) -> None:
     """Create the managed tabs that are missing; a tab of ours made before tabs carried column settings (no
-    ``hiddenColumns``: neither push nor the UI has saved them) gets them. Tabs people re-saved are left alone."""
+    ``hiddenColumns``: neither push nor the UI has saved them) gets them, and one still ordered by margin alone (as
+    older pushes wrote it) is ordered by the review queue. Anything else people re-saved is left alone."""
     with translate("setting up the Data Manager tabs", conn):
         existing = {(v.data or {}).get("title"): v for v in client.views.list(project=project_id)}
         for title, data in wanted_views().items():
@@ -329,3 +341,7 @@ def _ensure_views(client: LabelStudio, conn: Connection, project_id: int) -> Non
                 client.views.create(project=project_id, data=data)
             elif "hiddenColumns" not in (view.data or {}):
                 client.views.update(id=view.id, project=project_id, data=data)
+            elif view.data.get("ordering") == _OLD_ORDERING:
+                types = {**(view.data.get("columnsDisplayType") or {}), **COLUMN_TYPES}
+                queued = {**view.data, "ordering": list(QUEUE_ORDERING), "columnsDisplayType": types}
+                client.views.update(id=view.id, project=project_id, data=queued)

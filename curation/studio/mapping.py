@@ -12,17 +12,32 @@ Our values, by control: ``label`` and ``severity`` a string, ``confidence`` a nu
 string (several lines joined with newlines), ``boxes`` and ``polygons`` a region in pixels of the original image:
 ``{"x", "y", "w", "h", "label"}``, and for a polygon also ``segmentation`` (one flat ``[x1, y1, x2, y2, ...]``
 polygon) and ``area`` (pixels inside it, as pycocotools counts them).
+
+Anomaly pre-labels (``predictions.parquet`` rows of ``source`` "anomaly", label :data:`schemas.records.ANY_DEFECT`
+= "defect, type not chosen yet"): :func:`to_prediction` pre-selects no class for them (the reviewer picks the
+type; an image called OK pre-selects the OK class like any class) and, with ``labelstudio.boxes``, turns the
+row's ``regions`` into one shape each (:func:`region_results`). A region of a "defect" row carries no label:
+Label Studio draws it as a grey outline listed with its score, and a reviewer can move, resize, delete it or give
+it a class from the box labels; an annotation saved with it keeps it without a label. :func:`label_regions` gives
+such regions the annotation's class when they are read back (and leaves them out when that class is an OK
+class: false alarms), so every pulled region carries an ontology class (the class choice is required and offers
+only ontology classes). A dedicated non-class box label ("suspect")
+was not used: it would reach pull as a label outside the ontology, and once used it could never be removed
+from the labeling config again (Label Studio refuses a config that drops a label annotations use).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from curation.ontology import is_ok_label
 from curation.studio.config import BOXES, CONFIDENCE, DESCRIPTION, IMAGE, LABEL, POLYGONS, SEVERITY
+from schemas.records import ANY_DEFECT
 
 PRIOR_VERSION = "prior-labels"  # model version of a prediction that holds only imported shapes
 REGIONS = "regions"  # from_results' key for the boxes and polygons, in result order
@@ -41,7 +56,7 @@ def convert(pairs: Iterable[Sequence[float]], size: Size, *, to: Literal["percen
 
 def _box_value(region: Mapping[str, Any], size: Size) -> dict[str, Any]:
     (x, y), (w, h) = convert([(region["x"], region["y"]), (region["w"], region["h"])], size, to="percent")
-    return {"x": x, "y": y, "width": w, "height": h, "rectanglelabels": [region["label"]]}
+    return {"x": x, "y": y, "width": w, "height": h, "rectanglelabels": _labels(region)}
 
 
 def _box_region(value: Mapping[str, Any], size: Size) -> dict[str, Any]:
@@ -53,7 +68,12 @@ def _box_region(value: Mapping[str, Any], size: Size) -> dict[str, Any]:
 def _polygon_value(region: Mapping[str, Any], size: Size) -> dict[str, Any]:
     (flat,) = region["segmentation"]
     points = convert(zip(flat[0::2], flat[1::2], strict=True), size, to="percent")
-    return {"points": points, "closed": True, "polygonlabels": [region["label"]]}
+    return {"points": points, "closed": True, "polygonlabels": _labels(region)}
+
+
+def _labels(region: Mapping[str, Any]) -> list[str]:
+    """A region's label list: empty for a region without a class (an anomaly region of a "defect" row)."""
+    return [region["label"]] if region.get("label") else []
 
 
 def _polygon_region(value: Mapping[str, Any], size: Size) -> dict[str, Any]:
@@ -158,24 +178,44 @@ def from_results(result: Iterable[Mapping[str, Any]], *, size: Size | None = Non
     return out
 
 
-def to_prediction(row: Mapping[str, Any], language: str) -> dict[str, Any]:
-    """The model's pre-annotation of one predictions row: class, confidence (percent of the class's probability),
-    the severity when the predictions carry one (a ``severity`` column; none is invented) and the description."""
-    result = [to_label_studio(LABEL, row["label"]), to_label_studio(CONFIDENCE, round(100 * row["score"]))]
+def to_prediction(
+    row: Mapping[str, Any], language: str, *, size: Size | None = None, shapes: bool = False
+) -> dict[str, Any]:
+    """The model's pre-annotation of one predictions row: class (none for :data:`ANY_DEFECT`), confidence
+    (percent of the label's probability), the severity when the predictions carry one (a ``severity`` column;
+    none is invented), the description and, with ``shapes``, the row's anomaly regions (:func:`region_results`).
+
+    Args:
+        size: (width, height) of the stored image, which the regions' pixels refer to; needed with ``shapes``
+            when the row has regions.
+        shapes: the labeling config has the box and polygon controls (``labelstudio.boxes``).
+
+    Raises:
+        ValueError: the row's ``regions`` is not a JSON list of regions.
+    """
+    result = [] if row["label"] == ANY_DEFECT else [to_label_studio(LABEL, row["label"])]
+    result.append(to_label_studio(CONFIDENCE, round(100 * row["score"])))
     severity = _text(row.get("severity"))
     if severity:
         result.append(to_label_studio(SEVERITY, severity))
     text = describe(row, language)
     if text:
         result.append(to_label_studio(DESCRIPTION, text))
+    regions = _text(row.get("regions"))
+    if shapes and regions:
+        if size is None:
+            raise ValueError("regions need the image size")
+        typed = row["label"] != ANY_DEFECT and not is_ok_label(str(row["label"]))  # an OK box would be no class
+        label = str(row["label"]) if typed else None
+        result += region_results(json.loads(regions), size, label=label)
     return {
-        "model_version": prediction_title(str(row["model_version"])),
+        "model_version": prediction_title(str(row["model_version"]), source=_text(row.get("source"))),
         "score": float(row["score"]),
         "result": result,
     }
 
 
-def prediction_title(model_version: str) -> str:
+def prediction_title(model_version: str, *, source: str = "") -> str:
     """The name Label Studio shows on a prediction's tab (its ``model_version``): kind, short model name and a tag.
 
     ``openai/clip-vit-base-patch32@<revision>+<hash>`` -> ``zero-shot clip-vit-base-patch32 #1f0c2a9e``,
@@ -183,12 +223,13 @@ def prediction_title(model_version: str) -> str:
     the prediction that pre-fills the editor by this name (the project's model version), so it is one name per
     model version, not per image: the class is the pre-selected choice, the confidence its own control, and Label
     Studio prints the score beside the title. The tag (first 8 hex digits of the full version's SHA-256) keeps
-    versions apart; predictions.parquet keeps the full version.
+    versions apart; predictions.parquet keeps the full version. Rows of ``source`` "anomaly" (no class scorer
+    ran) are titled ``anomaly <model> #<tag>``.
     """
     if model_version == PRIOR_VERSION:
         return model_version
     model = model_version.split("@", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "model"
-    kind = "few-shot" if "+fewshot-" in model_version else "zero-shot"
+    kind = "anomaly" if source == "anomaly" else "few-shot" if "+fewshot-" in model_version else "zero-shot"
     tag = hashlib.sha256(model_version.encode("utf-8")).hexdigest()[:8]
     return f"{kind} {model} #{tag}"
 
@@ -205,3 +246,46 @@ def _text(value: object) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return ""
     return str(value).strip()
+
+
+def region_results(regions: Any, size: Size, *, label: str | None) -> list[dict[str, Any]]:
+    """Label Studio results for anomaly regions (the ``regions`` JSON of a predictions row, pixels of the stored
+    image of ``size``), each with its ``score``: one shape per region, so a pulled annotation counts each defect
+    once (export turns every region into one COCO object). A region with polygons becomes its polygon(s) (pull
+    reads a polygon back as its box plus the outline, so nothing of the box is lost); one without becomes a
+    rectangle.
+
+    Args:
+        label: The shapes' label (the row's defect class), or None for a "defect, type not chosen yet" row (or a
+            row whose class is an OK class while the anomaly model still found regions).
+
+    Raises:
+        ValueError: ``regions`` is not a list of objects with numeric x, y, w, h (and score).
+    """
+    if not isinstance(regions, list):
+        raise ValueError(f"regions must be a JSON list, not {type(regions).__name__}")
+    out = []
+    for number, region in enumerate(regions, start=1):
+        try:
+            box = {k: float(region[k]) for k in ("x", "y", "w", "h")}
+            score = round(float(region.get("score", 0.0)), 4)
+            polygons = [[float(v) for v in p] for p in region.get("polygons") or [] if len(p) >= 6]
+        except (KeyError, TypeError, ValueError, AttributeError) as err:
+            raise ValueError(f"region {number} is not an object with numeric x, y, w, h, score ({err})") from None
+        shapes = [to_label_studio(POLYGONS, {"segmentation": [p], "label": label}, size=size) for p in polygons]
+        out += [
+            {**shape, "score": score}
+            for shape in shapes or [to_label_studio(BOXES, {**box, "label": label}, size=size)]
+        ]
+    return out
+
+
+def label_regions(regions: Sequence[Mapping[str, Any]], label: str | None) -> tuple[list[dict[str, Any]], int]:
+    """Regions read back from an annotation, those without a label (a pre-annotated anomaly region the reviewer
+    kept without choosing a box label) given the annotation's class ``label``, and how many unlabeled regions were
+    left out because ``label`` is an OK class (:func:`curation.ontology.is_ok_label`): the reviewer called the
+    image OK, so the model's suspect regions were false alarms, and an "ok" box would teach nothing."""
+    if label is not None and is_ok_label(label):
+        kept = [dict(r) for r in regions if r.get("label")]
+        return kept, len(regions) - len(kept)
+    return [dict(r) if r.get("label") else {**r, "label": label} for r in regions], 0

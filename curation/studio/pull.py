@@ -27,7 +27,7 @@ from curation.headline import write_headline
 from curation.io import publish, write_json, write_parquet
 from curation.studio.client import Connection, translate
 from curation.studio.config import DESCRIPTION, LABEL, SEVERITY, find_project_set, part_title
-from curation.studio.mapping import REGIONS, from_results
+from curation.studio.mapping import REGIONS, from_results, label_regions
 from schemas.records import Annotation, columns
 
 if TYPE_CHECKING:
@@ -114,6 +114,7 @@ def annotations_from_export(tasks: Iterable[Mapping[str, Any]], users: Mapping[i
                 counts["cancelled"] += 1
                 continue
             row = _row(task, image_id, annotation, users)
+            counts["unlabeled_regions_on_ok"] += row.pop("regions_dropped")
             if row["label"] is None:
                 counts["without_class"] += 1
                 continue
@@ -133,6 +134,7 @@ def annotations_from_export(tasks: Iterable[Mapping[str, Any]], users: Mapping[i
         "superseded": counts["superseded"],
         "without_class": counts["without_class"],
         "foreign_tasks": counts["foreign_tasks"],
+        "unlabeled_regions_on_ok": counts["unlabeled_regions_on_ok"],  # model's suspect regions on images called OK
         "reviewed_images": int(frame["image_id"].nunique()),
         "annotators": int(frame["annotator"].nunique()),
         "images_with_2plus_reviews": int((frame.groupby("image_id").size() >= 2).sum()) if len(frame) else 0,
@@ -149,6 +151,7 @@ def _full_report(report: dict) -> dict:
         "superseded",
         "without_class",
         "foreign_tasks",
+        "unlabeled_regions_on_ok",
         "reviewed_images",
         "annotators",
         "images_with_2plus_reviews",
@@ -178,15 +181,18 @@ def _row(task: Mapping, image_id: str, annotation: Mapping, users: Mapping[int, 
 
 def parse_result(result: Iterable[Mapping[str, Any]], *, size: tuple[int, int] | None = None) -> dict[str, Any]:
     """Label, severity, description and boxes (JSON, pixels) from one annotation's result list; a polygon is a box
-    with ``segmentation`` and ``area`` (:mod:`curation.studio.mapping`).
+    with ``segmentation`` and ``area`` (:mod:`curation.studio.mapping`). A region without a label (a pre-annotated
+    anomaly region the reviewer kept as it was) takes the annotation's class, or is left out when that class is an
+    OK class (counted as ``regions_dropped``, :func:`curation.studio.mapping.label_regions`).
 
     Args:
         size: (width, height) of the original image when the UI showed a preview of another size; else the
             result's ``original_width`` / ``original_height`` (the size of the image drawn on) are used.
     """
     values = from_results(result, size=size)
-    regions = values[REGIONS]
+    regions, dropped = label_regions(values[REGIONS], values.get(LABEL))
     return {
+        "regions_dropped": dropped,
         "label": values.get(LABEL),
         "severity": values.get(SEVERITY),
         "description": values.get(DESCRIPTION),

@@ -2,9 +2,9 @@
 
 Every task carries the image's stable ``image_id`` in its data, and push starts from one listing of the project's
 tasks, so pushing again creates nothing twice, a push killed half-way completes on the next run, and a new model
-version is added as predictions on the tasks that already exist. Tasks are imported most uncertain first (lowest
-margin, then highest entropy) and carry ``margin`` / ``entropy`` in their data; the project's "Most uncertain first"
-tab and sequential sampling serve them to reviewers in that order.
+version is added as predictions on the tasks that already exist. Tasks are imported in review-queue order (most
+anomalous beside most uncertain, :mod:`curation.studio.order`) and carry their place (``queue``) and ``margin`` /
+``entropy`` in their data; the project's "Most uncertain first" tab and sequential sampling serve them in that order.
 
 Images are served by Label Studio's local-files storage (``/data/local-files/?d=<path under the document root>``);
 push registers a local import storage covering the image folders but never syncs it (a sync would import the
@@ -44,7 +44,6 @@ and ``push.json`` (counts, DVC metrics; ``projects`` holds each part's project i
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from collections import defaultdict
@@ -63,8 +62,10 @@ from curation.studio.client import Connection, translate
 from curation.studio.config import POLYGONS, ProjectInfo, add_part, ensure_projects
 from curation.studio.errors import StudioError, StudioUnavailable
 from curation.studio.mapping import PRIOR_VERSION, to_label_studio, to_prediction
+from curation.studio.order import QUEUE, review_queue
 from schemas.ontology import Ontology
 from schemas.params_studio import LabelStudioParams
+from schemas.records import ANY_DEFECT
 
 if TYPE_CHECKING:
     from label_studio_sdk.client import LabelStudio
@@ -73,6 +74,7 @@ PREDICTION_COLUMNS = ("image_id", "label", "score", "margin", "entropy", "model_
 MANIFEST_COLUMNS = ("image_id", "path", "rel_path")
 TASK_COLUMNS = ["image_id", "task_id", "project_id", "overlap", "model_versions", "adjudicate"]
 MANAGED_DATA_KEYS = ("image", "image_id", "file", "margin", "entropy", "predicted", "adjudicate", "original_size")
+MANAGED_DATA_KEYS += (QUEUE,)  # the review queue place (curation.studio.order)
 LIST_PAGE_SIZE = 1000
 LIST_FIELDS = "id,data,overlap"
 _SHOWN_ROWS = 5
@@ -132,12 +134,15 @@ def build_tasks(
     prior: pd.DataFrame | None = None,
     prior_name: str = "prior labels",
     previews: Mapping[str, Path] | None = None,
+    shapes: bool = False,
 ) -> list[TaskSpec]:
-    """Tasks for every manifest image, most uncertain first; images without predictions come last.
+    """Tasks for every manifest image in review-queue order (:mod:`curation.studio.order`: most anomalous beside
+    most uncertain); images without predictions come last.
 
     Args:
         prior: ``prior_labels.parquet``; its regions with ``polygons`` become polygon pre-annotations (pass it only
             with ``labelstudio.boxes: true``, which adds the polygon control).
+        shapes: ``labelstudio.boxes``: the predictions' anomaly ``regions`` become box/polygon pre-annotations.
 
     Raises:
         InputError: missing columns, predictions for unknown images or classes, duplicate (image_id,
@@ -154,14 +159,24 @@ def build_tasks(
     by_image: dict[str, list[dict]] = defaultdict(list)
     uncertainty: dict[str, tuple[float, float]] = {}
     predicted: dict[str, str] = {}  # image_id -> the class of its last predictions row
-    for row in predictions.to_dict("records"):
-        by_image[row["image_id"]].append(to_prediction(row, description_language))
+    rows = predictions.to_dict("records")
+    sizes = _sizes(manifest, predictions, manifest_name) if shapes else {}
+    for position, row in enumerate(rows):
+        try:
+            prediction = to_prediction(row, description_language, size=sizes.get(row["image_id"]), shapes=shapes)
+        except ValueError as err:
+            raise InputError(
+                f"{predictions_name}: row {position + 1} (1-based, image {row['image_id']}): regions cannot be read "
+                f"({err}); re-run `curation prelabel`"
+            ) from None
+        by_image[row["image_id"]].append(prediction)
         predicted[row["image_id"]] = row["label"]
         key = (float(row["margin"]), -float(row["entropy"]))
         uncertainty[row["image_id"]] = min(uncertainty.get(row["image_id"], key), key)
+    queue = review_queue(rows, list(manifest["image_id"]))
 
-    shapes = {} if prior is None else _shape_results(prior, manifest, ontology, manifest_name, prior_name)
-    for image_id, results in shapes.items():
+    prior_shapes = {} if prior is None else _shape_results(prior, manifest, ontology, manifest_name, prior_name)
+    for image_id, results in prior_shapes.items():
         if image_id not in by_image:
             by_image[image_id].append({"model_version": PRIOR_VERSION, "result": []})
         for prediction in by_image[image_id]:
@@ -179,6 +194,7 @@ def build_tasks(
             "image_id": image_id,
             "file": row["rel_path"],
             "adjudicate": image_id in disputed,
+            QUEUE: queue[image_id],
         }
         if shown is not None:
             data["original_size"] = [int(row["width"]), int(row["height"])]
@@ -189,9 +205,16 @@ def build_tasks(
             data["predicted"] = predicted[image_id]
         preds = tuple(sorted(by_image.get(image_id, []), key=lambda p: p["model_version"]))
         specs.append(TaskSpec(image_id, data, preds))
-    infinity = (math.inf, math.inf)
-    specs.sort(key=lambda s: (uncertainty.get(s.image_id, infinity), s.image_id))
+    specs.sort(key=lambda s: s.data[QUEUE])
     return specs
+
+
+def _sizes(manifest: pd.DataFrame, predictions: pd.DataFrame, manifest_name: str) -> dict[str, tuple[int, int]]:
+    """Image id -> (width, height) of the stored image, which region pixels refer to; {} without regions."""
+    if "regions" not in predictions.columns or predictions["regions"].isna().all():
+        return {}
+    _require_columns(manifest, ("width", "height"), manifest_name, "re-run `curation ingest`")
+    return {r.image_id: (int(r.width), int(r.height)) for r in manifest.itertuples(index=False)}
 
 
 def _shape_results(
@@ -252,7 +275,7 @@ def _check_predictions(predictions: pd.DataFrame, manifest: pd.DataFrame, ontolo
             f"{name}: rows {_rows(unknown)} (1-based) are for images not in the manifest; the predictions are stale "
             "- re-run `dvc repro prelabel` on the current manifest"
         )
-    bad_label = ~predictions["label"].isin(ontology.class_names)
+    bad_label = ~predictions["label"].isin([*ontology.class_names, ANY_DEFECT])
     if bad_label.any():
         labels = sorted(set(predictions.loc[bad_label, "label"].astype(str)))[:_SHOWN_ROWS]
         raise InputError(

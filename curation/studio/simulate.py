@@ -1,11 +1,14 @@
 """Simulated reviewers for the demo, where no person is there to review.
 
 They are ordinary Label Studio users named as what they are (``sim-reviewer-<n>@simulated.local``, first name
-"Simulated") and annotate over the API, so pull, agreement and everything after run on real Label Studio data.
-Each starts from a ground-truth label when a truth CSV is given (the sample data has one), else from the model's
-label, and picks a wrong class with probability ``noise``. Every choice is drawn from a generator seeded by
-``seed``, the image id and the reviewer, so a rerun makes the same annotations, and reviewers who already
-annotated a task are skipped, so running it twice adds nothing. Real projects skip this step.
+"Simulated") and annotate over the API, so pull, agreement and everything after run on real Label Studio data. Each
+starts from a ground-truth label when a truth CSV is given (the sample data has one), else from the model's label,
+and picks a wrong class with probability ``noise``. A task pre-labelled "defect, type not chosen yet" (an anomaly
+pre-label, no class pre-selected) gets a defect class drawn with the seed, and the model's suspect regions are kept
+unless the reviewer's class (truth or noise) is an OK class (pull gives them the reviewer's class). Every choice is
+drawn from a generator seeded by ``seed``, the image id and the reviewer, so a rerun makes the same annotations,
+and reviewers who already annotated a task are skipped, so running it twice adds nothing. Real projects skip this
+step.
 """
 
 from __future__ import annotations
@@ -21,10 +24,11 @@ import numpy as np
 import pandas as pd
 
 from curation.errors import InputError
+from curation.ontology import is_ok_label
 from curation.studio.client import Connection, translate
 from curation.studio.config import DESCRIPTION, LABEL, SEVERITY, find_projects
 from curation.studio.errors import StudioError
-from curation.studio.mapping import from_results, to_label_studio
+from curation.studio.mapping import CONTROLS, CONVERTERS, from_results, to_label_studio
 from schemas.ontology import Ontology
 from schemas.params_studio import SimulationParams
 
@@ -83,10 +87,13 @@ def simulated_annotation(
     lead_time = round(float(rng.uniform(*LEAD_TIME_S)), 1)
     if rng.random() < settings.skip_rate:
         return {"result": [], "was_cancelled": True, "lead_time": lead_time}
-    prediction = _prediction_values(task)
+    latest = _latest_result(task)
+    prediction = from_results(latest) if latest is not None else {}
     known = truth.get(data.get("file", ""))
     classes = ontology.class_names
-    label = known.label if known else prediction.get(LABEL) or classes[int(rng.integers(len(classes)))]
+    untyped = latest is not None and not prediction.get(LABEL)  # "defect": the reviewer picks the type
+    pool = ([c for c in classes if not is_ok_label(c)] or classes) if untyped else classes
+    label = known.label if known else prediction.get(LABEL) or pool[int(rng.integers(len(pool)))]
     if rng.random() < settings.noise:
         label = str(rng.choice([c for c in classes if c != label]))
     severity = known.severity if known else None
@@ -97,16 +104,24 @@ def simulated_annotation(
         result.append(to_label_studio(SEVERITY, severity))
     if prediction.get(DESCRIPTION):
         result.append(to_label_studio(DESCRIPTION, prediction[DESCRIPTION]))
+    if untyped and not is_ok_label(label):  # only on "defect" tasks: elsewhere as before
+        shapes = {kind for kind, converter in CONVERTERS.items() if converter.shape}
+        result += [_kept(r) for r in latest or [] if r.get("type") in shapes and r.get("from_name") in CONTROLS]
     return {"result": result, "was_cancelled": False, "lead_time": lead_time}
 
 
-def _prediction_values(task: Mapping[str, Any]) -> dict[str, Any]:
-    """Our values (:func:`curation.studio.mapping.from_results`) of the task's latest prediction; {} without one."""
+def _latest_result(task: Mapping[str, Any]) -> list[dict[str, Any]] | None:
+    """The result list of the task's latest prediction; None without one."""
     predictions = task.get("predictions") or []
     if not predictions:
-        return {}
+        return None
     latest = max(predictions, key=lambda p: (p.get("created_at") or "", p.get("id") or 0))
-    return from_results(latest.get("result") or [])
+    return list(latest.get("result") or [])
+
+
+def _kept(shape: Mapping[str, Any]) -> dict[str, Any]:
+    """A predicted shape as the reviewer keeps it: the same region, no longer the model's score."""
+    return {k: v for k, v in shape.items() if k not in ("score", "id", "origin")}
 
 
 def reviewers_for(task: Mapping[str, Any], settings: SimulationParams) -> list[int]:
@@ -137,7 +152,9 @@ def simulate(
     for project_id in project_ids:
         with translate(f"listing the tasks of project {project_id} with their annotations", conn):
             tasks.extend(t.model_dump(mode="json") for t in client.tasks.list(project=project_id, page_size=500))
-    tasks.sort(key=lambda t: (_margin(t), t["id"]))  # most uncertain first, as a person would get them
+    tasks.sort(
+        key=lambda t: (_place(t, "queue"), _place(t, "margin"), t["id"])
+    )  # the review queue, as a person gets it
     jobs = []
     for task in tasks:
         done = {a.get("completed_by") for a in task.get("annotations") or []}
@@ -166,9 +183,9 @@ def simulate(
     }
 
 
-def _margin(task: Mapping[str, Any]) -> float:
-    margin = (task.get("data") or {}).get("margin")
-    return float(margin) if isinstance(margin, int | float) else math.inf
+def _place(task: Mapping[str, Any], key: str) -> float:
+    value = (task.get("data") or {}).get(key)
+    return float(value) if isinstance(value, int | float) else math.inf
 
 
 def _ensure_reviewers(client: LabelStudio, conn: Connection, count: int) -> dict[int, int]:
