@@ -76,6 +76,9 @@ def columns(model: type[StrictModel]) -> list[str]:
     return list(model.model_fields)
 
 
+ANY_DEFECT = "defect"  # Prediction.label of an anomaly row called defective: "defect, type not chosen yet"
+
+
 class Prediction(StrictModel):
     """One image's pre-label in ``predictions.parquet``. Per-class probabilities follow as ``p_<class>`` columns
     (ontology order, hard negatives already folded into their ``maps_to`` class), summing to 1."""
@@ -86,7 +89,7 @@ class Prediction(StrictModel):
     margin: float = Field(description="Top probability minus the second.")
     entropy: float = Field(description="Shannon entropy of the class probabilities, in nats.")
     top_hard_negative: str | None = Field(None, description="Hard negative that won before folding, if any.")
-    source: Literal["zero_shot", "few_shot"]
+    source: Literal["zero_shot", "few_shot", "anomaly"]
     model_name: str = Field(description="Checkpoint id or path of the scoring model.")
     model_version: str = Field(description="Model id + hash of prompts/params: changes when either changes.")
     caption: str | None = None
@@ -94,6 +97,15 @@ class Prediction(StrictModel):
     caption_flag: bool = Field(False, description="True when caption_score is below the params threshold.")
     description_en: str | None = None
     description_ko: str | None = None
+    anomaly_score: float | None = Field(None, description="Image anomaly score (map maximum), reference scale.")
+    anomaly_defect: bool | None = Field(None, description="anomaly_score above the calibrated threshold.")
+    anomaly_reference: Literal["none", "ok_reviewed", "golden"] | None = None
+    anomaly_map: str | None = Field(
+        None, description="Map PNG (uint8, 128 ~ threshold), relative to the folder of predictions.parquet."
+    )
+    regions: str | None = Field(
+        None, description="JSON list of regions, best first ({x, y, w, h, score, polygons, cell, ...}); [] if OK."
+    )
 
 
 class Annotation(StrictModel):
