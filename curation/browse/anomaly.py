@@ -10,7 +10,7 @@ Read from the anomaly columns of ``predictions.parquet`` (:class:`schemas.record
 | ``anomaly_reference`` | str | ``anomaly_reference`` (none, ok_reviewed, golden) |
 | ``anomaly_regions`` | ``Detections`` | ``regions``: relative boxes, ``confidence`` = region score, ``rank`` (0 =
   best), attributes cell, clock, shape, orientation, size_px, size_mm, severity, area |
-| ``anomaly_polygons`` | ``Polylines`` (closed, filled) | the regions' polygons |
+| ``anomaly_polygons`` | ``Polylines`` (closed outlines) | the regions' polygons |
 
 The similarity index ``anomaly_region_sim`` covers the region crops (patches of ``anomaly_regions``), embedded by the
 offline backbone (EfficientNet-Lite0, :class:`curation.prelabel.models.OfflineBackbone`, the pre-labeler's weights
@@ -39,6 +39,8 @@ REGIONS_FIELD = "anomaly_regions"
 POLYGONS_FIELD = "anomaly_polygons"
 SIDEBAR_FIELDS = (SCORE_FIELD, "anomaly_defect", HEATMAP_FIELD, REGIONS_FIELD, POLYGONS_FIELD, "anomaly_reference")
 REGION_SIMILARITY_KEY = "anomaly_region_sim"
+HEATMAP_COLORSCALE = "jet"
+HEATMAP_COLOR = "#ff0000"
 REGION_LABEL = "defect"  # schemas.records.ANY_DEFECT: a region says where, not which class
 MAX_CROPS_PER_IMAGE = 16  # regions come best first; the stage already caps them (its max_regions)
 CROP_BATCH = 32
@@ -116,6 +118,8 @@ def add_anomaly_fields(samples: Any, inputs: Any, summary: Any, *, base_dir: Pat
     for field, by_id in values.items():
         if by_id:
             samples.set_values(field, by_id, key_field="image_id")
+    if values[HEATMAP_FIELD]:
+        _heatmap_colors(samples._dataset)
     if not crops:
         return []
     return _region_similarity(samples, crops, manifest, Path(base_dir), summary)
@@ -171,7 +175,8 @@ def region_labels(
             if len(p) >= 6
         ]
         if shapes:
-            polylines.append({"points": shapes, "closed": True, "filled": True, **common})
+            # outlines only: a filled shape would hide the defect and the heatmap under it
+            polylines.append({"points": shapes, "closed": True, "filled": False, **common})
     return detections, polylines
 
 
@@ -267,6 +272,21 @@ def _image_ref(image: pd.Series, base_dir: Path) -> Any:
         sha256 = hashlib.sha256(path.read_bytes()).hexdigest()
     orientation = image.get("exif_orientation")
     return ImageRef(str(path), sha256, int(orientation) if _present(orientation) else 1)
+
+
+def _heatmap_colors(dataset: Any) -> None:
+    """Draw ``anomaly`` in red whose opacity grows with the map value (the App's default colouring by field), or
+    with the jet colour scale (blue = normal, red = most anomalous) when the user colours by value; other fields
+    keep the colours the dataset already has."""
+    import fiftyone as fo
+
+    scheme = dataset.app_config.color_scheme or fo.ColorScheme()
+    scales = [s for s in (scheme.colorscales or []) if s.get("path") != HEATMAP_FIELD]
+    scheme.colorscales = [*scales, {"path": HEATMAP_FIELD, "name": HEATMAP_COLORSCALE}]
+    fields = [f for f in (scheme.fields or []) if f.get("path") != HEATMAP_FIELD]
+    scheme.fields = [*fields, {"path": HEATMAP_FIELD, "fieldColor": HEATMAP_COLOR}]
+    dataset.app_config.color_scheme = scheme
+    dataset.save()
 
 
 def _detections(found: list[dict[str, Any]]) -> Any:
