@@ -306,6 +306,37 @@ def test_bad_regions_json_names_the_row(browse_db: BrowseDb, tmp_path: Path, par
         )
 
 
+def test_region_index_is_capped_to_the_most_anomalous_images(browse_db: BrowseDb, tmp_path: Path, params) -> None:
+    import fiftyone as fo
+
+    made = _make_tiles(tmp_path, "defect-curation-anomalycap")
+    ranked = made.predictions.sort_values("anomaly_score", ascending=False)
+    per_image = [len(json.loads(r)) for r in ranked["regions"]]
+    cap = per_image[0] + per_image[1]  # room for the two most anomalous images only
+    inputs = read_inputs(
+        {"manifest": tmp_path / "ingest" / "manifest.parquet", "predictions": made.predictions_path}, on_skip=None
+    )
+    summary = build_dataset(
+        inputs,
+        name=made.name,
+        version="anomalycap",
+        class_names=params.ontology.class_names,
+        settings=BrowseParams(db_dir=browse_db.root / ".fiftyone", uniqueness=False, region_index_max_crops=cap),
+        base_dir=tmp_path,
+    )
+    try:
+        dataset = fo.load_dataset(made.name)
+        index = dataset.load_brain_results(REGION_SIMILARITY_KEY)
+        assert index.total_index_size == cap
+        indexed = set(dataset.select(index.sample_ids).values("image_id"))
+        assert indexed == set(ranked["image_id"].iloc[:2])
+        left = sum(per_image) - cap
+        assert any(f"{left} region crop(s)" in issue for issue in summary.issues), summary.issues
+        assert len(dataset.exists("anomaly_regions")) == sum(n > 0 for n in per_image)  # all still shown
+    finally:
+        fo.delete_dataset(made.name)
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason=MISSING)
 def test_app_shows_the_heatmap_and_regions(browse_db: BrowseDb, tiles: Tiles, tmp_path: Path) -> None:
     from playwright.sync_api import sync_playwright

@@ -46,11 +46,15 @@ MAX_REGIONS_PER_IMAGE = 50  # the ceiling of prelabel.anomaly.regions.max_region
 CROP_BATCH = 32
 CROP_CONTEXT = 0.25  # each side of a crop grows by this share of the box, so the defect is seen against its surface
 MIN_CROP_SIDE = 32  # pixels: a 3-pixel spot upsampled to 224 alone shows the backbone nothing but blur
+# crops are small (a defect and its surroundings): 128-pixel inputs instead of the backbone's 224 cost about a third
+CROP_INPUT_SIDE = 128
 _REGION_ATTRIBUTES = ("cell", "clock", "shape", "orientation", "size_px", "size_mm", "severity", "area")
 _COLUMNS = ("anomaly_score", "anomaly_defect", "anomaly_reference", "anomaly_map", "regions")
 
 
-def add_anomaly_fields(dataset: Any, samples: Any, inputs: Any, summary: Any, *, base_dir: Path) -> list[str]:
+def add_anomaly_fields(
+    dataset: Any, samples: Any, inputs: Any, summary: Any, *, base_dir: Path, max_crops: int
+) -> list[str]:
     """Set the anomaly fields on ``samples`` (the original images) and index their region crops.
 
     Args:
@@ -60,6 +64,7 @@ def add_anomaly_fields(dataset: Any, samples: Any, inputs: Any, summary: Any, *,
             ``inputs.sources["predictions"]`` (``base_dir`` when the frame came without a file).
         summary: :class:`curation.browse.build.BuildSummary`; notes go to its ``issues``.
         base_dir: The project root.
+        max_crops: At most this many region crops are indexed, those of the highest-scoring images first.
 
     Returns:
         The brain runs made (the region similarity index, when there are regions and the backbone loads).
@@ -78,7 +83,7 @@ def add_anomaly_fields(dataset: Any, samples: Any, inputs: Any, summary: Any, *,
             "no heatmaps or anomaly regions shown, re-run the prelabel stage to get them"
         )
         return []
-    maps_dir = Path(source).parent if source else Path(base_dir)
+    maps_dir = Path(base_dir) / Path(source).parent if source else Path(base_dir)  # an absolute source wins
     manifest = inputs.manifest.set_index("image_id")
     scored = predictions[predictions["anomaly_score"].notna() & predictions["image_id"].isin(manifest.index)]
     if scored.empty:
@@ -129,9 +134,30 @@ def add_anomaly_fields(dataset: Any, samples: Any, inputs: Any, summary: Any, *,
             samples.set_values(field, by_id, key_field="image_id")
     if values[HEATMAP_FIELD]:
         _heatmap_colors(dataset)
+    crops = _most_anomalous_crops(crops, values[SCORE_FIELD], max_crops, summary)
     if not crops:
         return []
     return _region_similarity(samples, crops, manifest, Path(base_dir), summary)
+
+
+def _most_anomalous_crops(
+    crops: dict[str, list[dict[str, Any]]], scores: dict[str, float], max_crops: int, summary: Any
+) -> dict[str, list[dict[str, Any]]]:
+    """The regions of the highest-scoring images (ties by image_id), whole images only, up to ``max_crops``."""
+    kept: dict[str, list[dict[str, Any]]] = {}
+    total = 0
+    for image_id in sorted(crops, key=lambda i: (-scores[i], i)):
+        if total + len(crops[image_id]) > max_crops:
+            break
+        kept[image_id] = crops[image_id]
+        total += len(crops[image_id])
+    left = sum(len(r) for r in crops.values()) - total
+    if left:
+        summary.issues.append(
+            f"region similarity index: {left} region crop(s) of the least anomalous images left out (over "
+            f"browse.region_index_max_crops = {max_crops:,}); raise it to search them too"
+        )
+    return kept
 
 
 def heatmap_label(path: Path) -> Any:
@@ -208,15 +234,17 @@ def region_embeddings(
 ) -> list[np.ndarray]:
     """``(ImageRef, regions)`` -> one ``(n_regions, dim)`` array of region-crop embeddings per image, each image
     decoded once (and checked against its ingest hash) and the crops sent to ``backbone.encode_images`` in batches
-    of ``batch_size``. Crops are letterboxed (the whole crop, padded square) with the backbone's normalisation.
+    of ``batch_size``. Crops are letterboxed (the whole crop, padded square) to :data:`CROP_INPUT_SIDE` with the
+    backbone's normalisation.
 
     Raises:
         ManifestError: an image is gone or changed since ingest.
     """
-    from curation.prelabel.images import load_rgb, prepare
+    from curation.prelabel.images import InputSpec, load_rgb, prepare
     from schemas.params_prelabel import PreprocessParams
 
     recipe = PreprocessParams(resize="letterbox")
+    spec = InputSpec(CROP_INPUT_SIDE, backbone.spec.mean, backbone.spec.std)
     pending: list[np.ndarray] = []
     done: list[np.ndarray] = []
     for ref, regions in images:
@@ -224,7 +252,7 @@ def region_embeddings(
         height, width = rgb.shape[:2]
         for region in regions:
             left, top, right, bottom = crop_box(width, height, region)
-            pending.append(prepare(np.ascontiguousarray(rgb[top:bottom, left:right]), backbone.spec, recipe))
+            pending.append(prepare(np.ascontiguousarray(rgb[top:bottom, left:right]), spec, recipe))
             if len(pending) == batch_size:
                 done.append(backbone.encode_images(np.stack(pending)))
                 pending.clear()

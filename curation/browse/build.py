@@ -309,7 +309,9 @@ def build_dataset(
     summary.n_augmented = 0 if augmented is None else len(augmented)
     summary.n_samples = len(dataset)
     summary.brain_runs = _brain_runs(dataset, originals, settings, summary)
-    summary.brain_runs += add_anomaly_fields(dataset, originals, inputs, summary, base_dir=base_dir)
+    summary.brain_runs += add_anomaly_fields(
+        dataset, originals, inputs, summary, base_dir=base_dir, max_crops=settings.region_index_max_crops
+    )
     summary.evaluation = _evaluate(originals, logit_classes or list(class_names), summary)
     if PRELABEL_FIELD in dataset.get_field_schema() and GT_FIELD in dataset.get_field_schema():
         add_mistakenness(originals)
