@@ -10,6 +10,7 @@ screenshot.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -339,6 +340,7 @@ def test_region_index_is_capped_to_the_most_anomalous_images(browse_db: BrowseDb
 
 @pytest.mark.skipif(CHROMIUM is None, reason=MISSING)
 def test_app_shows_the_heatmap_and_regions(browse_db: BrowseDb, tiles: Tiles, tmp_path: Path) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     port = database.free_port()
@@ -356,31 +358,26 @@ def test_app_shows_the_heatmap_and_regions(browse_db: BrowseDb, tiles: Tiles, tm
         media = f"http://127.0.0.1:{port}/media?filepath={urllib.parse.quote(map_path)}"
         with urllib.request.urlopen(media, timeout=30) as answer:
             assert answer.status == 200 and answer.read() == Path(map_path).read_bytes()
-        fetched: list[str] = []
         with sync_playwright() as playwright:
             browser = playwright.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
             page = browser.new_page(viewport={"width": 1400, "height": 900})
-            page.on(
-                "response",
-                lambda r: fetched.append(urllib.parse.unquote(r.url)) if "/media" in r.url and r.ok else None,
-            )
             page.goto(url.split("?")[0] + "?view=most-anomalous", wait_until="load", timeout=120_000)
             page.locator("[data-cy=looker]").first.wait_for(timeout=120_000)
-            page.wait_for_timeout(3000)
-            dismiss = page.get_by_text("Dismiss", exact=True)  # FiftyOne's "Explore Enterprise" popover
-            if dismiss.count():
-                dismiss.first.click()
+            with contextlib.suppress(PlaywrightTimeout):  # FiftyOne's "Explore Enterprise" popover, when it shows
+                page.get_by_text("Dismiss", exact=True).first.click(timeout=10_000)
             page.locator("[data-cy=looker]").nth(OPENED).click(timeout=60_000)
-            page.wait_for_timeout(3000)
+            modal = page.locator("[data-cy=checkbox-anomaly]")
+            page.wait_for_function("n => document.querySelectorAll(n).length > 1", arg="[data-cy=checkbox-anomaly]")
             page.locator("[data-cy=checkbox-anomaly_polygons]").last.click(timeout=30_000)  # outlines off: see the map
-            page.wait_for_timeout(2000)
+            page.wait_for_timeout(3000)
             page.screenshot(path=str(tmp_path / "without-heatmap.png"))
             # heatmaps are off by default (FiftyOne leaves dense labels off); tick "anomaly" in the modal's sidebar
-            page.locator("[data-cy=checkbox-anomaly]").last.click(timeout=30_000)
-            page.wait_for_timeout(5000)
+            with page.expect_response(lambda r: map_path in urllib.parse.unquote(r.url), timeout=60_000) as heatmap:
+                modal.last.click(timeout=30_000)  # the App fetches the map through /media
+            assert heatmap.value.ok
+            page.wait_for_timeout(4000)
             page.screenshot(path=str(tmp_path / "modal.png"))
             browser.close()
-        assert any(map_path in f for f in fetched), f"the App did not fetch the map; fetched {fetched[:5]}"
         # the heatmap is drawn red (opacity = map value): ticking it turns the crack's pixels red
         added = _red_pixels(tmp_path / "modal.png") - _red_pixels(tmp_path / "without-heatmap.png")
         assert added > 2000, f"only {added} more red pixels with the heatmap on"
