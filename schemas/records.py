@@ -97,12 +97,14 @@ class Prediction(StrictModel):
     caption_flag: bool = Field(False, description="True when caption_score is below the params threshold.")
     description_en: str | None = None
     description_ko: str | None = None
-    anomaly_score: float | None = Field(None, description="Image anomaly score (map maximum), scale of its reference.")
-    anomaly_defect: bool | None = Field(None, description="Calibrated call: anomaly_score above the threshold.")
+    anomaly_score: float | None = Field(None, description="Image anomaly score (map maximum), reference scale.")
+    anomaly_defect: bool | None = Field(None, description="anomaly_score above the calibrated threshold.")
     anomaly_reference: Literal["none", "ok_reviewed", "golden"] | None = None
-    anomaly_map: str | None = Field(None, description="Map PNG path relative to the folder of predictions.parquet.")
+    anomaly_map: str | None = Field(
+        None, description="Map PNG (uint8, 128 ~ threshold), relative to the folder of predictions.parquet."
+    )
     regions: str | None = Field(
-        None, description="JSON list of regions (best first): x, y, w, h (stored-image pixels), score, polygons, ..."
+        None, description="JSON list of regions, best first ({x, y, w, h, score, polygons, cell, ...}); [] if OK."
     )
 
 

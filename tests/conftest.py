@@ -1,14 +1,20 @@
-"""Shared fixtures: the project's params, and small image folders built per test."""
+"""Shared fixtures: the project's params, small image folders built per test, the FiftyOne tests' mongod."""
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from curation.browse import database
+from curation.io import pid_alive
 from schemas.params import Params, load_params
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,3 +48,42 @@ def write_image(path: Path, seed: int, size: tuple[int, int] = (64, 48), **save_
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path, **save_args)
     return path
+
+
+# ---- FiftyOne (tests/test_browse*.py): one mongod for the whole session ----
+
+_ENV_KEYS = ("FIFTYONE_DATABASE_URI", "FIFTYONE_DATABASE_VALIDATION", "FIFTYONE_MODEL_ZOO_MANIFEST_PATHS")
+
+
+@dataclass(frozen=True)
+class BrowseDb:
+    root: Path  # a temp project folder: the browser's db_dir is root/.fiftyone
+    db: database.Database
+
+
+@pytest.fixture(scope="session")
+def browse_db() -> Iterator[BrowseDb]:
+    """A mongod of our own in a temp folder; FiftyOne points at it for the session, then everything is undone."""
+    root = Path(tempfile.mkdtemp(prefix="browse-test-"))
+    shutil.copy(ROOT / "params.yaml", root / "params.yaml")  # so the params' db_dir (.fiftyone) is under root
+    saved_env = {key: os.environ.get(key) for key in _ENV_KEYS}
+    db = database.start(root / ".fiftyone")
+    database.use(db)
+    import fiftyone as fo
+
+    saved_config = (fo.config.database_uri, fo.config.database_validation, fo.config.model_zoo_manifest_paths)
+    try:
+        yield BrowseDb(root=root, db=db)
+    finally:
+        from fiftyone.core.odm import database as odm
+
+        odm._disconnect()
+        database.stop(root / ".fiftyone")
+        assert not pid_alive(db.pid)
+        fo.config.database_uri, fo.config.database_validation, fo.config.model_zoo_manifest_paths = saved_config
+        for key, value in saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        shutil.rmtree(root, ignore_errors=True)

@@ -15,7 +15,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -37,46 +36,11 @@ from curation.io import pid_alive
 from schemas.params import Params
 from schemas.params_browse import BrowseParams
 from tests.chromium import CHROMIUM, FLAGS, HEADLESS, MISSING
-from tests.conftest import ROOT
+from tests.conftest import ROOT, BrowseDb
 
 SEED = 7
 SPLITS = ("train", "val", "test")
 ANNOTATORS = ("ann1@example.com", "ann2@example.com", "ann3@example.com")
-_ENV_KEYS = ("FIFTYONE_DATABASE_URI", "FIFTYONE_DATABASE_VALIDATION", "FIFTYONE_MODEL_ZOO_MANIFEST_PATHS")
-
-
-@dataclass(frozen=True)
-class BrowseDb:
-    root: Path  # a temp project folder: the browser's db_dir is root/.fiftyone
-    db: database.Database
-
-
-@pytest.fixture(scope="session")
-def browse_db() -> Iterator[BrowseDb]:
-    """A mongod of our own in a temp folder; FiftyOne points at it for the session, then everything is undone."""
-    root = Path(tempfile.mkdtemp(prefix="browse-test-"))
-    shutil.copy(ROOT / "params.yaml", root / "params.yaml")  # so the params' db_dir (.fiftyone) is under root
-    saved_env = {key: os.environ.get(key) for key in _ENV_KEYS}
-    db = database.start(root / ".fiftyone")
-    database.use(db)
-    import fiftyone as fo
-
-    saved_config = (fo.config.database_uri, fo.config.database_validation, fo.config.model_zoo_manifest_paths)
-    try:
-        yield BrowseDb(root=root, db=db)
-    finally:
-        from fiftyone.core.odm import database as odm
-
-        odm._disconnect()
-        database.stop(root / ".fiftyone")
-        assert not pid_alive(db.pid)
-        fo.config.database_uri, fo.config.database_validation, fo.config.model_zoo_manifest_paths = saved_config
-        for key, value in saved_env.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def _cli() -> typer.Typer:

@@ -3,9 +3,10 @@ uvicorn on 127.0.0.1, with changes that keep other local programs and web pages 
 
 - ``/media`` serves only the media of the dataset being browsed. FiftyOne's route returns any file the user can
   read (``/media?filepath=/home/me/.studio/credentials.json``); ours answers 404 unless ``filepath`` is, character
-  for character, a media path of the dataset when the App started (``filepath`` and the dataset's App media
-  fields). No path arithmetic, so ``..``, encodings and symlinks outside the dataset have nothing to match. The
-  list is fixed at start: a sample added or edited through the App (its operators can) cannot widen it.
+  for character, a media path of the dataset when the App started (``filepath``, the dataset's App media
+  fields and the images of its heatmap/segmentation labels). No path arithmetic, so ``..``, encodings and
+  symlinks outside the dataset have nothing to match. The list is fixed at start: a sample added or edited through
+  the App (its operators can) cannot widen it.
 - The operator that lists any folder on disk (``list_files``, for the App's file pickers) is refused
   (:class:`OperatorFilter`); every other operator works as in FiftyOne.
 - :class:`curation.localhttp.HostGuard` in front: any ``Host`` but 127.0.0.1/localhost on this port is refused
@@ -32,8 +33,15 @@ DENIED_OPERATORS = frozenset({"@voxel51/operators/list_files"})
 
 
 def media_paths(dataset: Any) -> frozenset[str]:
-    """Every media path of ``dataset``: its samples' ``filepath`` and the App's other media fields."""
+    """Every media path of ``dataset``: its samples' ``filepath``, the App's other media fields, and the images of
+    its heatmap and segmentation labels (``map_path``/``mask_path``, e.g. the anomaly maps)."""
+    import fiftyone as fo
+
     fields = {"filepath", *(dataset.app_config.media_fields or [])}
+    for name, field in dataset.get_field_schema().items():
+        media = {fo.Heatmap: "map_path", fo.Segmentation: "mask_path"}.get(getattr(field, "document_type", None))
+        if media:
+            fields.add(f"{name}.{media}")
     schema = dataset.get_field_schema(flat=True)
     paths: set[str] = set()
     for name in sorted(fields):

@@ -25,6 +25,8 @@ Each unique image of the manifest becomes a sample carrying every stage's output
 | ``augmentation`` | augmented | on variants only: one embedded document with the augment record's other columns
   (seed, recipe hash, applied transforms, ...); originals leave it empty instead of carrying a dozen empty fields |
 | ``mistakenness``, ``uniqueness``, ``eval_prelabel`` | computed | see :func:`build_dataset` |
+| ``anomaly``, ``anomaly_score``, ``anomaly_regions`` ... | predictions | heatmap, score, regions: see
+  :mod:`curation.browse.anomaly` |
 """
 
 from __future__ import annotations
@@ -264,6 +266,7 @@ def build_dataset(
     import fiftyone as fo
 
     from curation.browse import views as browse_views
+    from curation.browse.anomaly import add_anomaly_fields
 
     summary = BuildSummary(dataset=name, version=version)
     summary.inputs_used = [n for n in INPUT_NAMES if getattr(inputs, n) is not None]
@@ -306,6 +309,9 @@ def build_dataset(
     summary.n_augmented = 0 if augmented is None else len(augmented)
     summary.n_samples = len(dataset)
     summary.brain_runs = _brain_runs(dataset, originals, settings, summary)
+    summary.brain_runs += add_anomaly_fields(
+        dataset, originals, inputs, summary, base_dir=base_dir, max_crops=settings.region_index_max_crops
+    )
     summary.evaluation = _evaluate(originals, logit_classes or list(class_names), summary)
     if PRELABEL_FIELD in dataset.get_field_schema() and GT_FIELD in dataset.get_field_schema():
         add_mistakenness(originals)
@@ -317,15 +323,20 @@ def build_dataset(
 
 def sidebar_groups(dataset: Any) -> list[Any]:
     """The App's sidebar: a ``review`` group of the :data:`REVIEW_FIELDS` present first (after the tags, which the
-    App keeps on top), then FiftyOne's default groups without them; the augmentation fields in their own collapsed
-    group at the end."""
+    App keeps on top), the anomaly fields (:mod:`curation.browse.anomaly`), then FiftyOne's default groups without
+    them; the augmentation fields in their own collapsed group at the end."""
     import fiftyone as fo
+
+    from curation.browse.anomaly import SIDEBAR_FIELDS
 
     schema = dataset.get_field_schema()
     review = [f for f in REVIEW_FIELDS if f in schema]
+    anomaly = [f for f in SIDEBAR_FIELDS if f in schema]
     augmentation = [f for f in ("source_image_id", "n_augmented", AUGMENTATION_FIELD) if f in schema]
-    moved = set(review) | set(augmentation)
+    moved = set(review) | set(anomaly) | set(augmentation)
     groups = [fo.SidebarGroupDocument(name="review", paths=review, expanded=True)] if review else []
+    if anomaly:
+        groups.append(fo.SidebarGroupDocument(name="anomaly", paths=anomaly, expanded=True))
     for group in fo.DatasetAppConfig.default_sidebar_groups(dataset):
         group.paths = [p for p in group.paths if p not in moved and p.split(".")[0] not in moved]
         groups.append(group)

@@ -11,6 +11,7 @@
 | ``cross-split-duplicates`` | near-duplicate groups spread over more than one split (leaks) | by group |
 | ``split-<name>`` | each split | manifest order |
 | ``augmented`` | augmented variants | by source image |
+| ``most-anomalous`` | every image with an anomaly score, reviewed or not | highest score first |
 
 A view is saved only when the fields it needs exist (its stage ran); all views except ``augmented`` show original
 images only.
@@ -41,6 +42,8 @@ def descriptions(settings: BrowseParams) -> dict[str, str]:
         "cross-split-duplicates": "Near-duplicates spread over more than one split: leaks between train/val/test",
         "split": "The images of one split",
         "augmented": "Augmented variants of the train images (not originals), by source image",
+        "most-anomalous": "Images by anomaly score, most anomalous first (heatmap in 'anomaly', regions in "
+        "'anomaly_regions')",
     }
 
 
@@ -78,6 +81,11 @@ def view_builders(settings: BrowseParams) -> dict[str, tuple[tuple[str, ...], Ca
         "cross-split-duplicates": (
             ("dup_cross_split",),
             lambda v: v.match(F("dup_cross_split") == True).sort_by("dup_group"),  # noqa: E712
+        ),
+        "most-anomalous": (
+            ("anomaly_score",),
+            # image_id breaks ties, so equal scores come in the same order on every rebuild
+            lambda v: v.exists("anomaly_score").sort_by([("anomaly_score", -1), ("image_id", 1)]),
         ),
     }
 

@@ -119,7 +119,8 @@ def predictions_frame(
         }
     )
     probability_frame = pd.DataFrame(probabilities.astype(np.float64), columns=probability_columns)
-    return pd.concat([frame[columns(Prediction)], probability_frame], axis=1)
+    # reindex: Prediction columns this stage does not fill yet (the anomaly ones) are written empty
+    return pd.concat([frame.reindex(columns=columns(Prediction)), probability_frame], axis=1)
 
 
 def build_report(
