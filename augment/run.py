@@ -46,7 +46,7 @@ class Source:
     image_id: str
     path: str
     boxes: tuple[tuple[float, float, float, float], ...] = ()
-    box_labels: tuple[str, ...] = ()
+    box_labels: tuple[str | None, ...] = ()  # a Box's label (null: a region drawn without a class)
     segmentations: tuple[list[list[float]] | None, ...] = ()
 
 
