@@ -10,7 +10,11 @@
 set -euo pipefail
 code=$(cd "$1" && pwd)
 cd "$2"
-export PYTHONPATH="$code" NO_ALBUMENTATIONS_UPDATE=1 FIFTYONE_DO_NOT_TRACK=true
+# PYTHONSAFEPATH: the work folder may be a checkout too; its curation/ must not shadow CODE_DIR's
+export PYTHONPATH="$code" PYTHONSAFEPATH=1 NO_ALBUMENTATIONS_UPDATE=1 FIFTYONE_DO_NOT_TRACK=true
+used=$(python -c 'import curation; print(curation.__file__)')
+[[ "$used" == "$code/"* ]] || { echo "error: python imports curation from $used, not from $code" >&2; exit 1; }
+echo "code: $used"
 run() { echo "+ curation $*"; python -m curation.cli "$@"; }
 run agreement data/pull/annotations.parquet data/agreement --predictions data/prelabel/predictions.parquet
 run prelabel data/ingest/manifest.parquet data/refine --labels data/agreement/consensus.parquet
