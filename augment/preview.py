@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 
 from augment.run import load_pixels
 from curation.io import atomic_path
+from schemas.records import Box
 
 TILE = 160  # pixels, the longer side of each thumbnail
 _GAP = 4
@@ -29,12 +30,12 @@ _SHAPE_COLOUR = (40, 220, 255)
 
 
 def preview_grid(
-    rows: Sequence[tuple[str, str, str | None, Sequence[tuple[str, str | None, str]]]],
+    rows: Sequence[tuple[str, str, Sequence[Box], Sequence[tuple[str, Sequence[Box], str]]]],
 ) -> Image.Image:
     """Tile originals and variants into one RGB image.
 
     Args:
-        rows: ``(title, original path, original boxes JSON, [(variant path, variant boxes JSON, caption), ...])``
+        rows: ``(title, original path, original boxes, [(variant path, variant boxes, caption), ...])``
             per source; the title (e.g. class and image id) captions the original, a variant's caption (from
             :func:`describe_applied`) names its transforms.
     """
@@ -81,15 +82,15 @@ def _wrap(draw: ImageDraw.ImageDraw, text: str, width: int) -> list[str]:
     return lines
 
 
-def _thumbnail(path: str, boxes: str | None) -> Image.Image:
+def _thumbnail(path: str, boxes: Sequence[Box]) -> Image.Image:
     image = Image.fromarray(load_pixels(path)).convert("RGB")
     scale = TILE / max(image.size)
     image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
     draw = ImageDraw.Draw(image)
-    for box in json.loads(boxes) if boxes else []:
-        x, y, w, h = (np.array([box["x"], box["y"], box["w"], box["h"]]) * scale).tolist()
+    for box in boxes:
+        x, y, w, h = (np.array([box.x, box.y, box.w, box.h]) * scale).tolist()
         draw.rectangle([x, y, x + w, y + h], outline=_BOX_COLOUR, width=2)
-        for polygon in box.get("segmentation") or []:
+        for polygon in box.segmentation or []:
             draw.polygon((np.asarray(polygon) * scale).tolist(), outline=_SHAPE_COLOUR, width=1)
     tile = Image.new("RGB", (TILE, TILE), (230, 230, 230))
     tile.paste(image, ((TILE - image.width) // 2, (TILE - image.height) // 2))

@@ -31,6 +31,7 @@ from PIL import Image
 from augment.recipe import BOX_FIELD, apply, build_pipeline, variant_seed
 from curation.shapes import mask_box, mask_to_polygons, rasterise
 from schemas.params_dataset import AugmentParams
+from schemas.records import boxes_to_json
 
 _SERIAL_BELOW = 16  # fewer images than this are augmented in-process: starting workers would cost more
 _MAX_ARRAY = 16  # sampled parameters with more values than this are recorded by shape only
@@ -45,7 +46,7 @@ class Source:
     image_id: str
     path: str
     boxes: tuple[tuple[float, float, float, float], ...] = ()
-    box_labels: tuple[str, ...] = ()
+    box_labels: tuple[str | None, ...] = ()  # a Box's label (null: a region drawn without a class)
     segmentations: tuple[list[list[float]] | None, ...] = ()
 
 
@@ -190,7 +191,7 @@ class _Job:
                     height=int(image.shape[0]),
                     seed=seed,
                     applied=json.dumps(applied, sort_keys=True),
-                    boxes=json.dumps(out_boxes, sort_keys=True) if source.boxes else None,
+                    boxes=(boxes_to_json(out_boxes) or "[]") if source.boxes else None,
                     boxes_in=len(boxes),
                     boxes_dropped=len(boxes) - len(survived),
                 )

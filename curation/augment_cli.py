@@ -29,16 +29,25 @@ def augment_command(
 ) -> None:
     """Augment the train split with the albumentations recipe in params (val and test are never touched)."""
     from curation.augment_stage import augment, write_augment
-    from curation.io import publish, read_parquet
+    from curation.io import publish
     from curation.progress import progress
+    from curation.tables import read_table
+    from schemas.records import ImageRecord, SplitRow
 
     params = load_or_exit(params_path)
     settings: AugmentParams = params.augment
     overrides = {k: v for k, v in {"variants": variants, "workers": workers}.items() if v is not None}
     settings = settings.model_copy(update=overrides)
     with user_errors():
-        frame = read_parquet(splits, "run `curation split` first")
-        images = read_parquet(manifest, "run `curation ingest` first")
+        frame = read_table(
+            splits,
+            SplitRow,
+            columns=["image_id", "split", "label", "severity", "boxes"],
+            missing_fix="run `curation split` first",
+        )
+        images = read_table(
+            manifest, ImageRecord, columns=["image_id", "path"], missing_fix="run `curation ingest` first"
+        )
         with publish(out_dir, owner="augment.json") as staging, progress("augment", console) as reporter:
             result = augment(frame, images, settings, staging, on_start=reporter.start, on_progress=reporter.advance)
             write_augment(result, staging)

@@ -10,7 +10,6 @@ again from its transformed mask), ``augment.json`` (DVC metrics, with the recipe
 from __future__ import annotations
 
 import dataclasses
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,26 +24,10 @@ from curation.errors import InputError
 from curation.headline import write_headline
 from curation.io import write_json, write_parquet
 from schemas.params_dataset import AugmentParams
+from schemas.records import AugmentedRecord, Box, boxes_from_json, columns
 
 IMAGES = "images"
-AUGMENT_COLUMNS = [
-    "image_id",
-    "source_image_id",
-    "variant",
-    "file",
-    "sha256",
-    "width",
-    "height",
-    "label",
-    "severity",
-    "split",
-    "seed",
-    "recipe_hash",
-    "applied",
-    "boxes",
-    "boxes_in",
-    "boxes_dropped",
-]
+AUGMENT_COLUMNS = columns(AugmentedRecord)
 
 
 @dataclass(frozen=True)
@@ -114,13 +97,14 @@ def write_augment(result: AugmentResult, out_dir: Path) -> None:
 
 
 def _source(row: Any, path: str) -> Source:
-    boxes = json.loads(row.boxes) if isinstance(row.boxes, str) else []
+    boxes = boxes_from_json(row.boxes) if isinstance(row.boxes, str) else []
+    shaped = any("segmentation" in b.model_fields_set for b in boxes)
     return Source(
         image_id=row.image_id,
         path=str(path),
-        boxes=tuple((b["x"], b["y"], b["w"], b["h"]) for b in boxes),
-        box_labels=tuple(b["label"] for b in boxes),
-        segmentations=tuple(b.get("segmentation") for b in boxes) if any("segmentation" in b for b in boxes) else (),
+        boxes=tuple((b.x, b.y, b.w, b.h) for b in boxes),
+        box_labels=tuple(b.label for b in boxes),
+        segmentations=tuple(b.segmentation for b in boxes) if shaped else (),
     )
 
 
@@ -158,18 +142,16 @@ def _preview(sources: list[Source], records: pd.DataFrame, out_dir: Path, n: int
     chosen += [s for s in sources if s not in chosen]
     rows = []
     for source in chosen[:n]:
+        shapes = source.segmentations or (None,) * len(source.boxes)
         original_boxes = [
-            {"x": x, "y": y, "w": w, "h": h, "label": label}
-            for (x, y, w, h), label in zip(source.boxes, source.box_labels, strict=True)
+            Box(x=x, y=y, w=w, h=h, label=label, segmentation=polygons)
+            for (x, y, w, h), label, polygons in zip(source.boxes, source.box_labels, shapes, strict=True)
         ]
-        for box, polygons in zip(original_boxes, source.segmentations, strict=False):
-            if polygons is not None:
-                box["segmentation"] = polygons
         variants = by_source[source.image_id].sort_values("variant")
         cells = [
-            (str(out_dir / file), boxes if isinstance(boxes, str) else None, describe_applied(applied))
+            (str(out_dir / file), boxes_from_json(boxes) if isinstance(boxes, str) else [], describe_applied(applied))
             for file, boxes, applied in zip(variants["file"], variants["boxes"], variants["applied"], strict=True)
         ]
         title = f"{labels.get(source.image_id)} {source.image_id[:8]}"
-        rows.append((title, source.path, json.dumps(original_boxes) if original_boxes else None, cells))
+        rows.append((title, source.path, original_boxes, cells))
     return preview_grid(rows)

@@ -39,38 +39,18 @@ import pandas as pd
 from curation.errors import CurationError, EmptyDatasetError, InputError
 from curation.headline import write_headline
 from curation.io import atomic_path, write_json
+from curation.tables import read_table
 from schemas.params_dataset import SPLITS, ExportParams
+from schemas.records import ExportRow, boxes_from_json, columns
 
 if TYPE_CHECKING:
     from schemas.params import Params
 
-CSV_COLUMNS = [
-    "path",
-    "image_id",
-    "label",
-    "severity",
-    "description",
-    "description_ko",
-    "description_reviewed",
-    "split",
-    "source",
-    "augmented_from",
-    "label_source",
-    "disputed",
-    "n_boxes",
-    "width",
-    "height",
-    "sha256",
-    "prelabel",
-    "prelabel_score",
-    "model_version",
-]
-MANIFEST_COLUMNS = frozenset({"image_id", "path", "rel_path", "width", "height", "sha256"})
+CSV_COLUMNS = columns(ExportRow)
+MANIFEST_COLUMNS = ("image_id", "path", "rel_path", "width", "height", "sha256")
 """Manifest columns the export reads, besides ``meta_*``."""
-PREDICTION_COLUMNS = frozenset(
-    {"image_id", "label", "score", "model_name", "model_version", "description_en", "description_ko"}
-)
-"""Prediction columns the export reads (descriptions, pre-label and model versions)."""
+PREDICTION_COLUMNS = ("label", "score", "model_name", "model_version", "description_en", "description_ko")
+"""Prediction columns the export reads besides image_id (descriptions, pre-label and model versions)."""
 _CHUNK = 10_000  # rows encoded at a time: bounds the per-row Python objects alive at once
 MARKER = "export.json"  # present in a folder this stage wrote; a folder without it is never replaced
 
@@ -231,7 +211,7 @@ def _images_table(
     originals["source_path"] = originals["path"]
     originals["file_name"] = originals["image_id"] + originals["path"].map(lambda p: Path(p).suffix.lower())
     originals["source"] = originals["rel_path"]
-    # The reviewers' description (splits.parquet from a consensus); "description" itself is the pre-label's.
+    # The reviewers' description (splits.parquet from a consensus); the pre-label's is "prediction_description".
     reviewed = originals.pop("description") if "description" in originals.columns else None
     originals["description_reviewed"] = reviewed
     originals["augmented_from"] = None
@@ -263,8 +243,8 @@ def _images_table(
 
 def _join_predictions(table: pd.DataFrame, predictions: pd.DataFrame | None) -> pd.DataFrame:
     columns = {
-        "description_en": "description",
-        "description_ko": "description_ko",
+        "description_en": "prediction_description",
+        "description_ko": "prediction_description_ko",
         "label": "prelabel",
         "score": "prelabel_score",
         "model_version": "model_version",
@@ -412,7 +392,7 @@ def _numbered(rows: pd.DataFrame) -> Iterator[tuple[int, Any]]:
 
 def _boxes(row: Any) -> list[dict[str, Any]]:
     if isinstance(row.boxes, str):
-        return [{**b, "whole_image": False} for b in json.loads(row.boxes)]
+        return [{**b.as_dict(), "whole_image": False} for b in boxes_from_json(row.boxes)]
     if _none(row.label) is None:
         return []
     return [
@@ -435,7 +415,7 @@ def _segmentation(box: dict[str, Any], row: Any) -> dict[str, Any]:
 def _csv(rows: pd.DataFrame, split: str) -> pd.DataFrame:
     frame = rows.copy()
     frame["path"] = f"{split}/data/" + frame["file_name"]
-    frame["n_boxes"] = [len(json.loads(b)) if isinstance(b, str) else 0 for b in frame["boxes"]]
+    frame["n_boxes"] = [len(boxes_from_json(b)) if isinstance(b, str) else 0 for b in frame["boxes"]]
     meta = sorted(c for c in frame.columns if c.startswith("meta_"))
     return frame[[*CSV_COLUMNS, *meta]]
 
@@ -471,7 +451,7 @@ def _validate(split_dir: Path, counts: _SplitCounts) -> None:
     if any(a["image_id"] not in loaded.imgs for a in loaded.dataset["annotations"]):
         problems.append("an annotation points at a missing image")
     names = [i["file_name"] for i in loaded.dataset["images"]]
-    listed = pd.read_csv(split_dir / "labels.csv", usecols=["path"], dtype=str, keep_default_na=False)["path"]
+    listed = read_table(split_dir / "labels.csv", ExportRow, columns=["path"], keep_default_na=False)["path"]
     if sorted(names) != sorted(Path(p).name for p in listed):
         problems.append("labels.csv and labels.json list different images")
     absent = [n for n in names if not (split_dir / "data" / n).exists()]

@@ -35,8 +35,10 @@ def export_command(
 ) -> None:
     """Export COCO JSON and CSV per split; images keep their exact bytes."""
     from curation.export import MANIFEST_COLUMNS, MARKER, PREDICTION_COLUMNS, export, provenance_record
-    from curation.io import publish, read_parquet
+    from curation.io import publish
     from curation.progress import progress
+    from curation.tables import read_table
+    from schemas.records import AugmentedRecord, ImageRecord, Prediction, SplitRow
 
     params = load_or_exit(params_path)
     settings: ExportParams = params.export
@@ -44,12 +46,22 @@ def export_command(
         settings = settings.model_copy(update={"link": link})
     augmented_file = augment_dir / "augmented.parquet"
     with user_errors():
-        frame = read_parquet(splits, "run `curation split` first")
-        images = read_parquet(
-            manifest, "run `curation ingest` first", keep=lambda c: c in MANIFEST_COLUMNS or c.startswith("meta_")
+        frame = read_table(
+            splits,
+            SplitRow,
+            columns=["image_id", "split", "label"],
+            optional="all",
+            missing_fix="run `curation split` first",
         )
-        augmented = read_parquet(augmented_file, "") if augmented_file.is_file() else None
-        preds = read_parquet(predictions, "", keep=PREDICTION_COLUMNS.__contains__) if predictions.is_file() else None
+        images = read_table(
+            manifest, ImageRecord, columns=MANIFEST_COLUMNS, extra=True, missing_fix="run `curation ingest` first"
+        )
+        augmented = read_table(augmented_file, AugmentedRecord) if augmented_file.is_file() else None
+        preds = (
+            read_table(predictions, Prediction, columns=["image_id"], optional=PREDICTION_COLUMNS)
+            if predictions.is_file()
+            else None
+        )
         provenance = provenance_record(params, (manifest, splits, augmented_file, predictions))
         with publish(out_dir, owner=MARKER) as staging, progress("export", console) as reporter:
             result = export(

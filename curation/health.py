@@ -26,6 +26,9 @@ import pandas as pd
 
 from curation.headline import write_headline
 from curation.io import atomic_path, publish, write_json
+from curation.tables import read_table
+from schemas.base import StrictModel
+from schemas.records import Consensus, ImageRecord, Prediction, PriorLabel, QuarantineRecord, SplitRow
 
 SPLIT_ORDER = ["train", "val", "test"]
 UNLABELED = "(unlabelled)"
@@ -52,14 +55,14 @@ class HealthResult:
     page: str
 
 
-SOURCES = {  # input name -> (reader kind, the stage that writes it)
-    "quarantine": ("csv", "ingest"),
-    "prior_labels": ("parquet", "ingest"),
-    "splits": ("parquet", "split"),
-    "consensus": ("parquet", "agreement"),
-    "predictions": ("parquet", "refine"),
-    "agreement": ("json", "agreement"),
-    "export": ("json", "export"),
+SOURCES: dict[str, tuple[type[StrictModel] | None, str]] = {  # input name -> (record; None: JSON, the stage)
+    "quarantine": (QuarantineRecord, "ingest"),
+    "prior_labels": (PriorLabel, "ingest"),
+    "splits": (SplitRow, "split"),
+    "consensus": (Consensus, "agreement"),
+    "predictions": (Prediction, "refine"),
+    "agreement": (None, "agreement"),
+    "export": (None, "export"),
 }
 
 
@@ -70,20 +73,20 @@ def read_inputs(manifest: Path, optional: dict[str, Path | None]) -> HealthInput
     frames: dict[str, Any] = {}
     missing: dict[str, str] = {}
     for name, path in optional.items():
-        kind, stage = SOURCES[name]
+        record, stage = SOURCES[name]
         if path is None:
             missing[name] = f"not given (--{name.replace('_', '-')}, the {stage} stage's output)"
             continue
         if not Path(path).is_file():
             missing[name] = f"{path} not found (written by the {stage} stage: dvc repro {stage})"
             continue
-        if kind == "csv":
-            frames[name] = pd.read_csv(path, dtype=str, keep_default_na=False)
-        elif kind == "parquet":
-            frames[name] = pd.read_parquet(path)
-        else:
+        fix = f"re-run the {stage} stage (dvc repro {stage})"
+        if record is None:
             frames[name] = json.loads(Path(path).read_text(encoding="utf-8"))
-    return HealthInputs(manifest=pd.read_parquet(manifest), missing=missing, **frames)
+        else:
+            frames[name] = read_table(Path(path), record, optional="all", fix=fix, keep_default_na=False)
+    manifest_frame = read_table(manifest, ImageRecord, fix="re-run the ingest stage (dvc repro ingest)")
+    return HealthInputs(manifest=manifest_frame, missing=missing, **frames)
 
 
 # ---------------------------------------------------------------- the numbers

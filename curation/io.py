@@ -215,29 +215,3 @@ def check_published(path: Path) -> Path:
             "there), so they may mix two runs; re-run the stage that writes that folder"
         )
     return path
-
-
-def read_parquet(path: Path, hint: str, *, keep: Callable[[str], bool] | None = None) -> pd.DataFrame:
-    """Read a stage's Parquet input; with ``keep``, only the columns it accepts (the others are never decoded).
-
-    Columns ``keep`` accepts but the file lacks are simply absent, so the stage's own check names them.
-
-    Args:
-        path: The Parquet file another stage wrote.
-        hint: What to do when the file is missing (e.g. "run `curation ingest` first"), or "".
-        keep: Which column names to read; ``None`` reads them all.
-
-    Raises:
-        InputError: the file is missing, half-published or not readable as Parquet.
-    """
-    import pyarrow.parquet as pq
-
-    if not Path(path).is_file():
-        raise InputError(f"{path}: file not found" + (f"; {hint}" if hint else ""))
-    check_published(path)
-    try:
-        if keep is None:
-            return pd.read_parquet(path)
-        return pd.read_parquet(path, columns=[c for c in pq.read_schema(path).names if keep(c)])
-    except Exception as err:  # pyarrow raises several types for a damaged file
-        raise InputError(f"{path}: cannot read it as Parquet ({err}); re-run the stage that writes it") from err

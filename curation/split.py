@@ -30,7 +30,6 @@ split and class, achieved ratios, warnings) and ``class_counts.csv`` (a DVC bar 
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -46,25 +45,15 @@ from curation.errors import EmptyDatasetError, InputError
 from curation.headline import write_headline
 from curation.io import publish, write_csv, write_json, write_parquet
 from schemas.params_dataset import SPLITS, SplitParams
+from schemas.records import SplitRow, boxes_to_json, columns
 
 UNLABELED = "unlabeled"
-LABEL_COLUMNS = frozenset(
-    {"image_id", "label", "severity", "disputed", "description", "x", "y", "w", "h", "polygons", "area"}
-)
-"""The columns of consensus and prior labels that :func:`image_labels` reads."""
+CONSENSUS_COLUMNS = ("severity", "disputed", "description")
+"""The columns of consensus that :func:`image_labels` reads besides image_id and label."""
+PRIOR_COLUMNS = ("x", "y", "w", "h", "polygons", "area")
+"""The columns of prior labels that :func:`image_labels` reads besides image_id and label."""
 HELD_OUT_ORDER = ("test", "val", "train")  # a contested new image goes to the first of these that claims it
-SPLIT_COLUMNS = [
-    "image_id",
-    "split",
-    "group",
-    "label",
-    "severity",
-    "label_source",
-    "disputed",
-    "boxes",
-    "pinned",
-    "description",
-]
+SPLIT_COLUMNS = columns(SplitRow)
 
 
 class SplitError(InputError):
@@ -259,15 +248,10 @@ def read_previous(path: Path | None) -> pd.DataFrame | None:
     """The previous release's ``splits.parquet``, or None when ``path`` is None or does not exist."""
     if path is None or not Path(path).is_file():
         return None
-    import pyarrow.parquet as pq
+    from curation.tables import read_table
 
-    try:  # the pins need two columns; the earlier labels and boxes stay on disk
-        wanted = [c for c in pq.read_schema(path).names if c in ("image_id", "split")]
-        previous = pd.read_parquet(path, columns=wanted)
-    except Exception as err:  # pyarrow raises several types for a damaged file
-        raise SplitError(f"{path}: cannot read the previous splits ({err}); restore it from git") from err
-    _require_columns(previous, ["image_id", "split"], str(path))
-    return previous
+    # the pins need two columns; the earlier labels and boxes stay on disk
+    return read_table(path, SplitRow, columns=["image_id", "split"], fix="restore it from git", error=SplitError)
 
 
 def _groups(manifest: pd.DataFrame, columns: list[str]) -> np.ndarray[Any, np.dtype[np.object_]]:
@@ -459,7 +443,7 @@ def _boxes_for(
     if not found or pd.isna(label):
         return None
     kept = [b for b in found if b["label"] == label] if same_class else found
-    return json.dumps(kept, sort_keys=True) if kept else None
+    return boxes_to_json(kept)
 
 
 def _check_labels(values: pd.Series, known: set[str], what: str) -> None:

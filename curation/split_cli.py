@@ -36,18 +36,35 @@ def split_command(
     ] = False,
 ) -> None:
     """Stratified, grouped 7:2:1 split that keeps earlier assignments as the dataset grows."""
-    from curation.io import read_parquet
-    from curation.split import LABEL_COLUMNS, image_labels, label_source, read_previous, split, write_split
+    from curation.split import (
+        CONSENSUS_COLUMNS,
+        PRIOR_COLUMNS,
+        image_labels,
+        label_source,
+        read_previous,
+        split,
+        write_split,
+    )
+    from curation.tables import read_table
+    from schemas.records import Consensus, ImageRecord, PriorLabel
 
     params = load_or_exit(params_path)
     settings: SplitParams = params.split
-    grouping = {"image_id", "dup_group", *settings.group_by}
+    grouping = list(dict.fromkeys(["dup_group", *settings.group_by]))
     with user_errors():
         # only the columns the split reads: image paths, hashes and copies lists stay on disk
-        frame = read_parquet(manifest, "run `curation ingest` first", keep=grouping.__contains__)
-        labels_consensus = read_parquet(consensus, "", keep=LABEL_COLUMNS.__contains__) if consensus.is_file() else None
+        frame = read_table(
+            manifest, ImageRecord, columns=["image_id"], optional=grouping, missing_fix="run `curation ingest` first"
+        )
+        labels_consensus = (
+            read_table(consensus, Consensus, columns=["image_id", "label"], optional=CONSENSUS_COLUMNS)
+            if consensus.is_file()
+            else None
+        )
         labels_prior = (
-            read_parquet(prior_labels, "", keep=LABEL_COLUMNS.__contains__) if prior_labels.is_file() else None
+            read_table(prior_labels, PriorLabel, columns=["image_id", "label"], optional=PRIOR_COLUMNS)
+            if prior_labels.is_file()
+            else None
         )
         source = label_source(consensus, labels_consensus, prior_labels, labels_prior)
         labels = image_labels(

@@ -521,9 +521,10 @@ def test_csv_row_with_too_many_fields_is_named(tmp_path: Path, long_line: int) -
 def test_csv_with_quoted_commas_and_line_breaks_reads(tmp_path: Path) -> None:
     path = tmp_path / "annotations.csv"
     path.write_text('image_id,annotator,label,description\na,x,dent,"left, near\nthe edge"\na,y,dent,\n')
-    from curation.agreement.stage import read_table
+    from curation.agreement.stage import read_input
+    from schemas.records import Annotation
 
-    table = read_table(path, "annotations.parquet")
+    table = read_input(path, Annotation, "annotations.parquet")
     assert table["description"].tolist()[0] == "left, near\nthe edge" and len(table) == 2
 
 

@@ -20,6 +20,7 @@ from curation.export import export
 from curation.export_cli import export_command
 from curation.split import image_labels, split
 from schemas.params_dataset import SPLITS, AugmentParams, ExportParams, SplitParams
+from schemas.records import ExportRow, columns
 from tests.conftest import ROOT, write_image
 
 CLASSES = ["scratch", "contamination", "dent", "crack", "discoloration", "ok"]
@@ -124,7 +125,10 @@ def test_every_split_loads_in_pycocotools_and_agrees_with_its_csv(exported) -> N
                 assert anns[0]["bbox"] == [0, 0, image["width"], image["height"]] and anns[0]["whole_image"]
         augmented = csv[csv["augmented_from"].notna()]
         assert name == "train" or augmented.empty
-        assert (csv["description"] == "a metal surface").all() and (csv["description_ko"] == "금속 표면").all()
+        assert list(csv.columns[: len(columns(ExportRow))]) == columns(ExportRow)
+        assert (csv["prediction_description"] == "a metal surface").all()
+        assert (csv["prediction_description_ko"] == "금속 표면").all()
+        assert "description" not in csv.columns  # the reviewers' text is description_reviewed, never ambiguous
         assert "meta_line" in csv.columns
 
 
@@ -212,7 +216,7 @@ def test_the_reviewers_description_reaches_the_csv_and_follows_augmentation(tmp_
     assert rows["augmented_from"].notna().any()
     for image_id, text in zip(source, rows["description_reviewed"], strict=True):
         assert (None if pd.isna(text) else text) == expected[image_id]
-    assert rows["description"].isna().all()  # no predictions given: the pre-label description stays empty
+    assert rows["prediction_description"].isna().all()  # no predictions given: the pre-label's text stays empty
 
 
 def test_provenance_records_params_and_model_versions(exported) -> None:

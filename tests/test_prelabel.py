@@ -284,8 +284,12 @@ def test_labels_resolve_by_path_and_drop_what_cannot_be_used(tmp_path):
     consensus = tmp_path / "consensus.parquet"
     pd.DataFrame({"image_id": ["id2", "id3"], "label": ["ok", None]}).to_parquet(consensus)
     assert read_labels(consensus, manifest, ["ok"]).labels == {"id2": "ok"}
+    # consensus.parquet as agreement writes it: a "string" column, whose null (an undecided tie) reads as pd.NA
+    pd.DataFrame({"image_id": ["id2", "id3"], "label": pd.array(["ok", None], dtype="string")}).to_parquet(consensus)
+    undecided = read_labels(consensus, manifest, ["ok"])
+    assert undecided.labels == {"id2": "ok"} and undecided.dropped == {"no_label": 1}
     (tmp_path / "bad.csv").write_text("file,klass\n1,2\n", encoding="utf-8")
-    with pytest.raises(ManifestError, match="no 'label' column"):
+    with pytest.raises(ManifestError, match=r"bad\.csv: missing column\(s\) \['label'\]"):
         read_labels(tmp_path / "bad.csv", manifest, ["ok"])
 
 

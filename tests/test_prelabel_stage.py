@@ -20,7 +20,7 @@ from curation.prelabel.errors import ModelUnavailableError
 from curation.prelabel.fewshot import LabelSet
 from curation.prelabel.stage import prelabel, write_prelabel
 from schemas.params_prelabel import CaptionParams, ClipParams, FewShotParams, PrelabelParams, PreprocessParams
-from schemas.records import Prediction, columns
+from schemas.records import Embedding, Prediction, columns
 from tests.conftest import ingested_sample
 
 
@@ -87,7 +87,7 @@ def test_zero_shot_outputs_follow_the_contract(world, params, tmp_path):
     write_prelabel(result, out)
     assert pd.read_parquet(out / "predictions.parquet").equals(predictions)
     table = pq.read_table(out / "embeddings.parquet")
-    assert table.column_names == ["image_id", "model_name", "embedding"]
+    assert table.column_names == columns(Embedding) == ["image_id", "model_key", "embedding"]
     embedding_type = table.schema.field("embedding").type
     assert pa.types.is_list(embedding_type) and embedding_type.value_type == pa.float32()
     vectors = np.stack(table.column("embedding").to_pylist())

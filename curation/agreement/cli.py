@@ -29,14 +29,15 @@ def agreement_command(
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Inter-annotator agreement, consensus labels, disputes, and pre-label quality against consensus."""
-    from curation.agreement.stage import agreement, provenance, read_table, write_agreement
+    from curation.agreement.stage import agreement, provenance, read_input, write_agreement
+    from schemas.records import Annotation, Prediction
 
     params = load_or_exit(params_path)
     settings = params.agreement
     ontology = params.ontology
     with user_errors():
-        frame = read_table(annotations, "annotations.parquet")
-        predicted = read_table(predictions, "predictions.parquet") if predictions is not None else None
+        frame = read_input(annotations, Annotation, "annotations.parquet")
+        predicted = read_input(predictions, Prediction, "predictions.parquet") if predictions is not None else None
         with progress("bootstrap", console) as reporter:
             result = agreement(
                 frame,

@@ -31,19 +31,9 @@ import numpy as np
 import pandas as pd
 
 from schemas.params_agreement import AgreementParams
-from schemas.records import Consensus, columns
+from schemas.records import Consensus, Dispute, columns
 
-DISPUTE_COLUMNS = [
-    "image_id",
-    "task_id",
-    "reason",
-    "label",
-    "agreement",
-    "n_annotators",
-    "votes",
-    "ratings",
-    "posterior",
-]
+DISPUTE_COLUMNS = columns(Dispute)
 
 
 @dataclass(frozen=True)

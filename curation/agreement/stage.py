@@ -49,10 +49,12 @@ from curation.agreement.quality import (
 from curation.errors import InputError
 from curation.headline import write_headline
 from curation.io import check_published, publish, write_csv, write_json, write_parquet
+from curation.tables import read_table
+from schemas.base import StrictModel
 from schemas.params_agreement import AgreementParams
-from schemas.records import Consensus, columns
+from schemas.records import Annotation, Consensus, columns, required_columns
 
-REQUIRED = ["image_id", "annotator", "label"]
+REQUIRED = required_columns(Annotation)  # image_id, annotator, label
 PREDICTION_REQUIRED = ["image_id", "label", "source"]
 PER_CLASS_COLUMNS = [
     "class",
@@ -99,8 +101,9 @@ class AgreementResult:
 # ---------------------------------------------------------------- reading and validation
 
 
-def read_table(path: Path, default_name: str) -> pd.DataFrame:
-    """Read a CSV or Parquet file; a folder means ``folder/default_name``."""
+def read_input(path: Path, record: type[StrictModel], default_name: str) -> pd.DataFrame:
+    """Read annotations (``Annotation``) or predictions (``Prediction``) from CSV or Parquet; a folder means
+    ``folder/default_name``. An empty file means no annotations yet."""
     path = Path(path)
     if path.is_dir():
         path = path / default_name
@@ -108,19 +111,21 @@ def read_table(path: Path, default_name: str) -> pd.DataFrame:
         raise AnnotationsError(f"{path}: file not found; pass the pull output ({default_name}) or a CSV/Parquet file")
     check_published(path)
     suffix = path.suffix.lower()
-    if suffix in (".csv", ".parquet") and path.stat().st_size == 0:
+    if suffix not in (".csv", ".parquet"):
+        raise AnnotationsError(f"{path}: unsupported file type {suffix!r}; use .parquet or .csv")
+    if path.stat().st_size == 0:
         return pd.DataFrame(columns=REQUIRED)  # an empty file means no annotations yet
-    try:
-        if suffix == ".parquet":
-            return pd.read_parquet(path)
-        if suffix == ".csv":
-            _check_field_counts(path)
-            return pd.read_csv(
-                path, dtype={"image_id": str, "annotator": str, "label": str, "severity": str}, index_col=False
-            )
-    except (OSError, ValueError) as err:
-        raise AnnotationsError(f"{path}: cannot be read as {suffix[1:]}: {err}") from err
-    raise AnnotationsError(f"{path}: unsupported file type {suffix!r}; use .parquet or .csv")
+    if suffix == ".csv":
+        _check_field_counts(path)
+    # the columns are checked with the frame (validate_annotations / validate_predictions), which says what they mean
+    return read_table(
+        path,
+        record,
+        columns=[],
+        optional="all",
+        fix="fix the file or re-run the stage that writes it",
+        error=AnnotationsError,
+    )
 
 
 def _check_field_counts(path: Path) -> None:

@@ -32,7 +32,6 @@ Each unique image of the manifest becomes a sample carrying every stage's output
 from __future__ import annotations
 
 import hashlib
-import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -43,8 +42,19 @@ import numpy as np
 import pandas as pd
 
 from curation.browse.errors import BrowseInputError
-from curation.io import check_published
+from curation.tables import read_table
+from schemas.base import StrictModel
 from schemas.params_browse import BrowseParams
+from schemas.records import (
+    Annotation,
+    AugmentedRecord,
+    Consensus,
+    Embedding,
+    ImageRecord,
+    Prediction,
+    SplitRow,
+    boxes_from_json,
+)
 
 INPUT_NAMES = ("manifest", "predictions", "embeddings", "annotations", "consensus", "splits", "augmented")
 REQUIRED_COLUMNS = {
@@ -55,6 +65,15 @@ REQUIRED_COLUMNS = {
     "consensus": ("image_id", "label", "agreement", "disputed"),
     "splits": ("image_id", "split"),
     "augmented": ("image_id", "source_image_id", "path"),
+}
+RECORDS: dict[str, type[StrictModel]] = {
+    "manifest": ImageRecord,
+    "predictions": Prediction,
+    "embeddings": Embedding,
+    "annotations": Annotation,
+    "consensus": Consensus,
+    "splits": SplitRow,
+    "augmented": AugmentedRecord,
 }
 ONE_ROW_PER_IMAGE = ("manifest", "predictions", "embeddings", "consensus", "splits", "augmented")
 # Manifest columns that go into ``metadata`` or ``filepath`` rather than fields of their own.
@@ -163,13 +182,14 @@ def read_inputs(paths: Mapping[str, Path | None], *, on_skip: Callable[[str], No
                 on_skip(f"{name}: {path} not found, skipped" if path else f"{name}: not given, skipped")
             frames[name] = None
             continue
-        check_published(path)
-        try:
-            frames[name] = pd.read_parquet(path)
-        except (OSError, ValueError) as err:
-            raise BrowseInputError(
-                f"{path}: cannot be read as Parquet ({err}); re-run the stage that writes it"
-            ) from err
+        frames[name] = read_table(
+            Path(path),
+            RECORDS[name],
+            columns=[c for c in REQUIRED_COLUMNS[name] if c in RECORDS[name].model_fields],  # augmented: path below
+            optional="all",
+            fix="re-run the stage that writes it or fix the file",
+            error=BrowseInputError,
+        )
         augmented = frames[name]
         if name == "augmented" and "path" not in augmented.columns and "file" in augmented.columns:
             # the augment stage records each variant's file relative to its own output folder
@@ -602,17 +622,16 @@ def _regions(
     width, height = _value(row.get("width")), _value(row.get("height"))
     detections, polylines = [], []
     try:
-        boxes = json.loads(raw)
+        boxes = boxes_from_json(raw)
         if not width or not height:
             raise ValueError("no width/height for this image")
         for box in boxes:
-            bounds = [box["x"] / width, box["y"] / height, box["w"] / width, box["h"] / height]
-            label = str(box.get("label") or default_label)
+            bounds = [box.x / width, box.y / height, box.w / width, box.h / height]
+            label = str(box.label or default_label)
             detections.append(fo.Detection(label=label, bounding_box=bounds, **attributes))
-            if box.get("segmentation"):
+            if box.segmentation:
                 shapes = [
-                    [(x / width, y / height) for x, y in zip(p[0::2], p[1::2], strict=True)]
-                    for p in box["segmentation"]
+                    [(x / width, y / height) for x, y in zip(p[0::2], p[1::2], strict=True)] for p in box.segmentation
                 ]
                 polylines.append(fo.Polyline(label=label, points=shapes, closed=True, filled=True, **attributes))
     except (ValueError, TypeError, KeyError) as err:

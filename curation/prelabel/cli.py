@@ -31,23 +31,26 @@ def prelabel_command(
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
     """Pre-label images: CLIP zero-shot scores, few-shot refinement from human labels, BLIP captions."""
-    import pandas as pd
-
     from curation.io import check_published
     from curation.prelabel.errors import ManifestError
     from curation.prelabel.fewshot import default_labels_path, read_labels
-    from curation.prelabel.stage import prelabel, write_prelabel
+    from curation.prelabel.stage import REQUIRED_COLUMNS, prelabel, write_prelabel
+    from curation.tables import read_table
+    from schemas.records import ImageRecord
 
     params = load_or_exit(params_path)
     settings = params.prelabel
     with user_errors():
         cache_dir = settings.cache_dir  # relative paths in params are from the project root already
-        try:
-            frame = pd.read_parquet(check_published(manifest))
-        except FileNotFoundError as err:
-            raise ManifestError(f"{manifest}: not found; run ingest first (dvc repro ingest)") from err
-        except Exception as err:
-            raise ManifestError(f"{manifest}: not a readable Parquet manifest ({type(err).__name__}: {err})") from err
+        frame = read_table(
+            manifest,
+            ImageRecord,
+            columns=REQUIRED_COLUMNS,
+            optional="all",
+            missing_fix="run ingest first (dvc repro ingest)",
+            fix="pass ingest's manifest.parquet (re-run ingest if it is damaged)",
+            error=ManifestError,
+        )
         labels_path = labels if labels is not None else default_labels_path(manifest)
         label_set = None
         if labels_path is not None and settings.fewshot.enabled:

@@ -19,7 +19,9 @@ import pandas as pd
 from curation.prelabel.base import Outcome, ScoreInput, Scores
 from curation.prelabel.errors import ManifestError
 from curation.prelabel.prompts import settings_hash
+from curation.tables import read_table
 from schemas.params_prelabel import FewShotParams, PrelabelParams
+from schemas.records import Consensus
 
 PRIOR_LABELS = Path("data/ingest/prior_labels.parquet")
 
@@ -54,21 +56,22 @@ def read_labels(path: Path, manifest: pd.DataFrame, class_names: list[str]) -> L
             ontology (counted per label).
     """
     path = Path(path)
-    try:
-        frame = pd.read_parquet(path) if path.suffix.lower() == ".parquet" else pd.read_csv(path, dtype=str)
-    except FileNotFoundError as err:
-        raise ManifestError(f"{path}: labels file not found; pass --labels PATH or drop the option") from err
-    except Exception as err:
-        raise ManifestError(f"{path}: cannot read labels ({type(err).__name__}: {err}); use Parquet or CSV") from err
-    if "label" not in frame.columns:
-        raise ManifestError(f"{path}: no 'label' column (columns: {list(frame.columns)})")
+    frame = read_table(  # consensus.parquet, prior_labels.parquet or a label CSV: the consensus record's columns
+        path,
+        Consensus,
+        columns=["label"],
+        optional="all",
+        missing_fix="pass --labels PATH or drop the option",
+        fix="use Parquet or CSV with a label column and an image_id, rel_path or file column",
+        error=ManifestError,
+    )
     ids = _image_ids(frame, manifest, path)
     known = set(manifest["image_id"])
     dropped: Counter[str] = Counter()
     unknown: Counter[str] = Counter()
     by_image: dict[str, set[str]] = {}
     for image_id, label in zip(ids, frame["label"], strict=True):
-        if label is None or (isinstance(label, float) and np.isnan(label)) or str(label).strip() == "":
+        if pd.isna(label) or str(label).strip() == "":  # None, NaN and pd.NA (a "string" column's null)
             dropped["no_label"] += 1
         elif str(label) not in class_names:
             unknown[str(label)] += 1

@@ -51,14 +51,14 @@ def _write_embeddings(path: Path, frame: pd.DataFrame, matrix: np.ndarray) -> No
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([("image_id", pa.string()), ("model_name", pa.string()), ("embedding", pa.list_(pa.float32()))])
+    schema = pa.schema([("image_id", pa.string()), ("model_key", pa.string()), ("embedding", pa.list_(pa.float32()))])
     with atomic_path(path) as tmp, pq.ParquetWriter(tmp, schema) as writer:
         for start in range(0, len(frame), _EMBEDDING_ROWS):
             part = matrix[start : start + _EMBEDDING_ROWS]
             offsets = pa.array(np.arange(len(part) + 1, dtype=np.int32) * part.shape[1], pa.int32())
             columns = {
                 "image_id": pa.array(frame["image_id"].iloc[start : start + len(part)], pa.string()),
-                "model_name": pa.array(frame["model_name"].iloc[start : start + len(part)], pa.string()),
+                "model_key": pa.array(frame["model_key"].iloc[start : start + len(part)], pa.string()),
                 "embedding": pa.ListArray.from_arrays(offsets, pa.array(part.reshape(-1), pa.float32())),
             }
             writer.write_table(pa.table(columns, schema=schema))

@@ -11,7 +11,7 @@ Outputs (:func:`write_prelabel`):
 
 - ``predictions.parquet``: :class:`schemas.records.Prediction` columns, then ``p_<class>`` per ontology class.
   Zero rows when neither zero-shot (no CLIP) nor few-shot (too few labels) is possible; ``prelabel.json`` says why.
-- ``embeddings.parquet``: ``image_id``, ``model_name`` (``id@revision`` of the encoder), ``embedding``
+- ``embeddings.parquet`` (``Embedding``): ``image_id``, ``model_key`` (``id@revision`` of the encoder), ``embedding``
   (list<float32>; unit vectors for CLIP, raw pooled features for the offline backbone) for every manifest image.
 - ``prelabel.json``: DVC metrics (class distribution, mean confidence, low-confidence share, few-shot accuracy ...).
 - ``confidence_histogram.csv`` (DVC plot data: ``confidence`` bin start, ``images``) and ``.png``.
@@ -159,7 +159,7 @@ def prelabel(
         settings=settings,
     )
     embedding_frame = pd.DataFrame(  # rows are views into one matrix, not copies
-        {"image_id": image_ids, "model_name": encoder.key, "embedding": list(embeddings)}
+        {"image_id": image_ids, "model_key": encoder.key, "embedding": list(embeddings)}
     )
     histogram = confidence_histogram(predictions["score"].to_numpy(float), settings.histogram_bins)
     report = build_report(predictions, class_names, settings, scorer_reports, encoder.key, len(refs))

@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
 
 from curation.console import ParamsOption, console, load_or_exit, user_errors
@@ -131,15 +130,24 @@ def push_command(
     from curation.prelabel.captions import require_korean_descriptions
     from curation.studio.client import connection, make_client
     from curation.studio.previews import make_previews
-    from curation.studio.push import build_tasks, push, read_disputes, write_push
+    from curation.studio.push import MANIFEST_COLUMNS, PREDICTION_COLUMNS, build_tasks, push, read_disputes, write_push
+    from curation.tables import read_table
+    from schemas.records import ImageRecord, Prediction, PriorLabel
 
     params, settings = _load(params_path)
     with user_errors():
         require_korean_descriptions(params.ontology, params.prelabel.description, settings.description_language)
-        manifest_frame = _read_parquet(manifest, "manifest")
-        predictions_frame = _read_parquet(predictions, "predictions")
+        ingest, prelabel = "run `dvc repro ingest`", "run `dvc repro prelabel`"
+        manifest_frame = read_table(manifest, ImageRecord, columns=MANIFEST_COLUMNS, optional="all", missing_fix=ingest)
+        predictions_frame = read_table(
+            predictions, Prediction, columns=PREDICTION_COLUMNS, optional="all", missing_fix=prelabel
+        )
         disputed, note = read_disputes(disputes or settings.disputes)
-        prior = _read_parquet(prior_labels, "prior labels") if settings.boxes and prior_labels.exists() else None
+        prior = (
+            read_table(prior_labels, PriorLabel, columns=["image_id"], optional="all", missing_fix=ingest)
+            if settings.boxes and prior_labels.exists()
+            else None
+        )
         conn = connection(settings)
         previews = make_previews(
             manifest_frame, settings.preview_dir, max_side=settings.preview_max_side, manifest_name=str(manifest)
@@ -185,20 +193,6 @@ def push_command(
     )
     for part in report["projects"].values():
         _say(f"review {part['title']!r} ({part['tasks']} tasks) at {conn.url}/projects/{part['project_id']}/data")
-
-
-def _read_parquet(path: Path, name: str) -> pd.DataFrame:
-    from curation.errors import InputError
-    from curation.io import check_published
-
-    if not path.exists():
-        fix = "run `dvc repro ingest`" if name == "manifest" else "run `dvc repro prelabel`"
-        raise InputError(f"{path}: {name} not found; {fix}")
-    check_published(path)
-    try:
-        return pd.read_parquet(path)
-    except Exception as err:  # pyarrow raises several types for a damaged file
-        raise InputError(f"{path}: not a readable Parquet file ({err}); regenerate it") from err
 
 
 def pull_command(

@@ -28,7 +28,7 @@ from curation.io import publish, write_json, write_parquet
 from curation.studio.client import Connection, translate
 from curation.studio.config import DESCRIPTION, LABEL, SEVERITY, find_project_set, part_title
 from curation.studio.mapping import REGIONS, from_results, label_regions
-from schemas.records import Annotation, columns
+from schemas.records import Annotation, boxes_to_json, columns
 
 if TYPE_CHECKING:
     from label_studio_sdk.client import LabelStudio
@@ -196,7 +196,7 @@ def parse_result(result: Iterable[Mapping[str, Any]], *, size: tuple[int, int] |
         "label": values.get(LABEL),
         "severity": values.get(SEVERITY),
         "description": values.get(DESCRIPTION),
-        "boxes": json.dumps(regions, sort_keys=True) if regions else None,
+        "boxes": boxes_to_json(regions),
     }
 
 

@@ -57,22 +57,23 @@ import pandas as pd
 
 from curation.errors import InputError
 from curation.headline import write_headline
-from curation.io import check_published, publish, write_json, write_parquet
+from curation.io import publish, write_json, write_parquet
 from curation.studio.client import Connection, translate
 from curation.studio.config import POLYGONS, ProjectInfo, add_part, ensure_projects
 from curation.studio.errors import StudioError, StudioUnavailable
 from curation.studio.mapping import PRIOR_VERSION, to_label_studio, to_prediction
 from curation.studio.order import QUEUE, review_queue
+from curation.tables import read_table
 from schemas.ontology import Ontology
 from schemas.params_studio import LabelStudioParams
-from schemas.records import ANY_DEFECT
+from schemas.records import ANY_DEFECT, Dispute, Task, columns
 
 if TYPE_CHECKING:
     from label_studio_sdk.client import LabelStudio
 
 PREDICTION_COLUMNS = ("image_id", "label", "score", "margin", "entropy", "model_version")
 MANIFEST_COLUMNS = ("image_id", "path", "rel_path")
-TASK_COLUMNS = ["image_id", "task_id", "project_id", "overlap", "model_versions", "adjudicate"]
+TASK_COLUMNS = columns(Task)
 MANAGED_DATA_KEYS = ("image", "image_id", "file", "margin", "entropy", "predicted", "adjudicate", "original_size")
 MANAGED_DATA_KEYS += (QUEUE,)  # the review queue place (curation.studio.order)
 LIST_PAGE_SIZE = 1000
@@ -753,8 +754,6 @@ def read_disputes(path: Path | None) -> tuple[set[str], str]:
     """Image ids listed in the agreement stage's ``disputes.csv``, and a note for the user."""
     if path is None or not Path(path).exists():
         return set(), f"no disputes file at {path}; no task flagged for adjudication"
-    frame = pd.read_csv(check_published(path), dtype=str)
-    if "image_id" not in frame.columns:
-        raise InputError(f"{path}: no image_id column; expected the agreement stage's disputes.csv")
+    frame = read_table(Path(path), Dispute, columns=["image_id"], fix="pass the agreement stage's disputes.csv")
     ids = set(frame["image_id"].dropna())
     return ids, f"{len(ids)} disputed image(s) from {path} flagged for adjudication"
