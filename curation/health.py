@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import html
 import io
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -98,15 +99,10 @@ def health(inputs: HealthInputs) -> HealthResult:
 
     matplotlib.use("Agg")
     report: dict[str, Any] = {"images": len(inputs.manifest), "inputs_missing": dict(sorted(inputs.missing.items()))}
-    sections = [
-        _balance(inputs, report),
-        _sizes(inputs, report),
-        _duplicates(inputs, report),
-        _quarantine(inputs, report),
-        _sources(inputs, report),
-        _unverified(inputs, report),
-        _prelabels(inputs, report),
-    ]
+    sections = []
+    for title, needs, body in _SECTIONS:
+        why = _absent(inputs, *needs)
+        sections.append(_section(title, _unavailable(why) if why else body(inputs, report)))
     page = _page(inputs, report, sections)
     return HealthResult(report, page)
 
@@ -117,17 +113,13 @@ def _absent(inputs: HealthInputs, *names: str) -> str | None:
 
 
 def _balance(inputs: HealthInputs, report: dict[str, Any]) -> str:
-    title = "Class balance per split"
-    why = _absent(inputs, "splits")
-    if why:
-        return _section(title, empty=why)
     splits = inputs.splits
     labels = splits["label"].astype(object).where(splits["label"].notna(), UNLABELED)
     table = pd.crosstab(labels.rename("class"), splits["split"].rename("split"))
     table = table.reindex(columns=[s for s in SPLIT_ORDER if s in table.columns])
     report["class_balance"] = {c: {s: int(v) for s, v in row.items()} for c, row in table.iterrows()}
     if not table.size:
-        return _section(title, empty="splits.parquet has no rows")
+        return _unavailable("splits.parquet has no rows")
     figure, ax = _figure(8, 0.45 * len(table) + 1.5)
     y = np.arange(len(table))
     height = 0.8 / max(1, len(table.columns))
@@ -147,14 +139,13 @@ def _balance(inputs: HealthInputs, report: dict[str, Any]) -> str:
     if absent:
         text += f"<p class='warn'>No images of {html.escape(', '.join(absent))}.</p>"
     shown = table.astype(str) + shares.map(lambda v: f" ({v:.0%})")
-    return _section(title, _png(figure), text + _table(shown.reset_index()))
+    return _png(figure) + text + _table(shown.reset_index())
 
 
 def _sizes(inputs: HealthInputs, report: dict[str, Any]) -> str:
     manifest = inputs.manifest
-    title = "Image sizes and aspect ratios"
     if not len(manifest):
-        return _section(title, empty="the manifest has no images")
+        return _unavailable("the manifest has no images")
     width, height = manifest["width"].astype(float), manifest["height"].astype(float)
     aspect = width / height
     sizes = (manifest["width"].astype(str) + "×" + manifest["height"].astype(str)).value_counts()
@@ -175,12 +166,11 @@ def _sizes(inputs: HealthInputs, report: dict[str, Any]) -> str:
         f"<p>{len(sizes)} distinct size(s); aspect ratio {aspect.min():.2f} to {aspect.max():.2f}. Mixed sizes "
         "are resized by the model's preprocessing; very wide or tall images lose detail when squashed.</p>"
     )
-    return _section(title, _png(figure), text + _table(top))
+    return _png(figure) + text + _table(top)
 
 
 def _duplicates(inputs: HealthInputs, report: dict[str, Any]) -> str:
     manifest = inputs.manifest
-    title = "Duplicates and near-duplicate groups"
     copies = int((manifest["n_copies"] - 1).clip(lower=0).sum()) if len(manifest) else 0
     groups = manifest[manifest["dup_group_size"] > 1] if len(manifest) else manifest
     sizes = groups.groupby("dup_group").size().sort_values(ascending=False) if len(groups) else pd.Series(dtype=int)
@@ -194,7 +184,7 @@ def _duplicates(inputs: HealthInputs, report: dict[str, Any]) -> str:
         "no group could hold together are counted in ingest.json (near_duplicate_pairs_across_groups).</p>"
     )
     if not len(sizes):
-        return _section(title, text + "<p class='empty'>No near-duplicate group: every image looks distinct.</p>")
+        return text + "<p class='empty'>No near-duplicate group: every image looks distinct.</p>"
     leaks = pd.Series(dtype=int)
     if inputs.splits is not None:
         spread = groups[["image_id", "dup_group"]].merge(inputs.splits[["image_id", "split"]], on="image_id")
@@ -212,19 +202,15 @@ def _duplicates(inputs: HealthInputs, report: dict[str, Any]) -> str:
     _counts(ax.yaxis)
     ax.set_title("Near-duplicate group sizes")
     largest = sizes.head(10).rename_axis("group (smallest image_id)").reset_index(name="images")
-    return _section(title, _png(figure), text + _table(largest))
+    return _png(figure) + text + _table(largest)
 
 
 def _quarantine(inputs: HealthInputs, report: dict[str, Any]) -> str:
-    title = "Quarantine by reason"
-    why = _absent(inputs, "quarantine")
-    if why:
-        return _section(title, empty=why)
     reasons = inputs.quarantine["reason"].value_counts() if len(inputs.quarantine) else pd.Series(dtype=int)
     report["quarantined"] = int(reasons.sum())
     report["quarantined_by_reason"] = {str(k): int(v) for k, v in reasons.items()}
     if not len(reasons):
-        return _section(title, "<p class='empty'>No file quarantined: every file was a readable image.</p>")
+        return "<p class='empty'>No file quarantined: every file was a readable image.</p>"
     figure, ax = _figure(7, 0.4 * len(reasons) + 1.2)
     ax.barh(reasons.index.astype(str), reasons.to_numpy(), color="C3")
     ax.invert_yaxis()
@@ -232,16 +218,12 @@ def _quarantine(inputs: HealthInputs, report: dict[str, Any]) -> str:
     _counts(ax.xaxis)
     examples = inputs.quarantine.groupby("reason").head(3)[["reason", "rel_path", "detail"]]
     text = "<p>Files left out of the dataset (originals untouched); fix or remove them, then re-run ingest.</p>"
-    return _section(title, _png(figure), text + _table(examples))
+    return _png(figure) + text + _table(examples)
 
 
 def _sources(inputs: HealthInputs, report: dict[str, Any]) -> str:
-    title = "Label sources"
-    why = _absent(inputs, "splits")
-    if why:
-        return _section(title, empty=why)
     if not len(inputs.splits):
-        return _section(title, empty="splits.parquet has no rows")
+        return _unavailable("splits.parquet has no rows")
     sources = inputs.splits["label_source"].value_counts()
     report["label_sources"] = {str(k): int(v) for k, v in sources.items()}
     methods = pd.Series(dtype=int)
@@ -272,14 +254,10 @@ def _sources(inputs: HealthInputs, report: dict[str, Any]) -> str:
             f"<p>{len(inputs.prior_labels)} imported label(s), {unmapped} not mapped to an ontology class "
             "(ingest.label_map).</p>"
         )
-    return _section(title, _png(figure), text)
+    return _png(figure) + text
 
 
 def _unverified(inputs: HealthInputs, report: dict[str, Any]) -> str:
-    title = "Unverified labels"
-    why = _absent(inputs, "splits")
-    if why:
-        return _section(title, empty=why)
     splits = inputs.splits
     single: set[str] = set()
     if inputs.consensus is not None and len(inputs.consensus):
@@ -299,22 +277,16 @@ def _unverified(inputs: HealthInputs, report: dict[str, Any]) -> str:
         "reviewer (labelstudio.agreement_sample).</p>"
     )
     if not len(unverified):
-        return _section(title, text)
+        return text
     table = pd.crosstab(unverified["label"].rename("class"), unverified["split"].rename("split"))
     table = table.reindex(columns=[s for s in SPLIT_ORDER if s in table.columns])
-    return _section(title, text + _table(table.reset_index()))
+    return text + _table(table.reset_index())
 
 
 def _prelabels(inputs: HealthInputs, report: dict[str, Any]) -> str:
-    title = "Pre-label quality"
-    why = _absent(inputs, "predictions")
-    if why:
-        return _section(title, empty=why)
     predictions = inputs.predictions
     if not len(predictions):
-        return _section(
-            title, empty="the refined predictions are empty (no CLIP weights and too few human labels for few-shot)"
-        )
+        return _unavailable("the refined predictions are empty (no CLIP weights and too few human labels for few-shot)")
     scores = predictions["score"].astype(float)
     report["prelabel_mean_confidence"] = float(scores.mean())
     figure, ax = _figure(7, 3)
@@ -336,7 +308,19 @@ def _prelabels(inputs: HealthInputs, report: dict[str, Any]) -> str:
             + "</p>"
         )
     )
-    return _section(title, _png(figure), quality)
+    return _png(figure) + quality
+
+
+# A section: its title, the inputs it needs (absent: the section says why in place of its body), the body.
+_SECTIONS: list[tuple[str, tuple[str, ...], Callable[[HealthInputs, dict[str, Any]], str]]] = [
+    ("Class balance per split", ("splits",), _balance),
+    ("Image sizes and aspect ratios", (), _sizes),
+    ("Duplicates and near-duplicate groups", (), _duplicates),
+    ("Quarantine by reason", ("quarantine",), _quarantine),
+    ("Label sources", ("splits",), _sources),
+    ("Unverified labels", ("splits",), _unverified),
+    ("Pre-label quality", ("predictions",), _prelabels),
+]
 
 
 # ---------------------------------------------------------------- HTML
@@ -380,9 +364,13 @@ def _cell(value: Any) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def _section(title: str, *parts: str, empty: str | None = None) -> str:
-    body = "".join(parts) if empty is None else f"<p class='empty'>Not available: {html.escape(empty)}</p>"
+def _section(title: str, body: str) -> str:
     return f"<section><h2>{html.escape(title)}</h2>{body}</section>"
+
+
+def _unavailable(why: str) -> str:
+    """The body of a section that cannot be drawn: the reason (which input is missing, or why it is empty)."""
+    return f"<p class='empty'>Not available: {html.escape(why)}</p>"
 
 
 def _page(inputs: HealthInputs, report: dict[str, Any], sections: list[str]) -> str:

@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
+import typer
 from PIL import Image
 
 from curation.browse import database
@@ -48,6 +49,17 @@ def write_image(path: Path, seed: int, size: tuple[int, int] = (64, 48), **save_
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(pixels).save(path, **save_args)
     return path
+
+
+def command_app(name: str, command: Callable[..., None]) -> typer.Typer:
+    """A typer app with ``command`` as sub-command ``name``, to invoke as ``curation NAME ...`` would be.
+
+    A second, no-op command keeps typer from folding the only command into the app (it would drop the name).
+    """
+    app = typer.Typer()
+    app.command(name)(command)
+    app.command("noop")(lambda: None)
+    return app
 
 
 # ---- FiftyOne (tests/test_browse*.py): one mongod for the whole session ----

@@ -10,7 +10,6 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
-import typer
 from PIL import Image
 from typer.testing import CliRunner
 
@@ -19,7 +18,7 @@ from augment.preview import TILE
 from curation.augment_cli import augment_command
 from curation.augment_stage import AUGMENT_COLUMNS, augment, write_augment
 from schemas.params_dataset import AugmentParams, TransformSpec
-from tests.conftest import ROOT, write_image
+from tests.conftest import ROOT, command_app, write_image
 
 
 def _settings(**update) -> AugmentParams:
@@ -164,9 +163,7 @@ def test_augment_command_writes_the_stage_outputs(tmp_path) -> None:
     manifest, splits = _train_val_test(tmp_path, n=8)
     manifest.to_parquet(tmp_path / "manifest.parquet")
     splits.to_parquet(tmp_path / "splits.parquet")
-    app = typer.Typer()
-    app.command("augment")(augment_command)
-    app.command("noop")(lambda: None)
+    app = command_app("augment", augment_command)
     args = ["augment", str(tmp_path / "splits.parquet"), str(tmp_path / "manifest.parquet"), str(tmp_path / "out")]
     result = CliRunner().invoke(
         app, [*args, "--variants", "2", "--workers", "1", "--params", str(ROOT / "params.yaml")]

@@ -544,22 +544,27 @@ def _stop(pid: int, timeout: float = 60.0) -> None:
             os.kill(target, signal.SIGKILL)
 
 
-@pytest.fixture
-def app_url(browse_db: BrowseDb, app_dataset: str, tmp_path: Path) -> Iterator[str]:
+@contextlib.contextmanager
+def running_app(browse_db: BrowseDb, version: str, log: Path) -> Iterator[tuple[str, int]]:
+    """``curation browse --version VERSION`` in a subprocess (output in ``log``): ``(url, port)`` once it serves."""
     port = database.free_port()
-    log = tmp_path / "browse.log"
     env = {**os.environ, "FIFTYONE_DO_NOT_TRACK": "true", "PYTHONWARNINGS": "ignore"}
-    args = ["browse", "--version", "apptest", "--port", str(port), "--params", str(browse_db.root / "params.yaml")]
+    args = ["browse", "--version", version, "--port", str(port), "--params", str(browse_db.root / "params.yaml")]
     with open(log, "w") as out:
         process = subprocess.Popen(
             [sys.executable, "-c", LAUNCH, *args], cwd=browse_db.root, stdout=out, stderr=subprocess.STDOUT, env=env
         )
     try:
-        url = _wait_for_app(process, log, port)
-        yield url
+        yield _wait_for_app(process, log, port), port
     finally:
         _stop(process.pid)
         process.wait(timeout=10)
+
+
+@pytest.fixture
+def app_url(browse_db: BrowseDb, app_dataset: str, tmp_path: Path) -> Iterator[str]:
+    with running_app(browse_db, "apptest", tmp_path / "browse.log") as (url, _):
+        yield url
     # the App launched on the fixture's mongod, so browse left it running
     assert database.status(browse_db.root / ".fiftyone") == browse_db.db
 

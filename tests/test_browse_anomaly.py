@@ -14,13 +14,12 @@ import contextlib
 import hashlib
 import json
 import os
-import subprocess
-import sys
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -28,16 +27,15 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from curation.browse import database
 from curation.browse.anomaly import REGION_SIMILARITY_KEY, SIDEBAR_FIELDS
 from curation.browse.app import media_paths
-from curation.browse.build import build_dataset, read_inputs
+from curation.browse.build import BuildSummary, build_dataset, read_inputs
 from curation.shapes import mask_to_polygons
 from schemas.params import Params
 from schemas.params_browse import BrowseParams
 from tests.chromium import CHROMIUM, FLAGS, MISSING
 from tests.conftest import BrowseDb
-from tests.test_browse import LAUNCH, _stop, _wait_for_app
+from tests.test_browse import running_app
 
 TILES = Path(os.environ.get("MAGNETIC_TILE_DIR", "/work/shared/datasets/magnetic-tile"))
 DEFECT_CLASSES = ("MT_Blowhole", "MT_Crack")
@@ -154,22 +152,27 @@ def _make_tiles(root: Path, name: str) -> Tiles:
     return Tiles(name, root, manifest, predictions, predictions_path, masks, kind)
 
 
+def _build(made: Tiles, browse_db: BrowseDb, params: Params, version: str, **settings: Any) -> BuildSummary:
+    """Build dataset ``made.name`` from the tiles' manifest and predictions (``settings``: more BrowseParams)."""
+    inputs = read_inputs(
+        {"manifest": made.root / "ingest" / "manifest.parquet", "predictions": made.predictions_path}, on_skip=None
+    )
+    return build_dataset(
+        inputs,
+        name=made.name,
+        version=version,
+        class_names=params.ontology.class_names,
+        settings=BrowseParams(db_dir=browse_db.root / ".fiftyone", uniqueness=False, **settings),
+        base_dir=made.root,
+    )
+
+
 @pytest.fixture(scope="module")
 def tiles(browse_db: BrowseDb, params: Params) -> Iterator[Tiles]:
     import fiftyone as fo
 
     made = _make_tiles(browse_db.root / "anomaly", "defect-curation-anomalytest")
-    inputs = read_inputs(
-        {"manifest": made.root / "ingest" / "manifest.parquet", "predictions": made.predictions_path}, on_skip=None
-    )
-    summary = build_dataset(
-        inputs,
-        name=made.name,
-        version="anomalytest",
-        class_names=params.ontology.class_names,
-        settings=BrowseParams(db_dir=browse_db.root / ".fiftyone", uniqueness=False),
-        base_dir=made.root,
-    )
+    summary = _build(made, browse_db, params, "anomalytest")
     assert REGION_SIMILARITY_KEY in summary.brain_runs, summary.issues
     assert summary.views["most-anomalous"] == len(made.manifest)
     yield made
@@ -268,17 +271,7 @@ def test_old_predictions_without_anomaly_columns_give_a_note(browse_db: BrowseDb
     old = made.predictions.drop(columns=["anomaly_score", "anomaly_defect", "anomaly_reference", "anomaly_map"])
     old = old.drop(columns=["regions"]).assign(source="zero_shot")
     old.to_parquet(made.predictions_path)
-    inputs = read_inputs(
-        {"manifest": tmp_path / "ingest" / "manifest.parquet", "predictions": made.predictions_path}, on_skip=None
-    )
-    summary = build_dataset(
-        inputs,
-        name=made.name,
-        version="anomalyold",
-        class_names=params.ontology.class_names,
-        settings=BrowseParams(db_dir=browse_db.root / ".fiftyone", uniqueness=False),
-        base_dir=tmp_path,
-    )
+    summary = _build(made, browse_db, params, "anomalyold")
     try:
         schema = fo.load_dataset(made.name).get_field_schema()
         assert not {f for f in schema if f.startswith("anomaly")}
@@ -293,18 +286,8 @@ def test_bad_regions_json_names_the_row(browse_db: BrowseDb, tmp_path: Path, par
 
     made = _make_tiles(tmp_path, "defect-curation-anomalybad")
     made.predictions.assign(regions=['[{"x": 1}]'] * len(made.predictions)).to_parquet(made.predictions_path)
-    inputs = read_inputs(
-        {"manifest": tmp_path / "ingest" / "manifest.parquet", "predictions": made.predictions_path}, on_skip=None
-    )
     with pytest.raises(BrowseInputError, match=r"row 0 .*regions cannot be read"):
-        build_dataset(
-            inputs,
-            name=made.name,
-            version="anomalybad",
-            class_names=params.ontology.class_names,
-            settings=BrowseParams(db_dir=browse_db.root / ".fiftyone", uniqueness=False),
-            base_dir=tmp_path,
-        )
+        _build(made, browse_db, params, "anomalybad")
 
 
 def test_region_index_is_capped_to_the_most_anomalous_images(browse_db: BrowseDb, tmp_path: Path, params) -> None:
@@ -314,17 +297,7 @@ def test_region_index_is_capped_to_the_most_anomalous_images(browse_db: BrowseDb
     ranked = made.predictions.sort_values("anomaly_score", ascending=False)
     per_image = [len(json.loads(r)) for r in ranked["regions"]]
     cap = per_image[0] + per_image[1]  # room for the two most anomalous images only
-    inputs = read_inputs(
-        {"manifest": tmp_path / "ingest" / "manifest.parquet", "predictions": made.predictions_path}, on_skip=None
-    )
-    summary = build_dataset(
-        inputs,
-        name=made.name,
-        version="anomalycap",
-        class_names=params.ontology.class_names,
-        settings=BrowseParams(db_dir=browse_db.root / ".fiftyone", uniqueness=False, region_index_max_crops=cap),
-        base_dir=tmp_path,
-    )
+    summary = _build(made, browse_db, params, "anomalycap", region_index_max_crops=cap)
     try:
         dataset = fo.load_dataset(made.name)
         index = dataset.load_brain_results(REGION_SIMILARITY_KEY)
@@ -343,18 +316,9 @@ def test_app_shows_the_heatmap_and_regions(browse_db: BrowseDb, tiles: Tiles, tm
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
-    port = database.free_port()
-    log = tmp_path / "browse.log"
-    env = {**os.environ, "FIFTYONE_DO_NOT_TRACK": "true", "PYTHONWARNINGS": "ignore"}
-    args = ["browse", "--version", "anomalytest", "--port", str(port), "--params", str(browse_db.root / "params.yaml")]
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-c", LAUNCH, *args], cwd=browse_db.root, stdout=out, stderr=subprocess.STDOUT, env=env
-        )
     top = tiles.predictions.sort_values("anomaly_score", ascending=False).iloc[OPENED]
     map_path = str((tiles.predictions_path.parent / top["anomaly_map"]).resolve())
-    try:
-        url = _wait_for_app(process, log, port)
+    with running_app(browse_db, "anomalytest", tmp_path / "browse.log") as (url, port):
         media = f"http://127.0.0.1:{port}/media?filepath={urllib.parse.quote(map_path)}"
         with urllib.request.urlopen(media, timeout=30) as answer:
             assert answer.status == 200 and answer.read() == Path(map_path).read_bytes()
@@ -383,9 +347,6 @@ def test_app_shows_the_heatmap_and_regions(browse_db: BrowseDb, tiles: Tiles, tm
         assert added > 2000, f"only {added} more red pixels with the heatmap on"
         if os.environ.get("BROWSE_ANOMALY_SCREENSHOT"):  # keep it (docs/screens/fiftyone-anomaly.png)
             Path(os.environ["BROWSE_ANOMALY_SCREENSHOT"]).write_bytes((tmp_path / "modal.png").read_bytes())
-    finally:
-        _stop(process.pid)
-        process.wait(timeout=10)
 
 
 def _red_pixels(path: Path) -> int:

@@ -10,7 +10,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import typer
 from pycocotools.coco import COCO
 from typer.testing import CliRunner
 
@@ -21,7 +20,7 @@ from curation.export_cli import export_command
 from curation.split import image_labels, split
 from schemas.params_dataset import SPLITS, AugmentParams, ExportParams, SplitParams
 from schemas.records import ExportRow, columns
-from tests.conftest import ROOT, write_image
+from tests.conftest import ROOT, command_app, write_image
 
 CLASSES = ["scratch", "contamination", "dent", "crack", "discoloration", "ok"]
 
@@ -261,9 +260,7 @@ def test_export_command_writes_a_validated_export(tmp_path) -> None:
     manifest, splits = make_inputs(tmp_path, n=12)
     manifest.to_parquet(tmp_path / "manifest.parquet")
     splits.to_parquet(tmp_path / "splits.parquet")
-    app = typer.Typer()
-    app.command("export")(export_command)
-    app.command("noop")(lambda: None)
+    app = command_app("export", export_command)
     args = ["export", str(tmp_path / "splits.parquet"), str(tmp_path / "manifest.parquet"), str(tmp_path / "out")]
     options = ["--augmented", str(tmp_path / "none"), "--predictions", str(tmp_path / "none.parquet")]
     result = CliRunner().invoke(app, [*args, *options, "--link", "hardlink", "--params", str(ROOT / "params.yaml")])

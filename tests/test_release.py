@@ -11,14 +11,13 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from curation.release import ReleaseError, release
 from curation.release_cli import release_command
 from schemas.params import load_params
 from schemas.params_dataset import ReleaseParams, SplitParams
-from tests.conftest import ROOT
+from tests.conftest import ROOT, command_app
 from tests.test_export import CLASSES, make_inputs
 
 DVC_YAML = """\
@@ -173,18 +172,14 @@ def test_release_command_works_on_the_folder_holding_params_by_default(tmp_path,
     elsewhere.mkdir()
     shutil.copyfile(ROOT / "params.yaml", project / "params.yaml")
     monkeypatch.chdir(elsewhere)
-    app = typer.Typer()
-    app.command("release")(release_command)
-    app.command("noop")(lambda: None)
+    app = command_app("release", release_command)
     result = CliRunner().invoke(app, ["release", "v1", "--params", "../project/params.yaml"])
     assert result.exit_code == 1
     assert f"{project.resolve()}: not a git repository" in " ".join(result.output.split())
 
 
 def test_release_command_refuses_outside_a_git_repository(tmp_path) -> None:
-    app = typer.Typer()
-    app.command("release")(release_command)
-    app.command("noop")(lambda: None)
+    app = command_app("release", release_command)
     result = CliRunner().invoke(app, ["release", "v1", "--repo", str(tmp_path), "--params", str(ROOT / "params.yaml")])
     assert result.exit_code == 1
     assert "not a git repository" in " ".join(result.output.split())

@@ -168,12 +168,9 @@ def validate_annotations(
     Raises:
         AnnotationsError: naming the rows (1-based, header not counted) and the offending values.
     """
-    missing = [c for c in REQUIRED if c not in frame.columns]
-    if missing:
-        raise AnnotationsError(
-            f"{source}: missing column(s) {missing}; found {list(frame.columns)}. "
-            "Annotations need at least image_id, annotator, label"
-        )
+    _require_columns(
+        frame, REQUIRED, source, f"found {list(frame.columns)}. Annotations need at least image_id, annotator, label"
+    )
     frame = frame.reset_index(drop=True)
     for column in REQUIRED:
         empty = frame[column].isna()
@@ -215,6 +212,13 @@ def _merged_annotators(raw: pd.Series) -> list[str]:
     ]
 
 
+def _require_columns(frame: pd.DataFrame, needed: Sequence[str], source: str, fix: str) -> None:
+    """Raise AnnotationsError naming the columns of ``needed`` that ``frame`` lacks, then ``fix``."""
+    missing = [c for c in needed if c not in frame.columns]
+    if missing:
+        raise AnnotationsError(f"{source}: missing column(s) {missing}; {fix}")
+
+
 def _check_values(frame: pd.DataFrame, column: str, allowed: Sequence[str], source: str, key: str) -> None:
     values = frame[column]
     bad = values.notna() & ~values.isin(list(allowed))
@@ -236,12 +240,13 @@ def _rows(mask: pd.Series, limit: int = 10) -> str:
 
 def validate_predictions(frame: pd.DataFrame, source: str, classes: Sequence[str]) -> pd.DataFrame:
     needed = PREDICTION_REQUIRED + [f"p_{c}" for c in classes]
-    missing = [c for c in needed if c not in frame.columns]
-    if missing:
-        raise AnnotationsError(
-            f"{source}: missing column(s) {missing}; predictions need image_id, label, source and one p_<class> "
-            "probability column per ontology class (the prelabel output predictions.parquet has them)"
-        )
+    _require_columns(
+        frame,
+        needed,
+        source,
+        "predictions need image_id, label, source and one p_<class> probability column per ontology class (the "
+        "prelabel output predictions.parquet has them)",
+    )
     frame = frame.reset_index(drop=True)
     frame["image_id"] = frame["image_id"].astype(str)
     _check_values(frame, "label", classes, source, "ontology.classes")
