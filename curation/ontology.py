@@ -22,7 +22,8 @@ from curation.discover import discover
 from curation.errors import LabelImportError, ParamsError
 from curation.io import atomic_path
 from curation.labels import ImageRef, read_prior_labels
-from schemas.params import DEFAULT_EXTENSIONS, LabelFormat, load_params
+from schemas.ontology import Ontology
+from schemas.params import DEFAULT_EXTENSIONS, IngestParams, LabelFormat, load_params
 
 _NOT_NAME = re.compile(r"[^a-z0-9]+")
 
@@ -284,3 +285,20 @@ def _load_document(params_path: Path, yaml) -> tuple[dict, str]:
     if not isinstance(document, dict):
         raise ParamsError(f"{params_path}: expected a mapping of sections (ontology, ingest, ...) at the top level")
     return document, ""
+
+
+def ok_class(ontology: Ontology, ingest_params: IngestParams | None = None) -> str | None:
+    """The ontology class that means "no defect", or None when there is none.
+
+    In order: the class ``ingest.label_map[ingest.ok_label]`` names, else the class named ``ingest.ok_label``, else
+    the one class :func:`is_ok_label` accepts (none or several: None).
+    """
+    names = ontology.class_names
+    if ingest_params is not None:
+        mapped = ingest_params.label_map.get(ingest_params.ok_label)
+        if mapped in names:
+            return mapped
+        if ingest_params.ok_label in names:
+            return ingest_params.ok_label
+    candidates = [name for name in names if is_ok_label(name)]
+    return candidates[0] if len(candidates) == 1 else None

@@ -42,8 +42,9 @@ class AnomalyDescriptionParams(StrictModel):
         None, description="Millimetres per pixel of every image (camera set-up); sizes are then said in mm too."
     )
     pixel_pitch_column: str | None = Field(
-        None, description="Metadata column (as in the metadata CSV) with each image's pixel pitch in mm; wins over "
-        "pixel_pitch_mm where it has a value."
+        None,
+        description="Metadata column (as in the metadata CSV) with each image's pixel pitch in mm; wins over "
+        "pixel_pitch_mm where it has a value.",
     )
 
 
@@ -61,8 +62,9 @@ class AnomalyParams(StrictModel):
         None, description="Golden (defect-free) reference images; relative to the project root."
     )
     reference_column: str | None = Field(
-        None, description="Metadata column naming each image's golden image in reference_dir (file stem), e.g. "
-        "the product or line; without it the folder must hold one image, used for all."
+        None,
+        description="Metadata column naming each image's golden image in reference_dir (file stem), e.g. "
+        "the product or line; without it the folder must hold one image, used for all.",
     )
     backbone: Literal["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"] = "efficientnet-lite0"
     bank_max_patches: Annotated[int, Field(ge=256)] = Field(
