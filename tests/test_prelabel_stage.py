@@ -19,6 +19,7 @@ from curation.prelabel import cli as prelabel_cli
 from curation.prelabel.errors import ModelUnavailableError
 from curation.prelabel.fewshot import LabelSet
 from curation.prelabel.stage import prelabel, write_prelabel
+from schemas.params_anomaly import AnomalyParams
 from schemas.params_prelabel import CaptionParams, ClipParams, FewShotParams, PrelabelParams, PreprocessParams
 from schemas.records import Prediction, columns
 from tests.conftest import ingested_sample
@@ -153,6 +154,7 @@ def test_without_clip_the_offline_backbone_embeds_and_few_shot_predicts(world, p
         clip=ClipParams(model="openai/clip-vit-base-patch32"),
         captions=CaptionParams(policy="none"),
         fewshot=FewShotParams(min_per_class=2, cv_folds=2),
+        anomaly=AnomalyParams(enabled=False),  # without it and without CLIP or labels: no predictions
     )
     manifest = world["manifest"]
     bare = prelabel(manifest, settings, params.ontology, cache_dir=tmp_path / "c")
@@ -231,6 +233,7 @@ def test_progress_total_counts_scoring_and_plot_data_only_with_predictions(world
         clip=ClipParams(model="openai/clip-vit-base-patch32"),
         captions=CaptionParams(policy="none"),
         fewshot=FewShotParams(min_per_class=2, cv_folds=2),
+        anomaly=AnomalyParams(enabled=False),  # without it and without CLIP or labels: no predictions
     )
     manifest = world["manifest"]
     bare = prelabel(manifest, settings, params.ontology, cache_dir=tmp_path / "c")

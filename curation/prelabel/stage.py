@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from curation.ontology import ok_class
 from curation.prelabel import captions as caps
 from curation.prelabel.anomaly_scorer import (
     AnomalyScorer,
@@ -71,7 +70,7 @@ from curation.prelabel.outputs import (
 )
 from curation.prelabel.prompts import build_text_classes, settings_hash
 from curation.prelabel.zero_shot import ZeroShotScorer
-from schemas.ontology import Ontology
+from schemas.ontology import Ontology, ok_class
 from schemas.params import IngestParams
 from schemas.params_anomaly import AnomalyParams
 from schemas.params_prelabel import PrelabelParams
