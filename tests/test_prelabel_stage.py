@@ -105,7 +105,9 @@ def test_zero_shot_outputs_follow_the_contract(world, params, tmp_path):
 
 
 def test_cache_hits_misses_and_force(world, params, tmp_path):
-    settings = _settings(world, captions=CaptionParams(policy="none"))
+    # anomaly off: its no-label scores depend on the batch (each image is compared with the others), so a run on
+    # fewer images differs by design; its own cache is tested in tests/test_prelabel_anomaly.py
+    settings = _settings(world, captions=CaptionParams(policy="none"), anomaly=AnomalyParams(enabled=False))
     manifest = world["manifest"]
     cache = tmp_path / "cache"
     first = prelabel(manifest.iloc[:-1], settings, params.ontology, cache_dir=cache)

@@ -172,9 +172,9 @@ def _anomaly_columns(anomaly: AnomalyColumns | None, n: int) -> dict[str, pd.Ser
     return {
         "anomaly_score": pd.Series(anomaly.score, dtype="float64"),
         "anomaly_defect": pd.Series(anomaly.defect, dtype="boolean"),
-        "anomaly_reference": pd.Series([anomaly.reference] * n, dtype="object"),
-        "anomaly_map": pd.Series(anomaly.map_path, dtype="object"),
-        "regions": pd.Series(anomaly.regions, dtype="object"),
+        "anomaly_reference": pd.Series([anomaly.reference] * n),  # text columns: inferred, as image_id's
+        "anomaly_map": pd.Series(anomaly.map_path),
+        "regions": pd.Series(anomaly.regions),
     }
 
 
