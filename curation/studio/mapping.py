@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from curation.studio.config import BOXES, CONFIDENCE, DESCRIPTION, IMAGE, LABEL, POLYGONS, SEVERITY
+from schemas.records import ANY_DEFECT
 
 PRIOR_VERSION = "prior-labels"  # model version of a prediction that holds only imported shapes
 REGIONS = "regions"  # from_results' key for the boxes and polygons, in result order
@@ -161,7 +162,9 @@ def from_results(result: Iterable[Mapping[str, Any]], *, size: Size | None = Non
 def to_prediction(row: Mapping[str, Any], language: str) -> dict[str, Any]:
     """The model's pre-annotation of one predictions row: class, confidence (percent of the class's probability),
     the severity when the predictions carry one (a ``severity`` column; none is invented) and the description."""
-    result = [to_label_studio(LABEL, row["label"]), to_label_studio(CONFIDENCE, round(100 * row["score"]))]
+    result = [to_label_studio(CONFIDENCE, round(100 * row["score"]))]
+    if row["label"] != ANY_DEFECT:  # anomaly's "defect, type not chosen yet" pre-selects no class
+        result.insert(0, to_label_studio(LABEL, row["label"]))
     severity = _text(row.get("severity"))
     if severity:
         result.append(to_label_studio(SEVERITY, severity))
@@ -188,7 +191,7 @@ def prediction_title(model_version: str) -> str:
     if model_version == PRIOR_VERSION:
         return model_version
     model = model_version.split("@", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "model"
-    kind = "few-shot" if "+fewshot-" in model_version else "zero-shot"
+    kind = "few-shot" if "+fewshot-" in model_version else "anomaly" if "+anomaly-" in model_version else "zero-shot"
     tag = hashlib.sha256(model_version.encode("utf-8")).hexdigest()[:8]
     return f"{kind} {model} #{tag}"
 

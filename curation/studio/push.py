@@ -65,6 +65,7 @@ from curation.studio.errors import StudioError, StudioUnavailable
 from curation.studio.mapping import PRIOR_VERSION, to_label_studio, to_prediction
 from schemas.ontology import Ontology
 from schemas.params_studio import LabelStudioParams
+from schemas.records import ANY_DEFECT
 
 if TYPE_CHECKING:
     from label_studio_sdk.client import LabelStudio
@@ -252,7 +253,7 @@ def _check_predictions(predictions: pd.DataFrame, manifest: pd.DataFrame, ontolo
             f"{name}: rows {_rows(unknown)} (1-based) are for images not in the manifest; the predictions are stale "
             "- re-run `dvc repro prelabel` on the current manifest"
         )
-    bad_label = ~predictions["label"].isin(ontology.class_names)
+    bad_label = ~predictions["label"].isin([*ontology.class_names, ANY_DEFECT])  # + anomaly's "defect"
     if bad_label.any():
         labels = sorted(set(predictions.loc[bad_label, "label"].astype(str)))[:_SHOWN_ROWS]
         raise InputError(
