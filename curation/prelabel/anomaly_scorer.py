@@ -346,6 +346,7 @@ class AnomalyScorer:
             "map_zero": round(map_zero, 6),
             "ok_class": self.ok,
             "images": len(scores),
+            "patch_features_bytes": int(features.nbytes),  # the batch's float16 patch grids, held while scoring
             "ok": int((~is_defect).sum()),
             "defect": int(is_defect.sum()),
             **details,
