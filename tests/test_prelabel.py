@@ -284,6 +284,9 @@ def test_labels_resolve_by_path_and_drop_what_cannot_be_used(tmp_path):
     consensus = tmp_path / "consensus.parquet"
     pd.DataFrame({"image_id": ["id2", "id3"], "label": ["ok", None]}).to_parquet(consensus)
     assert read_labels(consensus, manifest, ["ok"]).labels == {"id2": "ok"}
+    # the agreement stage's consensus: a nullable text column whose undecided images hold pd.NA
+    pd.DataFrame({"image_id": ["id2", "id3"], "label": pd.array(["ok", None], dtype="string")}).to_parquet(consensus)
+    assert read_labels(consensus, manifest, ["ok"]).dropped == {"no_label": 1}
     (tmp_path / "bad.csv").write_text("file,klass\n1,2\n", encoding="utf-8")
     with pytest.raises(ManifestError, match="no 'label' column"):
         read_labels(tmp_path / "bad.csv", manifest, ["ok"])

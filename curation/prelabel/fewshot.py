@@ -68,7 +68,7 @@ def read_labels(path: Path, manifest: pd.DataFrame, class_names: list[str]) -> L
     unknown: Counter[str] = Counter()
     by_image: dict[str, set[str]] = {}
     for image_id, label in zip(ids, frame["label"], strict=True):
-        if label is None or (isinstance(label, float) and np.isnan(label)) or str(label).strip() == "":
+        if label is None or pd.isna(label) or str(label).strip() == "":  # None, NaN and pd.NA (nullable text)
             dropped["no_label"] += 1
         elif str(label) not in class_names:
             unknown[str(label)] += 1
