@@ -81,6 +81,11 @@ def test_zero_shot_outputs_follow_the_contract(world, params, tmp_path):
         d.startswith(name_ko[label])
         for d, label in zip(predictions["description_ko"], predictions["label"], strict=True)
     )
+    # the anomaly pre-labeler ran too: its columns are filled and its region description follows the class's
+    assert predictions["anomaly_score"].notna().all() and set(predictions["anomaly_reference"]) == {"none"}
+    for text, label in zip(predictions["description_en"], predictions["label"], strict=True):
+        region = text.find("No anomaly found") if "No anomaly found" in text else text.find("suspect region")
+        assert text.startswith(params.ontology.get(label).label_en) and region > 0, text
     for _, row in predictions.iterrows():  # every row validates as the shared record
         Prediction.model_validate({k: (None if pd.isna(v) else v) for k, v in row[columns(Prediction)].items()})
 

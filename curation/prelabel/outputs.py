@@ -124,7 +124,7 @@ def predictions_frame(
         ]
         if anomaly is not None:
             descriptions = [
-                (f"{en} {a_en}", None if ko is None else f"{ko} {a_ko}")
+                (_sentences(en, a_en), None if ko is None else _sentences(ko, a_ko))
                 for (en, ko), a_en, a_ko in zip(descriptions, anomaly.text_en, anomaly.text_ko, strict=True)
             ]
     # Built column by column: a Prediction object and a dict per image would cost more than the columns themselves
@@ -158,6 +158,12 @@ def _with_caption(en: str, ko: str, caption: str | None, settings: PrelabelParam
         return en, ko
     korean = caps.glossary_korean(caption, settings.description.glossary)
     return f"{en}. Caption: {caption}", f"{ko}. 캡션: {korean}"
+
+
+def _sentences(first: str, second: str) -> str:
+    """Two descriptions as consecutive sentences."""
+    first = first.rstrip()
+    return f"{first} {second}" if first.endswith((".", "!", "?", "。")) else f"{first}. {second}"
 
 
 def _anomaly_columns(anomaly: AnomalyColumns | None, n: int) -> dict[str, pd.Series]:
