@@ -22,14 +22,12 @@ from curation.discover import discover
 from curation.errors import LabelImportError, ParamsError
 from curation.io import atomic_path
 from curation.labels import ImageRef, read_prior_labels
+from schemas.ontology import OK_WORDS as OK_WORDS  # these three live in schemas (light for prelabel)
+from schemas.ontology import is_ok_label as is_ok_label
+from schemas.ontology import ok_class as ok_class
 from schemas.params import DEFAULT_EXTENSIONS, LabelFormat, load_params
 
 _NOT_NAME = re.compile(r"[^a-z0-9]+")
-
-OK_WORDS = frozenset({"ok", "good", "normal", "free", "defect_free", "no_defect", "nodefect", "non_defective", "pass"})
-"""Source labels that mean "no defect" in public data sets and factory exports (MVTec AD ``good``, magnetic tile
-``MT_Free``, ``OK``/``NG`` folders): a label whose class name is one of these, or ends in ``_<word>``, resolves to
-the OK class (``ingest.ok_label``) instead of becoming a class of its own."""
 
 
 def class_name_for(source_label: str) -> str | None:
@@ -65,11 +63,6 @@ class OntologyPlan:
     @property
     def changes_params(self) -> bool:
         return bool(self.added or self.label_map)
-
-
-def is_ok_label(name: str) -> bool:
-    """True for a class name that says "no defect" (:data:`OK_WORDS`, also as the last part: ``mt_free``)."""
-    return name in OK_WORDS or any(name.endswith(f"_{word}") for word in OK_WORDS)
 
 
 def plan_classes(

@@ -6,11 +6,14 @@ export check labels against ``class_names``.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, StringConstraints, model_validator
 
 from schemas.base import FieldProblem, StrictModel
+
+if TYPE_CHECKING:
+    from schemas.params import IngestParams
 
 Slug = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]*$")]
 Text = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1)]
@@ -155,3 +158,32 @@ def _require_increasing_sizes(severities: list[Severity]) -> None:
                     ("severities", index, unit),
                 )
             previous = (index, value)
+
+
+OK_WORDS = frozenset({"ok", "good", "normal", "free", "defect_free", "no_defect", "nodefect", "non_defective", "pass"})
+"""Source labels that mean "no defect" in public data sets and factory exports (MVTec AD ``good``, magnetic tile
+``MT_Free``, ``OK``/``NG`` folders): a label whose class name is one of these, or ends in ``_<word>``, resolves to
+the OK class (``ingest.ok_label``) instead of becoming a class of its own. (Here, not in curation.ontology, so the
+prelabel stage can name the OK class without importing ingest's modules; curation.ontology re-exports them.)"""
+
+
+def is_ok_label(name: str) -> bool:
+    """True for a class name that says "no defect" (:data:`OK_WORDS`, also as the last part: ``mt_free``)."""
+    return name in OK_WORDS or any(name.endswith(f"_{word}") for word in OK_WORDS)
+
+
+def ok_class(ontology: Ontology, ingest_params: IngestParams | None = None) -> str | None:
+    """The ontology class that means "no defect", or None when there is none (``curation.ontology.ok_class``).
+
+    In order: the class ``ingest.label_map[ingest.ok_label]`` names, else the class named ``ingest.ok_label``, else
+    the one class :func:`is_ok_label` accepts (none or several: None).
+    """
+    names = ontology.class_names
+    if ingest_params is not None:
+        mapped = ingest_params.label_map.get(ingest_params.ok_label)
+        if mapped in names:
+            return mapped
+        if ingest_params.ok_label in names:
+            return ingest_params.ok_label
+    candidates = [name for name in names if is_ok_label(name)]
+    return candidates[0] if len(candidates) == 1 else None

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 
 from schemas.base import FieldProblem, StrictModel
+from schemas.params_anomaly import AnomalyParams
 
 Device = Literal["auto", "cpu", "cuda", "mps"]
 
@@ -197,3 +198,4 @@ class PrelabelParams(StrictModel):
     )
     ray: RayParams = RayParams()
     histogram_bins: Annotated[int, Field(ge=2, le=100)] = 20
+    anomaly: AnomalyParams = AnomalyParams()

@@ -108,7 +108,9 @@ class Prediction(StrictModel):
     margin: float = Field(description="Top probability minus the second.")
     entropy: float = Field(description="Shannon entropy of the class probabilities, in nats.")
     top_hard_negative: str | None = Field(None, description="Hard negative that won before folding, if any.")
-    source: Literal["zero_shot", "few_shot", "anomaly"]
+    source: Literal["zero_shot", "few_shot", "anomaly"] = Field(
+        description="anomaly: no class scorer ran; the label is the OK class or ANY_DEFECT from the anomaly call."
+    )
     model_name: str = Field(description="Checkpoint id or path of the scoring model.")
     model_version: str = Field(description="Model id + hash of prompts/params: changes when either changes.")
     caption: str | None = None
@@ -116,15 +118,27 @@ class Prediction(StrictModel):
     caption_flag: bool = Field(False, description="True when caption_score is below the params threshold.")
     description_en: str | None = None
     description_ko: str | None = None
-    anomaly_score: float | None = Field(None, description="Image anomaly score (map maximum), reference scale.")
-    anomaly_defect: bool | None = Field(None, description="anomaly_score above the calibrated threshold.")
-    anomaly_reference: Literal["none", "ok_reviewed", "golden"] | None = None
+    anomaly_score: float | None = Field(
+        None, description="Image anomaly score (map maximum) on the scale of its reference mode; null when off."
+    )
+    anomaly_defect: bool | None = Field(
+        None, description="anomaly_score > the threshold in prelabel.json (anomaly.threshold)."
+    )
+    anomaly_reference: Literal["none", "ok_reviewed", "golden"] | None = Field(
+        None, description="What the image was compared with: other images (none), reviewed OK images, a golden one."
+    )
     anomaly_map: str | None = Field(
-        None, description="Map PNG (uint8, 128 ~ threshold), relative to the folder of predictions.parquet."
+        None,
+        description="8-bit PNG of the map, relative to the folder of predictions.parquet (anomaly_maps/<id>.png); "
+        "value = round(255 * clip((s - zero) / (2 * (threshold - zero)), 0, 1)), zero in prelabel.json "
+        "(anomaly.map_zero; 0 for ok_reviewed/golden), so 128 ~ the defect threshold.",
     )
     regions: str | None = Field(
-        None, description="JSON list of regions, best first ({x, y, w, h, score, polygons, cell, ...}); [] if OK."
+        None,
+        description="JSON list of suspect regions, best first (x, y, w, h, score, area, polygons, cell, clock, shape, "
+        "orientation, size_px, size_mm, severity) in stored-image pixels; [] for images called OK.",
     )
+
 
 
 class Annotation(StrictModel):

@@ -15,6 +15,7 @@ from curation.prelabel.errors import ManifestError, ModelUnavailableError
 from curation.prelabel.images import ImageRef
 from curation.prelabel.models import ClipScorer, Runtime, resolve_checkpoint
 from curation.prelabel.stage import prelabel
+from schemas.params_anomaly import AnomalyParams
 from schemas.params_prelabel import CaptionParams, ClipParams, PrelabelParams, RayParams
 from tests.conftest import ingested_sample
 
@@ -49,6 +50,7 @@ def _settings(world, engine: str, **changes) -> PrelabelParams:
         "engine": engine,
         "ray": RayParams(actors=1, cpus_per_actor=1, cpus_per_decode_task=0.5),
         "decode_workers": 2,
+        "anomaly": AnomalyParams(enabled=False),  # on in its own test below (same thread count needed)
     }
     return PrelabelParams(**{**base, **changes})
 
@@ -124,6 +126,33 @@ def test_offline_backbone_on_ray_matches_local_at_the_same_thread_count(world, p
     assert remote.report["embedding_model"].startswith("efficientnet-lite0@")
     assert remote.cache_stats["embeddings_computed"] == len(world["manifest"])
     assert np.array_equal(_embeddings(local), _embeddings(remote))
+
+
+def test_anomaly_rows_and_maps_on_ray_match_local_and_share_the_cache(world, params, tmp_path, local_ray):
+    """Patch features on Ray actors: the same rows, maps and report as a local run at one thread (see above), and
+    the cache either engine filled serves the other."""
+    import torch
+
+    settings = {
+        "clip": ClipParams(model=str(tmp_path / "no-such-clip"), batch_size=4),
+        "anomaly": AnomalyParams(map_max_side=64),
+    }
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        local = prelabel(
+            world["manifest"], _settings(world, "local", **settings), params.ontology, cache_dir=tmp_path / "a"
+        )
+    finally:
+        torch.set_num_threads(threads)
+    remote = prelabel(world["manifest"], _settings(world, "ray", **settings), params.ontology, cache_dir=tmp_path / "b")
+    n = len(world["manifest"])
+    assert remote.cache_stats["patches_computed"] == n and set(remote.predictions["source"]) == {"anomaly"}
+    pd.testing.assert_frame_equal(local.predictions, remote.predictions, check_exact=True)
+    assert local.report == remote.report and local.maps == remote.maps and len(remote.maps) == n
+    again = prelabel(world["manifest"], _settings(world, "ray", **settings), params.ontology, cache_dir=tmp_path / "a")
+    assert again.cache_stats["patches_computed"] == 0 and again.cache_stats["patches_cached"] == n
+    pd.testing.assert_frame_equal(local.predictions, again.predictions, check_exact=True)
 
 
 def test_a_changed_image_fails_the_ray_run_with_the_file_named(world, params, tmp_path, local_ray):

@@ -19,6 +19,7 @@ from curation.prelabel import cli as prelabel_cli
 from curation.prelabel.errors import ModelUnavailableError
 from curation.prelabel.fewshot import LabelSet
 from curation.prelabel.stage import prelabel, write_prelabel
+from schemas.params_anomaly import AnomalyParams
 from schemas.params_prelabel import CaptionParams, ClipParams, FewShotParams, PrelabelParams, PreprocessParams
 from schemas.records import Embedding, Prediction, columns
 from tests.conftest import ingested_sample
@@ -80,6 +81,11 @@ def test_zero_shot_outputs_follow_the_contract(world, params, tmp_path):
         d.startswith(name_ko[label])
         for d, label in zip(predictions["description_ko"], predictions["label"], strict=True)
     )
+    # the anomaly pre-labeler ran too: its columns are filled and its region description follows the class's
+    assert predictions["anomaly_score"].notna().all() and set(predictions["anomaly_reference"]) == {"none"}
+    for text, label in zip(predictions["description_en"], predictions["label"], strict=True):
+        region = text.find("No anomaly found") if "No anomaly found" in text else text.find("suspect region")
+        assert text.startswith(params.ontology.get(label).label_en) and region > 0, text
     for _, row in predictions.iterrows():  # every row validates as the shared record
         Prediction.model_validate({k: (None if pd.isna(v) else v) for k, v in row[columns(Prediction)].items()})
 
@@ -104,7 +110,9 @@ def test_zero_shot_outputs_follow_the_contract(world, params, tmp_path):
 
 
 def test_cache_hits_misses_and_force(world, params, tmp_path):
-    settings = _settings(world, captions=CaptionParams(policy="none"))
+    # anomaly off: its no-label scores depend on the batch (each image is compared with the others), so a run on
+    # fewer images differs by design; its own cache is tested in tests/test_prelabel_anomaly.py
+    settings = _settings(world, captions=CaptionParams(policy="none"), anomaly=AnomalyParams(enabled=False))
     manifest = world["manifest"]
     cache = tmp_path / "cache"
     first = prelabel(manifest.iloc[:-1], settings, params.ontology, cache_dir=cache)
@@ -153,6 +161,7 @@ def test_without_clip_the_offline_backbone_embeds_and_few_shot_predicts(world, p
         clip=ClipParams(model="openai/clip-vit-base-patch32"),
         captions=CaptionParams(policy="none"),
         fewshot=FewShotParams(min_per_class=2, cv_folds=2),
+        anomaly=AnomalyParams(enabled=False),  # without it and without CLIP or labels: no predictions
     )
     manifest = world["manifest"]
     bare = prelabel(manifest, settings, params.ontology, cache_dir=tmp_path / "c")
@@ -231,6 +240,7 @@ def test_progress_total_counts_scoring_and_plot_data_only_with_predictions(world
         clip=ClipParams(model="openai/clip-vit-base-patch32"),
         captions=CaptionParams(policy="none"),
         fewshot=FewShotParams(min_per_class=2, cv_folds=2),
+        anomaly=AnomalyParams(enabled=False),  # without it and without CLIP or labels: no predictions
     )
     manifest = world["manifest"]
     bare = prelabel(manifest, settings, params.ontology, cache_dir=tmp_path / "c")

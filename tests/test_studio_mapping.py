@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from curation.studio.config import BOXES, CONFIDENCE, DESCRIPTION, LABEL, POLYGONS, SEVERITY
@@ -96,3 +97,24 @@ def test_from_results_keeps_the_last_value_and_every_region_in_order() -> None:
             {"x": 1.0, "y": 2.0, "w": 3.0, "h": 4.0, "label": None},
         ],
     }
+
+
+def test_anomaly_defect_rows_preselect_no_class_and_keep_confidence_and_description():
+    from curation.agreement.stage import validate_predictions
+    from curation.studio.mapping import prediction_title, to_prediction
+
+    row = {
+        "image_id": "a",
+        "label": "defect",
+        "score": 0.8,
+        "model_version": "efficientnet-lite0-patches@w+anomaly-none-1234",
+        "description_en": "1 suspect region(s)",
+        "description_ko": "의심 영역 1곳",
+    }
+    prediction = to_prediction(row, "both")
+    names = [item["from_name"] for item in prediction["result"]]
+    assert LABEL not in names and CONFIDENCE in names and DESCRIPTION in names
+    assert prediction_title(row["model_version"]).startswith("anomaly efficientnet-lite0-patches")
+    assert to_prediction({**row, "label": "ok"}, "en")["result"][0]["from_name"] == LABEL
+    frame = pd.DataFrame([{"image_id": "a", "label": "defect", "source": "anomaly", "p_ok": 0.2, "p_dent": 0.8}])
+    assert validate_predictions(frame, "predictions.parquet", ["ok", "dent"])["label"].tolist() == ["defect"]

@@ -142,7 +142,11 @@ def prelabel_quality(
         result["accuracy"] = Stat(float(accuracy_score(y_true, y_pred)))
         result["macro_f1"] = Stat(float(f1_score(y_true, y_pred, labels=present, average="macro")))
         table_p = joined[[f"p_{c}" for c in classes]].to_numpy(dtype=np.float64)
-        probability = table_p[np.arange(len(joined)), pd.Categorical(y_pred, categories=list(classes)).codes]
+        codes = pd.Categorical(y_pred, categories=list(classes)).codes
+        # anomaly rows labelled "defect" (no class chosen yet): their score is that label's probability
+        probability = table_p[np.arange(len(joined)), np.maximum(codes, 0)]
+        if (codes < 0).any():
+            probability = np.where(codes >= 0, probability, joined["score"].to_numpy(float))
         table = calibration_table(probability, y_true == y_pred, bins)
         result["ece"] = Stat(float(expected_calibration_error(table)))
         metrics[str(source)] = result

@@ -52,7 +52,7 @@ from curation.io import check_published, publish, write_csv, write_json, write_p
 from curation.tables import read_table
 from schemas.base import StrictModel
 from schemas.params_agreement import AgreementParams
-from schemas.records import Annotation, Consensus, columns, required_columns
+from schemas.records import ANY_DEFECT, Annotation, Consensus, columns, required_columns
 
 REQUIRED = required_columns(Annotation)  # image_id, annotator, label
 PREDICTION_REQUIRED = ["image_id", "label", "source"]
@@ -249,7 +249,7 @@ def validate_predictions(frame: pd.DataFrame, source: str, classes: Sequence[str
     )
     frame = frame.reset_index(drop=True)
     frame["image_id"] = frame["image_id"].astype(str)
-    _check_values(frame, "label", classes, source, "ontology.classes")
+    _check_values(frame, "label", [*classes, ANY_DEFECT], source, "ontology.classes")  # + anomaly's "defect"
     repeated = frame.duplicated(["source", "image_id"], keep=False)
     if repeated.any():
         raise AnnotationsError(

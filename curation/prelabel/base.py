@@ -8,9 +8,9 @@ progress, notes and the report once, around these roles:
   (:class:`curation.prelabel.models.ClipScorer`: CLIP, SigLIP, multilingual CLIP).
 - :class:`Describer`: images -> text (:class:`curation.prelabel.models.Captioner`, BLIP).
 - :class:`Scorer`: a batch's embeddings (+ context) -> class probabilities and a ``model_version``
-  (:class:`curation.prelabel.zero_shot.ZeroShotScorer`, :class:`curation.prelabel.fewshot.FewShotScorer`). The
-  anomaly scorer (:mod:`curation.prelabel.anomaly`, issue 16) is the next one: it reads the batch's patch
-  features and its reference bank from :class:`ScoreInput`.
+  (:class:`curation.prelabel.zero_shot.ZeroShotScorer`, :class:`curation.prelabel.fewshot.FewShotScorer`,
+  :class:`curation.prelabel.anomaly_scorer.AnomalyScorer`, which reads the batch's patch features from
+  :class:`ScoreInput` and hands few-shot extra features through :attr:`Outcome.features`).
 
 Image models also say how to rebuild themselves in another process (:meth:`ImageModel.recipe`), so the Ray engine
 needs no list of model types.
@@ -26,10 +26,10 @@ import numpy as np
 from curation.prelabel.images import InputSpec
 
 if TYPE_CHECKING:
-    from curation.prelabel.anomaly import PatchBank
+    from curation.prelabel.anomaly import FeatureSpec, PatchBank
     from curation.prelabel.engines import ModelRecipe
 
-Source = Literal["zero_shot", "few_shot"]  # schemas.records.Prediction.source of the scorers run today
+Source = Literal["zero_shot", "few_shot", "anomaly"]  # schemas.records.Prediction.source
 
 
 class ImageModel(Protocol):
@@ -37,7 +37,11 @@ class ImageModel(Protocol):
 
     name: str
     version: str
-    spec: InputSpec
+
+    @property
+    def spec(self) -> InputSpec | FeatureSpec:
+        """The model's input: size and normalisation, or the anomaly input (:class:`FeatureSpec`, patch models)."""
+        ...
 
     @property
     def key(self) -> str:
@@ -105,9 +109,12 @@ class ScoreInput:
         class_names: ontology order (the columns of :attr:`Scores.probabilities`).
         encoder_key: the Embedder's ``key`` (scorers built on its embeddings name it in their version).
         previous: the scores of the scorer before this one, which this one may replace or leave as they are.
-        patch_features: (N, g, g, D) patch features, for patch-level scorers (anomaly); None until the stage
-            computes them (issue 16).
-        reference_bank: the reviewed-OK patch bank an anomaly scorer compares against, when there is one.
+        patch_features: (N, g, g, D) float16 patch features, for patch-level scorers (anomaly); None when the
+            anomaly pre-labeler is off.
+        reference_bank: a prebuilt reviewed-OK patch bank (unused by the stage: its anomaly scorer builds
+            cross-fitted banks from the labelled OK images of the batch).
+        extra_features: (N, E) per-image features the scorers before this one offered (:attr:`Outcome.features`:
+            the anomaly score and map-weighted patch features), for few-shot; None when none did.
     """
 
     embeddings: np.ndarray
@@ -117,16 +124,18 @@ class ScoreInput:
     previous: Scores | None = None
     patch_features: np.ndarray | None = None
     reference_bank: PatchBank | None = None
+    extra_features: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a scorer did: its entry in ``prelabel.json``, notes for the user, and its scores if they replace the
-    previous ones (None leaves them as they were)."""
+    """What a scorer did: its entry in ``prelabel.json``, notes for the user, its scores if they replace the
+    previous ones (None leaves them as they were), and (N, E) per-image features it offers the scorers after it."""
 
     report: Any
     notes: tuple[str, ...] = ()
     scores: Scores | None = None
+    features: np.ndarray | None = None
 
 
 class Scorer(Protocol):

@@ -1,9 +1,14 @@
-"""The prelabel cache: image embeddings and captions keyed by (content SHA-256, namespace).
+"""The prelabel cache: image embeddings, anomaly patch features and captions keyed by (content SHA-256, namespace).
 
 A namespace is a hash of everything that determines the cached value: the model id + revision and the
 preprocessing for embeddings; the captioner id + revision, preprocessing and generation params for captions; the
-model id + revision for text embeddings (keyed by the text itself) and the model's logit scale. With everything
+model id + revision for text embeddings (keyed by the text itself) and the model's logit scale; the backbone, its
+:class:`~curation.prelabel.anomaly.FeatureSpec` and the preprocessing for anomaly patch features. With everything
 cached, a re-run never loads the model weights at all.
+
+Patch features are kept whole (float16 ``.npy`` bytes, 32 x 32 x 152 = 311 KB per image at the default spec) rather
+than per-image score maps: a score map depends on the reference (the batch in no-label mode, the reviewed OK
+images, the golden image), which changes as labels arrive, while the features depend on the image alone.
 Prompts do not enter the embedding key on purpose: zero-shot scores are recomputed from cached embeddings on every
 run (a matrix product), so editing a prompt re-scores everything without re-encoding a single image.
 
@@ -13,6 +18,7 @@ and the next run resumes from there.
 
 from __future__ import annotations
 
+import io
 import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -28,6 +34,9 @@ CREATE TABLE IF NOT EXISTS captions (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS texts (
     namespace TEXT NOT NULL, text TEXT NOT NULL, vector BLOB NOT NULL, PRIMARY KEY (namespace, text)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS patches (
+    namespace TEXT NOT NULL, sha256 TEXT NOT NULL, grid BLOB NOT NULL, PRIMARY KEY (namespace, sha256)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS scalars (
     namespace TEXT NOT NULL, name TEXT NOT NULL, value REAL NOT NULL, PRIMARY KEY (namespace, name)
@@ -82,6 +91,20 @@ class PrelabelCache:
         rows = [(namespace, text, np.asarray(v, dtype=np.float32).tobytes()) for text, v in items]
         with self._db:
             self._db.executemany("INSERT OR REPLACE INTO texts VALUES (?, ?, ?)", rows)
+
+    def get_patches(self, namespace: str, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        """Per-image patch-feature grids (g, g, D) float16 (anomaly scoring), stored as ``.npy`` bytes."""
+        rows = self._select("SELECT sha256, grid FROM patches", namespace, hashes)
+        return {sha: np.load(io.BytesIO(blob), allow_pickle=False) for sha, blob in rows}
+
+    def put_patches(self, namespace: str, items: Iterable[tuple[str, np.ndarray]]) -> None:
+        rows = []
+        for sha, grid in items:
+            buffer = io.BytesIO()
+            np.save(buffer, np.asarray(grid, dtype=np.float16), allow_pickle=False)
+            rows.append((namespace, sha, buffer.getvalue()))
+        with self._db:
+            self._db.executemany("INSERT OR REPLACE INTO patches VALUES (?, ?, ?)", rows)
 
     def get_scalar(self, namespace: str, name: str) -> float | None:
         row = self._db.execute(

@@ -30,7 +30,9 @@ def prelabel_command(
     ] = None,
     params_path: ParamsOption = Path("params.yaml"),
 ) -> None:
-    """Pre-label images: CLIP zero-shot scores, few-shot refinement from human labels, BLIP captions."""
+    """Pre-label images: defect-vs-OK anomaly scores with maps and regions (offline, no labels needed), CLIP
+    zero-shot scores, few-shot refinement from human labels, BLIP captions."""
+
     from curation.io import check_published
     from curation.prelabel.errors import ManifestError
     from curation.prelabel.fewshot import default_labels_path, read_labels
@@ -53,7 +55,7 @@ def prelabel_command(
         )
         labels_path = labels if labels is not None else default_labels_path(manifest)
         label_set = None
-        if labels_path is not None and settings.fewshot.enabled:
+        if labels_path is not None and (settings.fewshot.enabled or settings.anomaly.enabled):
             label_set = read_labels(check_published(labels_path), frame, params.ontology.class_names)
         with progress("prelabel", console) as reporter:
             result = prelabel(
@@ -62,6 +64,7 @@ def prelabel_command(
                 params.ontology,
                 cache_dir=cache_dir,
                 labels=label_set,
+                ingest=params.ingest,
                 force=force,
                 on_start=reporter.start,
                 on_progress=reporter.advance,
@@ -72,7 +75,7 @@ def prelabel_command(
     print_report("prelabel", {**shown, "cache": result.cache_stats})
     console.print(
         f"outputs in {out_dir}/ (predictions.parquet, embeddings.parquet, prelabel.json, "
-        f"confidence_histogram.csv/png); cache in {cache_dir}",
+        f"confidence_histogram.csv/png, anomaly_maps/); cache in {cache_dir}",
         markup=False,
     )
 

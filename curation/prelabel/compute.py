@@ -1,7 +1,8 @@
 """Per-image model outputs for the prelabel stage, once for every model: cache first (by content hash), the rest in
 batches on the engine, stored batch by batch as they arrive, with progress.
 
-:func:`embed_images` runs an :class:`~curation.prelabel.base.Embedder`, :func:`caption_images` a
+:func:`embed_images` runs an :class:`~curation.prelabel.base.Embedder`, :func:`patch_features` the anomaly
+scorer's :class:`~curation.prelabel.anomaly_scorer.PatchModel`, :func:`caption_images` a
 :class:`~curation.prelabel.base.Describer`; :func:`cached_text_encoder` and :func:`cached_logit_scale` put a
 :class:`~curation.prelabel.base.TextImageEmbedder`'s text side through the same cache.
 """
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from curation.prelabel import captions as caps
+from curation.prelabel.anomaly_scorer import PatchModel
 from curation.prelabel.base import Describer, Embedder, TextImageEmbedder
 from curation.prelabel.cache import PrelabelCache
 from curation.prelabel.engines import Engine, Work
@@ -80,6 +82,45 @@ def embed_images(
         stats=stats,
     )
     return matrix[0] if matrix else np.zeros((0, 0), np.float32)
+
+
+def patch_features(
+    model: PatchModel,
+    refs: list[ImageRef],
+    settings: PrelabelParams,
+    cache: PrelabelCache,
+    engine: Engine,
+    force: bool,
+    progress: Progress,
+    stats: Counter[str],
+) -> np.ndarray:
+    """(len(refs), g, g, D) float16 anomaly patch features of ``refs`` (rows in ``ref.row`` order), through the
+    cache like embeddings (namespace: the backbone, the :class:`~curation.prelabel.anomaly.FeatureSpec` and the
+    preprocessing)."""
+    namespace = "patches-" + settings_hash(model.key, model.spec.__dict__, settings.preprocess)
+    work = Work(
+        model.recipe(settings.device), "extract_patches", model.spec, settings.preprocess, settings.clip.batch_size
+    )
+    grids: list[np.ndarray] = []
+
+    def keep(rows: list[int], outputs: Any) -> None:
+        outputs = np.asarray(outputs, np.float16) if not isinstance(outputs, list) else np.stack(outputs)
+        if not grids:
+            grids.append(np.empty((len(refs), *outputs.shape[1:]), np.float16))
+        grids[0][rows] = outputs
+
+    through_cache(
+        refs,
+        kind="patches",
+        get=lambda hashes: cache.get_patches(namespace, hashes),
+        put=lambda pairs: cache.put_patches(namespace, pairs),
+        run=lambda todo: engine.batches(model, work, todo),
+        keep=keep,
+        force=force,
+        progress=progress,
+        stats=stats,
+    )
+    return grids[0] if grids else np.zeros((0, 0, 0, 0), np.float16)
 
 
 def through_cache(

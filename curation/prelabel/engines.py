@@ -26,16 +26,17 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from curation.errors import CurationError
+from curation.prelabel.anomaly import FeatureSpec
 from curation.prelabel.base import ImageModel
 from curation.prelabel.errors import ModelUnavailableError
-from curation.prelabel.images import ImageRef, InputSpec, load_and_prepare, prefetch_batches
+from curation.prelabel.images import ImageRef, InputSpec, anomaly_input, load_and_prepare, prefetch_batches
 from schemas.params_prelabel import PreprocessParams, RayParams
 
 if TYPE_CHECKING:
     from curation.prelabel.models import Checkpoint
 
 Batches = Iterator[tuple[list[ImageRef], Sequence[Any]]]
-ModelKind = Literal["clip", "captioner", "backbone"]
+ModelKind = Literal["clip", "captioner", "backbone", "patches"]
 _CONNECT_TIMEOUT_S = 5.0
 _INSTALL_HINT = "prelabel.engine: ray needs Ray Data: pip install 'defect-curation[ray]' (or set engine: local)"
 
@@ -48,6 +49,7 @@ class ModelRecipe:
     kind: ModelKind
     checkpoint: Checkpoint | None  # None for the offline backbone
     device: str
+    features: FeatureSpec | None = None  # patch features (kind "patches") only
 
     def build(self) -> ImageModel:
         from curation.prelabel import models
@@ -55,6 +57,10 @@ class ModelRecipe:
         runtime = models.select_runtime(self.device)
         if self.kind == "backbone":
             return models.OfflineBackbone(runtime)
+        if self.kind == "patches":
+            from curation.prelabel.anomaly_scorer import PatchModel
+
+            return PatchModel(models.OfflineBackbone(runtime), self.features)
         if self.checkpoint is None:
             raise TypeError(f"a {self.kind} recipe needs a checkpoint")
         if self.kind == "clip":
@@ -67,8 +73,8 @@ class Work:
     """One kind of per-image model output: ``model.<method>(pixels, **kwargs)`` on inputs prepared for ``spec``."""
 
     recipe: ModelRecipe
-    method: Literal["encode_images", "caption"]
-    spec: InputSpec
+    method: Literal["encode_images", "caption", "extract_patches"]
+    spec: InputSpec | FeatureSpec  # a FeatureSpec: the anomaly input (anomaly.prepare), else the model's
     preprocess: PreprocessParams
     batch_size: int
     kwargs: dict[str, Any] = field(default_factory=dict)
@@ -158,11 +164,13 @@ class _Decode:
     raised one in its UserCodeException, losing the type and the message the user needs.
     """
 
-    def __init__(self, spec: InputSpec, preprocess: PreprocessParams) -> None:
+    def __init__(self, spec: InputSpec | FeatureSpec, preprocess: PreprocessParams) -> None:
         self.spec = spec
         self.preprocess = preprocess
 
     def one(self, ref: ImageRef) -> np.ndarray:
+        if isinstance(self.spec, FeatureSpec):
+            return anomaly_input(ref, self.spec, self.preprocess)
         return load_and_prepare(ref, (self.spec,), self.preprocess)[0]
 
     def __call__(self, row: dict[str, Any]) -> list[dict[str, Any]]:

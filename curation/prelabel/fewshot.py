@@ -144,13 +144,36 @@ def power_l2(embeddings: np.ndarray) -> np.ndarray:
     return powered / np.maximum(norms, 1e-12)
 
 
-def make_classifier(settings: FewShotParams) -> Any:
-    """The unfitted scikit-learn pipeline that :func:`fit_predict` uses: ``settings.normalize``, then logistic
-    regression with ``C=settings.regularization`` (the benchmark calls this too, so both measure one recipe)."""
+def joined_features(embeddings: np.ndarray, extra: np.ndarray, normalize: str) -> tuple[np.ndarray, bool]:
+    """The embedding joined with the anomaly scorer's extra features (pooled patch features, then the robust z of
+    the anomaly score, :func:`curation.prelabel.anomaly_scorer.fewshot_extra`).
+
+    With ``power_l2`` or ``l2`` each block is scaled on its own (the embedding and the pooled features to unit
+    length each, z left as it is: a robust z of a few units beside two unit vectors, the weighting measured best on
+    magnetic tile) and True is returned: the classifier then skips its own scaler. With ``standard`` the blocks are
+    joined raw and the classifier's StandardScaler scales every column (False).
+    """
+    pooled, z = extra[:, :-1], extra[:, -1:]
+    if normalize == "standard":
+        return np.hstack([embeddings, pooled, z]), False
+    scale = power_l2 if normalize == "power_l2" else _unit_rows
+    return np.hstack([scale(embeddings), scale(pooled), z]).astype(np.float32), True
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def make_classifier(settings: FewShotParams, *, prescaled: bool = False) -> Any:
+    """The unfitted scikit-learn pipeline that :func:`fit_predict` uses: ``settings.normalize`` (skipped when the
+    features are ``prescaled`` by :func:`joined_features`), then logistic regression with
+    ``C=settings.regularization`` (the benchmark calls this too, so both measure one recipe)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import FunctionTransformer, Normalizer, StandardScaler
 
+    if prescaled:
+        return make_pipeline(LogisticRegression(C=settings.regularization, max_iter=5000))
     scaler = {
         "power_l2": lambda: FunctionTransformer(power_l2),
         "l2": Normalizer,
@@ -166,6 +189,8 @@ def fit_predict(
     class_names: list[str],
     learnt: list[str],
     settings: FewShotParams,
+    *,
+    prescaled: bool = False,
 ) -> FewShotResult:
     """Fit :func:`make_classifier` on the labelled rows of ``embeddings`` (classes in ``learnt`` only), report
     stratified k-fold accuracy, and return probabilities for every row: out-of-fold for labelled images, from the
@@ -176,7 +201,7 @@ def fit_predict(
     rows = [i for i, image_id in enumerate(image_ids) if labels.get(image_id) in learnt]
     x = embeddings[rows]
     y = np.array([labels[image_ids[i]] for i in rows])
-    model = make_classifier(settings)
+    model = make_classifier(settings, prescaled=prescaled)
     folds = min(settings.cv_folds, min(Counter(y).values()))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=settings.seed)
     out_of_fold = cross_val_predict(model, x, y, cv=splitter, method="predict_proba")
@@ -222,7 +247,8 @@ class FewShotScorer:
 
     def score(self, batch: ScoreInput) -> Outcome:
         few, labels, class_names = self.settings.fewshot, self.labels, batch.class_names
-        have_zero_shot = batch.previous is not None
+        # anomaly scores (OK / "defect") give way to any few-shot model; zero-shot ones only to a complete one
+        have_zero_shot = batch.previous is not None and batch.previous.source != "anomaly"
         if not few.enabled:
             return Outcome({"status": "disabled"})
         if labels is None or not labels.labels:
@@ -248,12 +274,19 @@ class FewShotScorer:
         }
         if len(enough) < 2:
             kept = "zero-shot kept" if have_zero_shot else "no predictions"
+            if batch.previous is not None and not have_zero_shot:
+                kept = "anomaly pre-labels kept"
             notes.append(
                 f"few-shot skipped ({kept}): too few labels per class, need {few.min_per_class} for at least two "
                 f"classes; short: {', '.join(short)}"
             )
             return Outcome({**report, "status": "too_few_labels"}, tuple(notes))
-        result = fit_predict(batch.embeddings, batch.image_ids, chosen, class_names, enough, few)
+        features, prescaled, joined = batch.embeddings, False, False
+        if self.settings.anomaly.fewshot_features and batch.extra_features is not None:
+            features, prescaled = joined_features(batch.embeddings, batch.extra_features, few.normalize)
+            joined = True
+        result = fit_predict(features, batch.image_ids, chosen, class_names, enough, few, prescaled=prescaled)
+        report["anomaly_features"] = joined
         report.update(
             cv_accuracy=round(result.cv_accuracy, 4),
             cv_accuracy_std=round(result.cv_accuracy_std, 4),
@@ -269,6 +302,6 @@ class FewShotScorer:
         if short:
             notes.append(f"few-shot cannot predict classes with too few labels: {', '.join(short)} (probability 0)")
         label_hash = settings_hash(sorted(chosen.items()), few, self.settings.preprocess)
-        version = f"{batch.encoder_key}+fewshot-{label_hash}"
+        version = f"{batch.encoder_key}+fewshot-{label_hash}" + ("+anomaly" if joined else "")
         scores = Scores("few_shot", result.probabilities, version, [None] * len(batch.image_ids))
         return Outcome({**report, "status": "used"}, tuple(notes), scores)

@@ -13,7 +13,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 from PIL import Image
@@ -21,6 +21,9 @@ from PIL import Image
 from curation.imaging import HIGH_DEPTH_MODES, stretch_to_8bit, upright
 from curation.prelabel.errors import ManifestError
 from schemas.params_prelabel import PreprocessParams
+
+if TYPE_CHECKING:
+    from curation.prelabel.anomaly import FeatureSpec
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,17 @@ def load_and_prepare(ref: ImageRef, specs: Sequence[InputSpec], settings: Prepro
     """Decode once, prepare for each of ``specs`` (e.g. CLIP's 224 and BLIP's 384 inputs)."""
     rgb = load_rgb(ref)
     return [prepare(rgb, spec, settings) for spec in specs]
+
+
+def anomaly_input(ref: ImageRef, spec: FeatureSpec, settings: PreprocessParams) -> np.ndarray:
+    """Decode once and prepare the anomaly scorer's input (:func:`curation.prelabel.anomaly.prepare`: its own
+    resizing and padding; CLAHE as for the other models when the params ask for it)."""
+    from curation.prelabel.anomaly import prepare as prepare_patches
+
+    rgb = load_rgb(ref)
+    if settings.clahe:
+        rgb = clahe(rgb, settings.clahe_clip_limit, settings.clahe_tile_grid)
+    return prepare_patches(rgb, spec)[0]
 
 
 T = TypeVar("T")

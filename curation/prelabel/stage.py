@@ -2,15 +2,21 @@
 
 Flow: load the embedder (CLIP-compatible, or the offline backbone when no CLIP weights can be had) -> image
 embeddings (cache first; the rest computed by ``prelabel.engine``: decoding threads beside the model in this
-process, or Ray Data actors, see :mod:`curation.prelabel.engines`) -> the scorers in turn, the last scores given
-winning (zero-shot from prompt ensembles, hard negatives folded; few-shot logistic regression when enough human
-labels exist) -> BLIP captions by policy, their CLIP check, English/Korean descriptions. The roles are the
+process, or Ray Data actors, see :mod:`curation.prelabel.engines`) -> anomaly patch features (``prelabel.anomaly``,
+the same cache and engine) -> the scorers in turn, the last scores given winning (anomaly: OK / "defect" for every
+image, no CLIP or labels needed; zero-shot from prompt ensembles, hard negatives folded; few-shot logistic
+regression when enough human labels exist, reading the anomaly score and map-weighted patch features too) ->
+anomaly maps, regions and their descriptions -> BLIP captions by policy, their CLIP check, English/Korean
+descriptions. The roles are the
 Protocols of :mod:`curation.prelabel.base`; caching, batching and progress are :mod:`curation.prelabel.compute`.
 
 Outputs (:func:`write_prelabel`):
 
 - ``predictions.parquet``: :class:`schemas.records.Prediction` columns, then ``p_<class>`` per ontology class.
-  Zero rows when neither zero-shot (no CLIP) nor few-shot (too few labels) is possible; ``prelabel.json`` says why.
+  Every image has a row when ``prelabel.anomaly.enabled`` (source ``anomaly`` until a class scorer can run; the
+  ``anomaly_*`` and ``regions`` columns either way). Without anomaly: zero rows when neither zero-shot (no CLIP)
+  nor few-shot (too few labels) is possible; ``prelabel.json`` says why.
+- ``anomaly_maps/<image_id>.png``: 8-bit anomaly maps (see :class:`schemas.records.Prediction` ``anomaly_map``).
 - ``embeddings.parquet`` (``Embedding``): ``image_id``, ``model_key`` (``id@revision`` of the encoder), ``embedding``
   (list<float32>; unit vectors for CLIP, raw pooled features for the offline backbone) for every manifest image.
 - ``prelabel.json``: DVC metrics (class distribution, mean confidence, low-confidence share, few-shot accuracy ...).
@@ -29,6 +35,17 @@ import numpy as np
 import pandas as pd
 
 from curation.prelabel import captions as caps
+from curation.prelabel.anomaly_scorer import (
+    AnomalyScorer,
+    PatchModel,
+    choose_reference,
+    golden_features,
+    golden_paths,
+    load_patch_model,
+    map_outputs,
+    pixel_pitches,
+    read_golden,
+)
 from curation.prelabel.base import Embedder, ScoreInput, Scorer, Scores
 from curation.prelabel.cache import PrelabelCache
 from curation.prelabel.compute import (
@@ -37,6 +54,7 @@ from curation.prelabel.compute import (
     cached_text_encoder,
     caption_images,
     embed_images,
+    patch_features,
 )
 from curation.prelabel.engines import Engine
 from curation.prelabel.errors import ManifestError
@@ -50,9 +68,11 @@ from curation.prelabel.outputs import (
     predictions_frame,
     write_prelabel,
 )
-from curation.prelabel.prompts import build_text_classes
+from curation.prelabel.prompts import build_text_classes, settings_hash
 from curation.prelabel.zero_shot import ZeroShotScorer
-from schemas.ontology import Ontology
+from schemas.ontology import Ontology, ok_class
+from schemas.params import IngestParams
+from schemas.params_anomaly import AnomalyParams
 from schemas.params_prelabel import PrelabelParams
 
 __all__ = ["EMBEDDINGS_FILE", "PrelabelResult", "confidence_histogram", "prelabel", "write_prelabel"]
@@ -69,6 +89,7 @@ def prelabel(
     *,
     cache_dir: Path,
     labels: LabelSet | None = None,
+    ingest: IngestParams | None = None,
     force: bool = False,
     on_start: Callback | None = None,
     on_progress: Callback | None = None,
@@ -80,7 +101,10 @@ def prelabel(
         settings: the ``prelabel`` params.
         ontology: classes (prompts, Korean names) and hard negatives.
         cache_dir: folder of the embedding/caption cache (created if missing).
-        labels: human labels for few-shot refinement (see :func:`curation.prelabel.fewshot.read_labels`).
+        labels: human labels for few-shot refinement and the anomaly scorer's reviewed-OK references and
+            calibration (see :func:`curation.prelabel.fewshot.read_labels`).
+        ingest: the ``ingest`` params (which class is OK: :func:`curation.ontology.ok_class`); None: the one
+            OK-like class name of the ontology.
         force: recompute every embedding and caption, overwriting the cache.
         on_start: called with the number of model inputs to compute (again, larger, when captions are added).
         on_progress: called with the number of inputs computed since the last call.
@@ -88,6 +112,7 @@ def prelabel(
     Raises:
         ManifestError: a missing manifest column, or an image that is gone or changed since ingest.
         ModelUnavailableError: weights missing and ``on_missing_model: error`` (or no embedding model at all).
+        ReferenceInputError: golden references or reviewed-OK labels the anomaly reference mode cannot use.
     """
     _check_manifest(manifest)
     from curation.prelabel.models import OfflineBackbone, load_captioner, load_clip, select_runtime
@@ -107,20 +132,62 @@ def prelabel(
     encoder: Embedder = clip if clip is not None else OfflineBackbone(runtime)
 
     engine = Engine(settings.engine, settings.ray, decode_workers=settings.decode_workers)
+    anomaly = settings.anomaly
+    ok = ok_class(ontology, ingest)
+    label_map = labels.labels if labels is not None else None
+    reference = choose_reference(anomaly, label_map, ok) if anomaly.enabled else None
+    goldens = _golden_paths(manifest, anomaly) if reference is not None and reference.mode == "golden" else None
+    pitches = pixel_pitches(manifest, anomaly.description) if anomaly.enabled else []
     with PrelabelCache(cache_dir) as cache, engine:
         stats: Counter[str] = Counter()
         embeddings = embed_images(encoder, refs, settings, cache, engine, force, progress, stats)
+        patches, anomaly_scorer, patch_model = None, None, None
+        if reference is not None:
+            patch_model = load_patch_model(anomaly, settings.device)
+            patches = patch_features(patch_model, refs, settings, cache, engine, force, progress, stats)
+            golden = None
+            if goldens is not None:
+                golden = _golden_features(patch_model, refs, goldens, settings, progress)
+            feature_key = f"{patch_model.key}-" + settings_hash(patch_model.spec.__dict__, settings.preprocess)
+            anomaly_scorer = AnomalyScorer(
+                settings, reference, labels=label_map, ok=ok, golden=golden, feature_key=feature_key
+            )
 
         progress.add(len(refs))  # scoring every image (each scorer in turn): the bar's real total
         encode_texts = cached_text_encoder(clip, cache, force, stats) if clip is not None else None
-        scorers: list[Scorer] = []
+        scorers: list[Scorer] = [anomaly_scorer] if anomaly_scorer is not None else []
         if clip is not None and encode_texts is not None:
             logit_scale = partial(cached_logit_scale, clip, cache, force)
             text_classes = build_text_classes(ontology, settings.clip)
             scorers.append(ZeroShotScorer(clip.key, encode_texts, logit_scale, text_classes, settings))
         scorers.append(FewShotScorer(labels, settings))
-        scores, scorer_reports = _run_scorers(scorers, embeddings, image_ids, class_names, encoder.key, notes)
+        scores, scorer_reports = _run_scorers(
+            scorers, embeddings, image_ids, class_names, encoder.key, notes, patches=patches
+        )
         progress.advance(len(refs))
+        columns = None
+        if anomaly_scorer is not None and anomaly_scorer.run is not None and patch_model is not None:
+            progress.add(len(refs))  # maps, regions and descriptions, image by image
+            shapes = list(
+                zip(
+                    manifest["height"].astype(int),
+                    manifest["width"].astype(int),
+                    [r.exif_orientation for r in refs],
+                    strict=True,
+                )
+            )
+            glossary = settings.description.glossary
+            columns = map_outputs(
+                anomaly_scorer.run,
+                image_ids,
+                shapes,
+                pitches,
+                patch_model.spec,
+                anomaly,
+                glossary,
+                progress.advance,
+                severities=ontology.severities,
+            )
         if scores is None:
             notes.append(
                 "no predictions written: zero-shot needs CLIP weights and few-shot needs human labels; "
@@ -157,6 +224,8 @@ def prelabel(
         captions=(caption_texts, caption_score, caption_flag),
         ontology=ontology,
         settings=settings,
+        anomaly=columns,
+        ok=ok,
     )
     embedding_frame = pd.DataFrame(  # rows are views into one matrix, not copies
         {"image_id": image_ids, "model_key": encoder.key, "embedding": list(embeddings)}
@@ -165,7 +234,8 @@ def prelabel(
     report = build_report(predictions, class_names, settings, scorer_reports, encoder.key, len(refs))
     for note in notes:
         report.setdefault("notes", []).append(note)
-    return PrelabelResult(predictions, embedding_frame, histogram, report, embeddings, notes, dict(stats))
+    maps = columns.pngs if columns is not None else {}
+    return PrelabelResult(predictions, embedding_frame, histogram, report, embeddings, notes, dict(stats), maps)
 
 
 def _run_scorers(
@@ -175,17 +245,67 @@ def _run_scorers(
     class_names: list[str],
     encoder_key: str,
     notes: list[str],
+    *,
+    patches: np.ndarray | None = None,
 ) -> tuple[Scores | None, dict[str, Any]]:
-    """Each scorer in turn on the batch; the last scores given win. Returns them and each scorer's report entry."""
+    """Each scorer in turn on the batch; the last scores given win, and the last extra features offered go to the
+    scorers after (few-shot). Returns the scores and each scorer's report entry."""
     scores: Scores | None = None
+    extra: np.ndarray | None = None
     reports: dict[str, Any] = {}
     for scorer in scorers:
-        outcome = scorer.score(ScoreInput(embeddings, image_ids, class_names, encoder_key, previous=scores))
+        batch = ScoreInput(
+            embeddings,
+            image_ids,
+            class_names,
+            encoder_key,
+            previous=scores,
+            patch_features=patches,
+            extra_features=extra,
+        )
+        outcome = scorer.score(batch)
         reports[scorer.name] = outcome.report
         notes.extend(outcome.notes)
         if outcome.scores is not None:
             scores = outcome.scores
+        if outcome.features is not None:
+            extra = outcome.features
     return scores, reports
+
+
+def _golden_paths(manifest: pd.DataFrame, settings: AnomalyParams) -> list[Path]:
+    column = f"meta_{settings.reference_column}" if settings.reference_column else None
+    values = manifest[column].tolist() if column is not None and column in manifest.columns else None
+    return golden_paths(settings, values, len(manifest))
+
+
+def _golden_features(
+    model: PatchModel, refs: list[ImageRef], goldens: list[Path], settings: PrelabelParams, progress: Progress
+) -> np.ndarray:
+    """Aligned golden features for every image, batch by batch in this process (alignment needs the image itself;
+    not cached: it depends on the pair)."""
+    from curation.prelabel.images import clahe, load_rgb
+
+    progress.add(len(refs))
+    pre = settings.preprocess
+    loaded: dict[Path, np.ndarray] = {}
+    parts = []
+    for start in range(0, len(refs), settings.clip.batch_size):
+        chunk = refs[start : start + settings.clip.batch_size]
+        images, pairs = [], []
+        for ref in chunk:
+            path = goldens[ref.row]
+            if path not in loaded:
+                loaded[path] = read_golden(path)
+            image, golden = load_rgb(ref), loaded[path]
+            if pre.clahe:
+                image = clahe(image, pre.clahe_clip_limit, pre.clahe_tile_grid)
+                golden = clahe(golden, pre.clahe_clip_limit, pre.clahe_tile_grid)
+            images.append(image)
+            pairs.append(golden)
+        parts.append(golden_features(model, images, pairs, [f"{r.path} (golden {goldens[r.row].name})" for r in chunk]))
+        progress.advance(len(chunk))
+    return np.concatenate(parts)
 
 
 def _check_manifest(manifest: pd.DataFrame) -> None:
