@@ -140,7 +140,6 @@ class Prediction(StrictModel):
     )
 
 
-
 class Annotation(StrictModel):
     """One human annotation in ``annotations.parquet`` (long form: one row per annotator and task)."""
 
