@@ -320,7 +320,7 @@ def memory_bound(
     max_patches: int,
     min_patches: int,
     max_candidates: int,
-    n_refs: int = 40,
+    n_refs: int = 64,
     stride: int = 2,
 ) -> dict[str, int]:
     """Bytes the anomaly scorer holds for ``n_images`` images: the ``ok_reviewed`` bank and its coreset candidates
@@ -349,21 +349,24 @@ class MutualReference:
     nearest patch; sorted over the sample images, the ``k`` smallest averaged (``k`` must exceed the number of
     near-duplicate shots of one part). The sample images' patches are kept on a ``stride`` grid (neighbouring
     patches are nearly the same after the 3x3 pooling), so memory and query cost are fixed by ``n_refs`` and not by
-    the batch size: 40 images x 256 patches x 152-d float32 = 6.2 MB whether the batch has 1,000 or 100,000 images,
+    the batch size: 64 images x 256 patches x 152-d float32 = 10 MB whether the batch has 1,000 or 100,000 images,
     and the batch can be scored in chunks.
 
     Attributes:
         patches: (R, P', D) float32 patches of the sample images.
         ids: (R,) the sample images' positions in the batch (an image is never its own reference).
         k: number of nearest sample images averaged.
-        base: (g, g) per-position median of the sample images' own maps (subtracted by :meth:`score` when
-            normalising), or None.
+        base: (g, g) per-position median of the sample images' own maps, or None (no normalisation).
+        scale: (g, g) per-position spread of those maps: 1.4826 x MAD plus the median of that over positions (a
+            floor, so quiet positions are not blown up). :meth:`score` returns ``(map - base) / scale`` when
+            normalising: busy positions (tile edges, texture) count less, and scores read as robust z-units.
     """
 
     patches: np.ndarray
     ids: np.ndarray
     k: int
     base: np.ndarray | None = None
+    scale: np.ndarray | None = None
 
     @classmethod
     def build(
@@ -371,7 +374,7 @@ class MutualReference:
         features: np.ndarray,
         *,
         ids: np.ndarray | None = None,
-        n_refs: int = 40,
+        n_refs: int = 64,
         k: int = 5,
         stride: int = 2,
         seed: int = 0,
@@ -396,7 +399,10 @@ class MutualReference:
         patches = np.ascontiguousarray(features[chosen, ::stride, ::stride].reshape(len(chosen), -1, dim), np.float32)
         reference = cls(patches, ids[chosen], k)
         if normalise:
-            reference.base = np.median(reference.score(features[chosen], ids=ids[chosen], normalise=False), axis=0)
+            own = reference.score(features[chosen], ids=ids[chosen], normalise=False)
+            base = np.median(own, axis=0)
+            spread = 1.4826 * np.median(np.abs(own - base[None]), axis=0)
+            reference.base, reference.scale = base, spread + float(np.median(spread)) + 1e-12
         return reference
 
     @property
@@ -404,9 +410,9 @@ class MutualReference:
         return int(self.patches.nbytes)
 
     def score(self, features: np.ndarray, *, ids: np.ndarray | None = None, normalise: bool = True) -> np.ndarray:
-        """(N, g, g, D) -> (N, g, g) maps; with ``normalise`` (and a ``base``) the per-position median of the
-        sample images' maps is subtracted. ``ids``: the rows' batch positions, so that a sample image skips itself
-        (default: none of the rows is a sample image)."""
+        """(N, g, g, D) -> (N, g, g) maps; with ``normalise`` (and a ``base``) each position is standardised by
+        the sample images' median and spread there (see the class attributes). ``ids``: the rows' batch
+        positions, so that a sample image skips itself (default: none of the rows is a sample image)."""
         n, gh, gw, dim = features.shape
         if dim != self.patches.shape[-1]:
             raise AnomalyInputError(
@@ -423,15 +429,17 @@ class MutualReference:
         out = maps.reshape(n, gh, gw)
         if normalise and self.base is not None:
             out = out - self.base[None]
+            if self.scale is not None:
+                out = out / self.scale[None]
         return out.astype(np.float32)
 
 
 def mutual_scores(
-    features: np.ndarray, *, k: int = 5, n_refs: int = 40, seed: int = 0, normalise: bool = True, stride: int = 2
+    features: np.ndarray, *, k: int = 5, n_refs: int = 64, seed: int = 0, normalise: bool = True, stride: int = 2
 ) -> np.ndarray:
     """No-label maps of a whole (N, g, g, D) batch against a :class:`MutualReference` of ``n_refs`` of its
-    images drawn with ``seed`` (see there). With ``normalise``, the per-position median of the sample images' maps
-    is subtracted (positions that are always busy, e.g. tile edges, stop dominating).
+    images drawn with ``seed`` (see there). With ``normalise``, every position is standardised by the sample
+    images' median and spread there (positions that are always busy, e.g. tile edges, stop dominating).
 
     Raises:
         AnomalyInputError: fewer than ``k + 1`` images.
@@ -600,7 +608,7 @@ def score_batch(
     golden_features: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     k: int = 5,
-    n_refs: int = 40,
+    n_refs: int = 64,
     seed: int = 0,
     z: float = 3.0,
 ) -> AnomalyResult:
