@@ -167,17 +167,18 @@ def cost_ratio(
 def cached_mutual(
     feats: np.ndarray, args, spec: FeatureSpec, evaluated: np.ndarray, tag: str = ""
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Unnormalised no-label maps and the reference sample's per-position median, cached per settings."""
-    settings = (spec, args.k, args.n_refs, args.stride, evaluated.tolist(), "pool-v2", tag)
+    """No-label maps (normalised as :meth:`MutualReference.score` does) and the unnormalised ones, cached."""
+    settings = (spec, args.k, args.n_refs, args.stride, evaluated.tolist(), "pool-v3", tag)
     key = hashlib.sha256(repr(settings).encode()).hexdigest()[:16]
     path = args.cache / f"mutual-{args.backbone}-{key}.npz"
     if path.exists():
         stored = np.load(path)
-        return stored["maps"], stored["base"]
+        return stored["maps"], stored["raw"]
     reference = MutualReference.build(feats, n_refs=args.n_refs, k=args.k, stride=args.stride, seed=0)
-    maps = reference.score(feats, ids=np.arange(len(feats)), normalise=False)
-    np.savez(path, maps=maps, base=reference.base)
-    return maps, reference.base
+    raw = reference.score(feats, ids=np.arange(len(feats)), normalise=False)
+    maps = ((raw - reference.base[None]) / reference.scale[None]).astype(np.float32)
+    np.savez(path, maps=maps, raw=raw)
+    return maps, raw
 
 
 def foreground_grids(paths: list[str], spec: FeatureSpec, grid: int) -> np.ndarray:
@@ -235,8 +236,7 @@ def evaluate_xsdd(args, spec: FeatureSpec, backbone: OfflineBackbone, model) -> 
     halves = np.array_split(np.random.default_rng(args.split_seed).permutation(len(rows)), 2)
     evaluated = np.sort(halves[0] if args.half == "tune" else halves[1])
     feats = features[evaluated].astype(np.float32)
-    raw, base = cached_mutual(feats, args, spec, evaluated, tag="xsdd")
-    none = (raw - base[None]).astype(np.float32)
+    none, _ = cached_mutual(feats, args, spec, evaluated, tag="xsdd")
     score = none.reshape(len(none), -1).max(axis=1)
     robust = (score - np.median(score)) / (1.4826 * np.median(np.abs(score - np.median(score))) + 1e-12)
     global_x = power_l2(global_embeddings([rows[i] for i in evaluated], backbone, args.cache))
@@ -340,9 +340,9 @@ def main() -> None:
     maps_by_mode = {}
     if not args.no_mutual:
         t0 = time.perf_counter()
-        raw, base = cached_mutual(feats, args, spec, evaluated)
+        normalised, raw = cached_mutual(feats, args, spec, evaluated)
         report["mutual_seconds"] = time.perf_counter() - t0
-        maps_by_mode["none"] = (raw - base[None]).astype(np.float32)
+        maps_by_mode["none"] = normalised
         maps_by_mode["none_unnormalised"] = raw
         maps_by_mode["none_batchnorm"] = position_normalised(raw)
     for name, refs in (("ok_reviewed_16", refs16), ("ok_reviewed_200", refs200)):
