@@ -33,6 +33,7 @@ from curation.prelabel.anomaly import (
     image_map,
     memory_bound,
     position_normalised,
+    position_standardised,
     prepare,
     weighted_pool,
 )
@@ -351,6 +352,7 @@ def main() -> None:
         maps = bank.score(feats)
         maps_by_mode[name] = maps
         maps_by_mode[name + "_batchnorm"] = position_normalised(maps)
+        maps_by_mode[name + "_standardised"] = position_standardised(maps)
         report["modes"].setdefault(name, {})["bank_patches"] = len(bank.patches)
     if args.foreground:
         grids = foreground_grids([rows[i][0] for i in evaluated], spec, feats.shape[1])

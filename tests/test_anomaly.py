@@ -24,6 +24,7 @@ from curation.prelabel.anomaly import (
     memory_bound,
     mutual_scores,
     phase_shift,
+    position_standardised,
     prepare,
     score_batch,
 )
@@ -236,3 +237,24 @@ def test_memory_bound_does_not_grow_past_the_caps() -> None:
     assert at_100k["bank_bytes"] == 4096 * 152 * 4
     assert at_100k["mutual_reference_bytes"] == 40 * 16 * 16 * 152 * 4  # 6.2 MB
     assert at_100k["maps_bytes"] == 100_000 * 32 * 32 * 4
+
+
+def test_position_standardisation_by_hand() -> None:
+    # 5 maps, every cell of map i holds v[i]: median 3, |deviations| 2,1,0,1,7 -> MAD 1 -> spread 1.4826, plus
+    # the median spread over cells (1.4826 too) = 2.9652; the outlier map becomes (10 - 3) / 2.9652 = 2.3607
+    values = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
+    maps = np.broadcast_to(values[:, None, None], (5, 4, 4)).astype(np.float32)
+    out = position_standardised(maps, sample=5)
+    np.testing.assert_allclose(out[:, 0, 0], (values - 3.0) / 2.9652, rtol=1e-4)
+    assert out.tobytes() == position_standardised(maps, sample=5).tobytes()
+
+
+def test_ok_reviewed_batches_are_standardised_from_sixteen_images(extractor: PatchExtractor) -> None:
+    features = _tiles(extractor, 14)  # 16 images
+    bank = PatchBank.build(features[:4], ratio=0.1, min_patches=256, seed=0)
+    full = score_batch(features, mode="ok_reviewed", bank=bank)
+    assert full.details["position_standardised"] is True
+    np.testing.assert_allclose(full.grid_maps, position_standardised(bank.score(features)), rtol=1e-6)
+    few = score_batch(features[:15], mode="ok_reviewed", bank=bank)
+    assert few.details["position_standardised"] is False
+    np.testing.assert_allclose(few.grid_maps, bank.score(features[:15]), rtol=1e-6)

@@ -454,6 +454,19 @@ def position_normalised(maps: np.ndarray, reference: np.ndarray | None = None) -
     return (maps - base[None]).astype(np.float32)
 
 
+def position_standardised(maps: np.ndarray, *, sample: int = 64, seed: int = 0) -> np.ndarray:
+    """``(map - median) / spread`` at each grid position, both taken over a seeded sample of ``sample`` of the
+    (unlabelled, mostly OK) maps, so the result does not depend on how a large batch is chunked. Spread = 1.4826 x
+    MAD plus its median over positions (the same rule as :class:`MutualReference`). Measured on magnetic tile (tune
+    half, ok_reviewed): image AUROC 0.754 -> 0.783 with 16 references, 0.872 -> 0.887 with 200, over subtracting
+    the median only."""
+    chosen = np.sort(np.random.default_rng(seed).choice(len(maps), size=min(sample, len(maps)), replace=False))
+    reference = maps[chosen]
+    base = np.median(reference, axis=0)
+    spread = 1.4826 * np.median(np.abs(reference - base[None]), axis=0)
+    return ((maps - base[None]) / (spread + float(np.median(spread)) + 1e-12)[None]).astype(np.float32)
+
+
 def phase_shift(image: np.ndarray, golden: np.ndarray) -> tuple[float, float]:
     """Translation (dy, dx) in pixels that moves ``golden`` onto ``image`` (phase correlation, Hanning window).
 
@@ -611,8 +624,12 @@ def score_batch(
     n_refs: int = 64,
     seed: int = 0,
     z: float = 3.0,
+    standardise_min_batch: int = 16,
 ) -> AnomalyResult:
     """Score (N, g, g, D) features under ``mode`` and calibrate the decision (see :func:`calibrate`).
+
+    In ``ok_reviewed`` mode, batches of at least ``standardise_min_batch`` images are also standardised per grid
+    position (:func:`position_standardised`; smaller batches give no stable per-position statistics).
 
     Raises:
         AnomalyInputError: the mode's reference (bank, golden features) is missing.
@@ -624,7 +641,15 @@ def score_batch(
         if bank is None:
             raise AnomalyInputError("reference mode 'ok_reviewed' needs a PatchBank of reviewed OK images")
         maps = bank.score(features)
-        details = {"bank_patches": len(bank.patches), "bank_method": bank.method, "bank_images": bank.source_images}
+        standardised = len(maps) >= standardise_min_batch
+        if standardised:
+            maps = position_standardised(maps, seed=seed)
+        details = {
+            "bank_patches": len(bank.patches),
+            "bank_method": bank.method,
+            "bank_images": bank.source_images,
+            "position_standardised": standardised,
+        }
     elif mode == "golden":
         if golden_features is None:
             raise AnomalyInputError("reference mode 'golden' needs the aligned golden images' features")
