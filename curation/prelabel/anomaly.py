@@ -6,10 +6,12 @@ score is the map's maximum. What counts as normal depends on the reference mode,
 
 - ``none``: no labels at all. Each image is compared with other images of the same unlabeled batch ("mutual"
   scoring): per patch, the distance to the nearest patch of each reference image, sorted, mean of the ``k``
-  smallest (``k`` must exceed the number of near-duplicate shots of one part). Then, at every grid position, the
-  median score over the batch is subtracted (positions that are always busy, e.g. tile edges, stop dominating).
+  smallest (``k`` must exceed the number of near-duplicate shots of one part). The reference images are a seeded
+  sample of the batch (:class:`MutualReference`, bounded memory, scored in chunks). Then every grid position is
+  standardised by the sample's median and spread there (positions that are always busy, e.g. tile edges, stop
+  dominating).
 - ``ok_reviewed``: a :class:`PatchBank` built from images a reviewer marked OK (greedy coreset or random subsample,
-  bounded size), queried by nearest neighbour.
+  bounded size), queried by nearest neighbour; batches of 16+ images standardised per position the same way.
 - ``golden``: each image against a golden reference image of its product, aligned first (phase-correlation
   translation), patch against patch in a small neighbourhood.
 
