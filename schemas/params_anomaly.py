@@ -141,13 +141,17 @@ class AnomalyParams(StrictModel):
     )
     backbone: Literal["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"] = "efficientnet-lite0"
     bank_max_patches: Annotated[int, Field(ge=256)] = Field(
-        16384, description="Patch-bank size bound (coreset of the reviewed OK images' patches): memory is bounded."
+        4096, description="Patch-bank size bound (coreset of the reviewed OK images' patches): memory is bounded."
     )
     bank_method: Literal["coreset", "random"] = "coreset"
     neighbours: Annotated[int, Field(ge=1)] = Field(
         5, description="No-label mode: mean of this many nearest other images (must exceed shots of one part)."
     )
-    mutual_refs: Annotated[int, Field(ge=2)] = Field(40, description="No-label mode: other images each is compared to.")
+    mutual_refs: Annotated[int, Field(ge=2)] = Field(
+        64,
+        description="No-label mode: images drawn (seeded) from the batch as the reference every image is compared "
+        "to; memory and time per image are fixed by it, not by the batch size.",
+    )
     z: Annotated[float, Field(gt=0)] = Field(3.0, description="No-label threshold: median + z robust deviations.")
     seed: int = 0
     map_max_side: Annotated[int, Field(ge=32, le=4096)] = Field(

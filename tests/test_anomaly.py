@@ -14,14 +14,17 @@ import pytest
 from curation.prelabel.anomaly import (
     AnomalyInputError,
     FeatureSpec,
+    MutualReference,
     PatchBank,
     PatchExtractor,
     align,
     aligned_golden_features,
     calibrate,
     image_map,
+    memory_bound,
     mutual_scores,
     phase_shift,
+    position_standardised,
     prepare,
     score_batch,
 )
@@ -144,3 +147,80 @@ def test_calibration_mad_and_labelled() -> None:
     assert decision.is_defect.tolist() == [False] * 6 + [True]
     labelled = calibrate(np.array([0.1, 0.2, 0.3, 0.8, 0.9]), labels=np.array([0, 0, 0, 1, 1], bool))
     assert labelled.method == "labelled" and labelled.threshold == pytest.approx(0.55)
+
+
+def test_shared_forward_equals_separate_forwards(extractor: PatchExtractor) -> None:
+    import torch
+
+    stems = [CRACK, FRAY]
+    pixels = np.stack([prepare(_rgb(s), extractor.spec)[0] for s in stems])
+    patches, embedding = extractor.extract_with_embedding(pixels)
+    assert patches.tobytes() == extractor.extract(pixels).tobytes()
+    # the separate full pass: the library's own extract_features on the mirror-padded input, the padding's
+    # 32 px = 1 cell of the stride-32 head map cropped off each side, averaged
+    model, pad = extractor.model, extractor.spec.pad
+    with torch.inference_mode():
+        padded = torch.nn.functional.pad(torch.from_numpy(pixels), (pad,) * 4, mode="reflect")
+        head = model.extract_features(padded)[..., 1:-1, 1:-1].mean(dim=(2, 3)).numpy()
+    assert head.shape == embedding.shape == (2, 1280)
+    np.testing.assert_allclose(embedding, head, rtol=1e-4, atol=1e-5)
+
+
+def _tiles(extractor: PatchExtractor, n_free: int) -> np.ndarray:
+    free = sorted((TILE / "MT_Free/Imgs").glob("exp1_num_*.jpg"))[:n_free]
+    return _features(extractor, [p.with_suffix("") for p in free] + [CRACK, FRAY])
+
+
+def test_no_label_reference_is_bounded_streamable_and_deterministic(extractor: PatchExtractor) -> None:
+    features = _tiles(extractor, 14)  # 16 images
+    small = MutualReference.build(features[:10], n_refs=6, k=2, stride=2, seed=1)
+    large = MutualReference.build(features, n_refs=6, k=2, stride=2, seed=1)
+    # memory is fixed by n_refs and stride, not by the batch: 6 images x 16 x 16 cells x 152-d float32
+    assert small.nbytes == large.nbytes == 6 * 16 * 16 * 152 * 4
+    assert large.patches.shape == (6, 256, 152) and len(set(large.ids.tolist())) == 6
+    # scoring in chunks (as a stage streams a large batch) gives the same maps as scoring at once
+    ids = np.arange(len(features))
+    whole = large.score(features, ids=ids)
+    chunks = np.concatenate([large.score(features[i : i + 5], ids=ids[i : i + 5]) for i in range(0, 16, 5)])
+    assert chunks.tobytes() == whole.tobytes()
+    again = MutualReference.build(features, n_refs=6, k=2, stride=2, seed=1)
+    assert again.patches.tobytes() == large.patches.tobytes()
+    assert again.score(features, ids=ids).tobytes() == whole.tobytes()
+    # a sample image is never its own reference: given its id, it skips itself; without, its own distance 0 is
+    # one of the k=2 averaged, so every cell is lower
+    own = int(large.ids[0])
+    excluded = large.score(features[own : own + 1], ids=ids[own : own + 1], normalise=False)
+    included = large.score(features[own : own + 1], normalise=False)
+    assert excluded.min() > 0 and (included < excluded).all()
+
+
+def test_memory_bound_does_not_grow_past_the_caps() -> None:
+    settings = {"ratio": 0.01, "max_patches": 4096, "min_patches": 1024, "max_candidates": 65_536}
+    at_10k = memory_bound(10_000, 32, 152, **settings, n_refs=40, stride=2)
+    at_100k = memory_bound(100_000, 32, 152, **settings, n_refs=40, stride=2)
+    for key in ("bank_bytes", "candidate_bytes", "mutual_reference_bytes"):
+        assert at_10k[key] == at_100k[key]
+    assert at_100k["bank_bytes"] == 4096 * 152 * 4
+    assert at_100k["mutual_reference_bytes"] == 40 * 16 * 16 * 152 * 4  # 6.2 MB
+    assert at_100k["maps_bytes"] == 100_000 * 32 * 32 * 4
+
+
+def test_position_standardisation_by_hand() -> None:
+    # 5 maps, every cell of map i holds v[i]: median 3, |deviations| 2,1,0,1,7 -> MAD 1 -> spread 1.4826, plus
+    # the median spread over cells (1.4826 too) = 2.9652; the outlier map becomes (10 - 3) / 2.9652 = 2.3607
+    values = np.array([1.0, 2.0, 3.0, 4.0, 10.0])
+    maps = np.broadcast_to(values[:, None, None], (5, 4, 4)).astype(np.float32)
+    out = position_standardised(maps, sample=5)
+    np.testing.assert_allclose(out[:, 0, 0], (values - 3.0) / 2.9652, rtol=1e-4)
+    assert out.tobytes() == position_standardised(maps, sample=5).tobytes()
+
+
+def test_ok_reviewed_batches_are_standardised_from_sixteen_images(extractor: PatchExtractor) -> None:
+    features = _tiles(extractor, 14)  # 16 images
+    bank = PatchBank.build(features[:4], ratio=0.1, min_patches=256, seed=0)
+    full = score_batch(features, mode="ok_reviewed", bank=bank)
+    assert full.details["position_standardised"] is True
+    np.testing.assert_allclose(full.grid_maps, position_standardised(bank.score(features)), rtol=1e-6)
+    few = score_batch(features[:15], mode="ok_reviewed", bank=bank)
+    assert few.details["position_standardised"] is False
+    np.testing.assert_allclose(few.grid_maps, bank.score(features[:15]), rtol=1e-6)

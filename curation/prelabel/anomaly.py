@@ -6,10 +6,12 @@ score is the map's maximum. What counts as normal depends on the reference mode,
 
 - ``none``: no labels at all. Each image is compared with other images of the same unlabeled batch ("mutual"
   scoring): per patch, the distance to the nearest patch of each reference image, sorted, mean of the ``k``
-  smallest (``k`` must exceed the number of near-duplicate shots of one part). Then, at every grid position, the
-  median score over the batch is subtracted (positions that are always busy, e.g. tile edges, stop dominating).
+  smallest (``k`` must exceed the number of near-duplicate shots of one part). The reference images are a seeded
+  sample of the batch (:class:`MutualReference`, bounded memory, scored in chunks). Then every grid position is
+  standardised by the sample's median and spread there (positions that are always busy, e.g. tile edges, stop
+  dominating).
 - ``ok_reviewed``: a :class:`PatchBank` built from images a reviewer marked OK (greedy coreset or random subsample,
-  bounded size), queried by nearest neighbour.
+  bounded size), queried by nearest neighbour; batches of 16+ images standardised per position the same way.
 - ``golden``: each image against a golden reference image of its product, aligned first (phase-correlation
   translation), patch against patch in a small neighbourhood.
 
@@ -24,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import cv2
 import numpy as np
@@ -123,7 +125,24 @@ class PatchExtractor:
 
     def extract(self, pixels: np.ndarray) -> np.ndarray:
         """(N, 3, size, size) prepared inputs -> (N, g, g, D) float32 patch features, g = size / stride of the
-        shallowest block used."""
+        shallowest block used. The network stops after the deepest block used."""
+        return self._forward(pixels, embed=False)[0]
+
+    def extract_with_embedding(self, pixels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Patch features and the pooled image embedding from ONE backbone pass.
+
+        The pass continues after the deepest patch block through the remaining blocks and the head; the embedding
+        is the head's output averaged over the cells of the unpadded image (the mirror padding, ``pad / 32`` cells
+        per side, is cropped off first), so it matches ``model.extract_features(padded)`` cropped and averaged.
+
+        Returns:
+            (N, g, g, D) float32 patch features (same as :meth:`extract`) and (N, E) float32 embeddings
+            (E = 1280 for Lite0-2).
+        """
+        features, embedding = self._forward(pixels, embed=True)
+        return features, cast(np.ndarray, embedding)  # embed=True always pools one
+
+    def _forward(self, pixels: np.ndarray, *, embed: bool) -> tuple[np.ndarray, np.ndarray | None]:
         import torch
         import torch.nn.functional as F
 
@@ -135,10 +154,17 @@ class PatchExtractor:
             x = F.pad(x, (spec.pad,) * 4, mode="reflect")
             x = model._swish(model._bn0(model._conv_stem(x)))
             maps = []
-            for index, block in enumerate(model._blocks[: deepest + 1]):
+            last = len(model._blocks) if embed else deepest + 1
+            for index, block in enumerate(model._blocks[:last]):
                 x = block(x)  # eval mode: no drop-connect
                 if index in spec.blocks:
                     maps.append(x)
+            embedding = None
+            if embed:
+                head = model._swish(model._bn1(model._conv_head(x)))
+                cells = spec.pad * head.shape[-1] // (spec.size + 2 * spec.pad)
+                head = head[..., cells : head.shape[-2] - cells, cells : head.shape[-1] - cells]
+                embedding = head.mean(dim=(2, 3)).float().cpu().numpy()
             grid = None
             parts = []
             for feature in maps:
@@ -154,7 +180,7 @@ class PatchExtractor:
                     feature = F.interpolate(feature, size=grid, mode="bilinear", align_corners=False)
                 parts.append(feature)
             out = torch.cat(parts, dim=1).permute(0, 2, 3, 1)
-            return out.float().cpu().numpy()
+            return out.float().cpu().numpy(), embedding
 
 
 def _nearest(query: np.ndarray, bank: np.ndarray, k: int = 1) -> np.ndarray:
@@ -288,52 +314,159 @@ class PatchBank:
 
 
 def memory_bound(
-    n_images: int, grid: int, dim: int, *, ratio: float, max_patches: int, min_patches: int, max_candidates: int
+    n_images: int,
+    grid: int,
+    dim: int,
+    *,
+    ratio: float,
+    max_patches: int,
+    min_patches: int,
+    max_candidates: int,
+    n_refs: int = 64,
+    stride: int = 2,
 ) -> dict[str, int]:
-    """Bytes the ``ok_reviewed`` bank and its coreset candidates take for ``n_images`` references."""
+    """Bytes the anomaly scorer holds for ``n_images`` images: the ``ok_reviewed`` bank and its coreset candidates
+    (when all images were OK references), and the no-label :class:`MutualReference` (``n_refs`` images' patches on
+    a ``stride`` grid). Neither grows with ``n_images`` beyond its cap; the per-image maps (grid x grid float32
+    each, ``maps_bytes``) are the caller's output and are streamed out in chunks."""
     total = n_images * grid * grid
     size = int(min(max_patches, max(min_patches, round(ratio * total)), total))
+    cells = -(-grid // stride)
     return {
         "images": n_images,
         "patches": total,
         "bank_patches": size,
         "bank_bytes": size * dim * 4,
         "candidate_bytes": min(total, max_candidates) * dim * 4,
+        "mutual_reference_bytes": min(n_refs, n_images) * cells * cells * dim * 4,
+        "maps_bytes": n_images * grid * grid * 4,
     }
 
 
-def mutual_scores(
-    features: np.ndarray, *, k: int = 5, n_refs: int = 40, seed: int = 0, normalise: bool = True
-) -> np.ndarray:
-    """No-label maps: each image against ``n_refs`` other images of the batch drawn with ``seed``.
+@dataclass
+class MutualReference:
+    """The bounded reference of no-label ("mutual") scoring: a seeded sample of ``n_refs`` images of the batch.
 
-    Per patch: distance to the nearest patch of each reference image, the ``k`` smallest averaged. With
-    ``normalise``, the batch median at each grid position is subtracted (see the module docstring).
+    Every image is compared with each sample image (not with itself): per patch, the distance to that image's
+    nearest patch; sorted over the sample images, the ``k`` smallest averaged (``k`` must exceed the number of
+    near-duplicate shots of one part). The sample images' patches are kept on a ``stride`` grid (neighbouring
+    patches are nearly the same after the 3x3 pooling), so memory and query cost are fixed by ``n_refs`` and not by
+    the batch size: 64 images x 256 patches x 152-d float32 = 10 MB whether the batch has 1,000 or 100,000 images,
+    and the batch can be scored in chunks.
+
+    Attributes:
+        patches: (R, P', D) float32 patches of the sample images.
+        ids: (R,) the sample images' positions in the batch (an image is never its own reference).
+        k: number of nearest sample images averaged.
+        base: (g, g) per-position median of the sample images' own maps, or None (no normalisation).
+        scale: (g, g) per-position spread of those maps: 1.4826 x MAD plus the median of that over positions (a
+            floor, so quiet positions are not blown up). :meth:`score` returns ``(map - base) / scale`` when
+            normalising: busy positions (tile edges, texture) count less, and scores read as robust z-units.
+    """
+
+    patches: np.ndarray
+    ids: np.ndarray
+    k: int
+    base: np.ndarray | None = None
+    scale: np.ndarray | None = None
+
+    @classmethod
+    def build(
+        cls,
+        features: np.ndarray,
+        *,
+        ids: np.ndarray | None = None,
+        n_refs: int = 64,
+        k: int = 5,
+        stride: int = 2,
+        seed: int = 0,
+        normalise: bool = True,
+    ) -> MutualReference:
+        """Draw ``n_refs`` of the (N, g, g, D) ``features`` with ``seed`` as the reference sample.
+
+        Args:
+            features: the batch, or any sample of it (then ``ids`` names each row's position in the batch).
+            ids: (N,) batch positions of the rows; default 0..N-1.
+            stride: keep every ``stride``-th patch of the sample images in both grid directions.
+            normalise: also take the per-position median of the sample images' maps (see :meth:`score`).
+
+        Raises:
+            AnomalyInputError: fewer than ``k + 1`` images.
+        """
+        n, _, _, dim = features.shape
+        if n <= k:
+            raise AnomalyInputError(f"no-label scoring needs more than k={k} images in the batch, got {n}")
+        ids = np.arange(n) if ids is None else np.asarray(ids)
+        chosen = np.sort(np.random.default_rng(seed).choice(n, size=min(n_refs, n), replace=False))
+        patches = np.ascontiguousarray(features[chosen, ::stride, ::stride].reshape(len(chosen), -1, dim), np.float32)
+        reference = cls(patches, ids[chosen], k)
+        if normalise:
+            own = reference.score(features[chosen], ids=ids[chosen], normalise=False)
+            base = np.median(own, axis=0)
+            spread = 1.4826 * np.median(np.abs(own - base[None]), axis=0)
+            reference.base, reference.scale = base, spread + float(np.median(spread)) + 1e-12
+        return reference
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.patches.nbytes)
+
+    def score(self, features: np.ndarray, *, ids: np.ndarray | None = None, normalise: bool = True) -> np.ndarray:
+        """(N, g, g, D) -> (N, g, g) maps; with ``normalise`` (and a ``base``) each position is standardised by
+        the sample images' median and spread there (see the class attributes). ``ids``: the rows' batch
+        positions, so that a sample image skips itself (default: none of the rows is a sample image)."""
+        n, gh, gw, dim = features.shape
+        if dim != self.patches.shape[-1]:
+            raise AnomalyInputError(
+                f"features have {dim} dimensions but the no-label reference has {self.patches.shape[-1]}"
+            )
+        maps = np.empty((n, gh * gw), np.float32)
+        flat = features.reshape(n, gh * gw, dim)
+        for i in range(n):
+            per_ref = _nearest_per_image(flat[i], self.patches)
+            if ids is not None:
+                per_ref = per_ref[self.ids != ids[i]]
+            per_ref.sort(axis=0)
+            maps[i] = per_ref[: min(self.k, len(per_ref))].mean(axis=0)
+        out = maps.reshape(n, gh, gw)
+        if normalise and self.base is not None:
+            out = out - self.base[None]
+            if self.scale is not None:
+                out = out / self.scale[None]
+        return out.astype(np.float32)
+
+
+def mutual_scores(
+    features: np.ndarray, *, k: int = 5, n_refs: int = 64, seed: int = 0, normalise: bool = True, stride: int = 2
+) -> np.ndarray:
+    """No-label maps of a whole (N, g, g, D) batch against a :class:`MutualReference` of ``n_refs`` of its
+    images drawn with ``seed`` (see there). With ``normalise``, every position is standardised by the sample
+    images' median and spread there (positions that are always busy, e.g. tile edges, stop dominating).
 
     Raises:
         AnomalyInputError: fewer than ``k + 1`` images.
     """
-    n, gh, gw, dim = features.shape
-    if n <= k:
-        raise AnomalyInputError(f"no-label scoring needs more than k={k} images in the batch, got {n}")
-    refs = min(n_refs, n - 1)
-    rng = np.random.default_rng(seed)
-    flat = features.reshape(n, gh * gw, dim)
-    maps = np.empty((n, gh * gw), np.float32)
-    for i in range(n):
-        others = np.delete(np.arange(n), i)
-        chosen = np.sort(rng.choice(others, size=refs, replace=False))
-        per_ref = _nearest_per_image(flat[i], flat[chosen])
-        per_ref.sort(axis=0)
-        maps[i] = per_ref[: min(k, refs)].mean(axis=0)
-    out = maps.reshape(n, gh, gw)
-    return position_normalised(out) if normalise else out
+    reference = MutualReference.build(features, n_refs=n_refs, k=k, stride=stride, seed=seed, normalise=normalise)
+    return reference.score(features, ids=np.arange(len(features)), normalise=normalise)
 
 
 def position_normalised(maps: np.ndarray, reference: np.ndarray | None = None) -> np.ndarray:
     """Subtract, at each grid position, the median over ``reference`` maps (default: the maps themselves)."""
     base = np.median(maps if reference is None else reference, axis=0)
     return (maps - base[None]).astype(np.float32)
+
+
+def position_standardised(maps: np.ndarray, *, sample: int = 64, seed: int = 0) -> np.ndarray:
+    """``(map - median) / spread`` at each grid position, both taken over a seeded sample of ``sample`` of the
+    (unlabelled, mostly OK) maps, so the result does not depend on how a large batch is chunked. Spread = 1.4826 x
+    MAD plus its median over positions (the same rule as :class:`MutualReference`). Measured on magnetic tile (tune
+    half, ok_reviewed): image AUROC 0.754 -> 0.783 with 16 references, 0.872 -> 0.887 with 200, over subtracting
+    the median only."""
+    chosen = np.sort(np.random.default_rng(seed).choice(len(maps), size=min(sample, len(maps)), replace=False))
+    reference = maps[chosen]
+    base = np.median(reference, axis=0)
+    spread = 1.4826 * np.median(np.abs(reference - base[None]), axis=0)
+    return ((maps - base[None]) / (spread + float(np.median(spread)) + 1e-12)[None]).astype(np.float32)
 
 
 def phase_shift(image: np.ndarray, golden: np.ndarray) -> tuple[float, float]:
@@ -490,11 +623,15 @@ def score_batch(
     golden_features: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     k: int = 5,
-    n_refs: int = 40,
+    n_refs: int = 64,
     seed: int = 0,
     z: float = 3.0,
+    standardise_min_batch: int = 16,
 ) -> AnomalyResult:
     """Score (N, g, g, D) features under ``mode`` and calibrate the decision (see :func:`calibrate`).
+
+    In ``ok_reviewed`` mode, batches of at least ``standardise_min_batch`` images are also standardised per grid
+    position (:func:`position_standardised`; smaller batches give no stable per-position statistics).
 
     Raises:
         AnomalyInputError: the mode's reference (bank, golden features) is missing.
@@ -506,7 +643,15 @@ def score_batch(
         if bank is None:
             raise AnomalyInputError("reference mode 'ok_reviewed' needs a PatchBank of reviewed OK images")
         maps = bank.score(features)
-        details = {"bank_patches": len(bank.patches), "bank_method": bank.method, "bank_images": bank.source_images}
+        standardised = len(maps) >= standardise_min_batch
+        if standardised:
+            maps = position_standardised(maps, seed=seed)
+        details = {
+            "bank_patches": len(bank.patches),
+            "bank_method": bank.method,
+            "bank_images": bank.source_images,
+            "position_standardised": standardised,
+        }
     elif mode == "golden":
         if golden_features is None:
             raise AnomalyInputError("reference mode 'golden' needs the aligned golden images' features")
