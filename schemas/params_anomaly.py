@@ -162,3 +162,8 @@ class AnomalyParams(StrictModel):
     fewshot_features: bool = Field(
         True, description="Give few-shot the anomaly score and map-weighted patch features beside the embedding."
     )
+    defect_share: Annotated[float, Field(gt=0, lt=1)] | None = Field(
+        None,
+        description="No-label threshold when the share of defective images is known (the line's defect rate): "
+        "that upper quantile of the scores. null: median + z robust deviations, which assumes most images are OK.",
+    )

@@ -224,3 +224,16 @@ def test_ok_reviewed_batches_are_standardised_from_sixteen_images(extractor: Pat
     few = score_batch(features[:15], mode="ok_reviewed", bank=bank)
     assert few.details["position_standardised"] is False
     np.testing.assert_allclose(few.grid_maps, bank.score(features[:15]), rtol=1e-6)
+
+
+def test_known_defect_share_sets_the_no_label_threshold() -> None:
+    """Mostly-defective batches defeat the MAD rule (it assumes most images are OK); a known share does not."""
+    scores = np.arange(1.0, 11.0)  # 1..10
+    by_share = calibrate(scores, defect_share=0.3)
+    assert by_share.method == "defect_share" and by_share.threshold == pytest.approx(7.3)  # 1 + 0.7 * 9
+    assert by_share.is_defect.tolist() == [False] * 7 + [True] * 3
+    mostly_defective = np.array([1.0, 1.1, 9.0, 9.2, 9.4, 9.6, 9.8, 10.0])
+    assert calibrate(mostly_defective).is_defect.sum() == 0  # median + 3 MAD lies above every score
+    assert calibrate(mostly_defective, defect_share=0.75).is_defect.sum() == 6
+    labelled = calibrate(scores, labels=scores > 5, defect_share=0.3)  # labels win over the share
+    assert labelled.method == "labelled" and labelled.is_defect.sum() == 5

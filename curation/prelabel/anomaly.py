@@ -559,7 +559,7 @@ class Decision:
     """
 
     threshold: float
-    method: Literal["mad", "labelled"]
+    method: Literal["mad", "labelled", "defect_share"]
     is_defect: np.ndarray
 
 
@@ -568,6 +568,7 @@ def calibrate(
     *,
     labels: np.ndarray | None = None,
     z: float = 3.0,
+    defect_share: float | None = None,
 ) -> Decision:
     """Threshold the image scores.
 
@@ -577,6 +578,9 @@ def calibrate(
             given by the caller). With both classes present the threshold maximises balanced accuracy on them
             (midpoint between adjacent scores); otherwise the MAD rule is used.
         z: robust z-score for the MAD rule (3.0: ~0.1% false alarms if OK scores were normal).
+        defect_share: without usable labels, the known share of defective images (e.g. the line's defect rate):
+            the threshold is then that upper quantile of the scores (method ``defect_share``) instead of the MAD
+            rule, which assumes most images are OK and calls almost none defective when most are.
     """
     scores = np.asarray(scores, dtype=np.float64)
     if labels is not None and 0 < int(np.sum(labels)) < len(labels):
@@ -590,6 +594,9 @@ def calibrate(
             if balanced > best:
                 best, best_cut = balanced, float(cut)
         return Decision(best_cut, "labelled", scores > best_cut)
+    if defect_share is not None:
+        threshold = float(np.quantile(scores, 1.0 - defect_share))
+        return Decision(threshold, "defect_share", scores > threshold)
     median = float(np.median(scores))
     mad = float(np.median(np.abs(scores - median))) * 1.4826
     threshold = median + z * max(mad, 1e-12)

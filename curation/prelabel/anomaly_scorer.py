@@ -248,7 +248,7 @@ class AnomalyRun:
         scores: (N,) image scores (map maxima).
         grid_maps: (N, g, g) float32 patch-score grids.
         threshold: ``is_defect = scores > threshold``.
-        method: ``mad`` or ``labelled`` (:func:`anomaly.calibrate`).
+        method: ``mad``, ``defect_share`` or ``labelled`` (:func:`anomaly.calibrate`).
         is_defect: (N,) bool.
         p_defect: (N,) probability of a defect (see the module docstring).
         map_zero: the score drawn as 0 in the map PNGs (0 for distance modes; the batch's lowest patch score in
@@ -328,7 +328,12 @@ class AnomalyScorer:
         rows = sorted(labelled)
         truth = np.array([labelled[i] != self.ok for i in rows], dtype=bool)
         both = self.ok is not None and 0 < int(truth.sum()) < len(truth)
-        decision = calibrate(scores[rows] if both else scores, labels=truth if both else None, z=anomaly.z)
+        decision = calibrate(
+            scores[rows] if both else scores,
+            labels=truth if both else None,
+            z=anomaly.z,
+            defect_share=anomaly.defect_share,
+        )
         threshold = float(decision.threshold)
         is_defect = scores > threshold
         median = float(np.median(scores))
