@@ -20,8 +20,7 @@ import pandas as pd
 from curation.errors import MetadataError
 from curation.label_table import sniff_delimiter
 from curation.labels import ImageRef, LabelIssue, label_row
-
-META_PREFIX = "meta_"
+from schemas.records import meta_column
 
 
 @dataclass(frozen=True)
@@ -204,12 +203,3 @@ def _tails(key: str) -> list[str]:
     """``a/b/c.png`` -> ``["a/b/c.png", "b/c.png"]``: the key, then shorter tails that still hold a folder."""
     parts = key.split("/")
     return ["/".join(parts[start:]) for start in range(max(1, len(parts) - 1))]
-
-
-def _column_name(column: str) -> str:
-    return "_".join(column.strip().lower().split())
-
-
-def meta_column(column: str) -> str:
-    """The manifest column holding the metadata CSV's ``column`` (``Pixel Pitch`` -> ``meta_pixel_pitch``)."""
-    return META_PREFIX + _column_name(column)

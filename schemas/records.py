@@ -28,6 +28,19 @@ QuarantineReason = Literal[
 ]
 
 
+META_PREFIX = "meta_"  # manifest columns joined from the metadata CSV
+
+
+def column_name(column: str) -> str:
+    """A metadata CSV header as a column name: trimmed, lower case, runs of spaces as one ``_``."""
+    return "_".join(column.strip().lower().split())
+
+
+def meta_column(column: str) -> str:
+    """The manifest column holding the metadata CSV's ``column`` (``Pixel Pitch`` -> ``meta_pixel_pitch``)."""
+    return META_PREFIX + column_name(column)
+
+
 class ImageRecord(StrictModel):
     """One unique image (by content) in ``manifest.parquet``. Metadata CSV columns follow as ``meta_<name>``."""
 

@@ -26,10 +26,10 @@ from scipy import ndimage
 from scipy.spatial.distance import pdist
 
 from curation.errors import MetadataError
-from curation.metadata import META_PREFIX, meta_column
 from curation.shapes import Polygons, mask_to_polygons
 from schemas.ontology import Severity
 from schemas.params_anomaly import AnomalyDescriptionParams, RegionParams
+from schemas.records import META_PREFIX, meta_column
 
 ROWS = ("upper", "middle", "lower")
 COLUMNS = ("left", "centre", "right")
