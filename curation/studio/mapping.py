@@ -229,7 +229,12 @@ def prediction_title(model_version: str, *, source: str = "") -> str:
     if model_version == PRIOR_VERSION:
         return model_version
     model = model_version.split("@", 1)[0].rstrip("/").rsplit("/", 1)[-1] or "model"
-    kind = "anomaly" if source == "anomaly" else "few-shot" if "+fewshot-" in model_version else "zero-shot"
+    if "+fewshot-" in model_version:
+        kind = "few-shot"
+    elif source == "anomaly" or "+anomaly-" in model_version:
+        kind = "anomaly"
+    else:
+        kind = "zero-shot"
     tag = hashlib.sha256(model_version.encode("utf-8")).hexdigest()[:8]
     return f"{kind} {model} #{tag}"
 
