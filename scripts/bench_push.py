@@ -25,8 +25,9 @@ from rich.table import Table
 
 from curation.progress import progress
 from curation.studio.client import Connection, make_client
-from curation.studio.push import build_tasks, push
+from curation.studio.push import push
 from curation.studio.server import StudioHome, load_credentials, start_local, stop
+from curation.studio.tasks import build_tasks
 from schemas.params import load_params
 from schemas.params_studio import LabelStudioParams
 

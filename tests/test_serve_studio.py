@@ -18,8 +18,8 @@ from curation.serve.cli import connect_backend, running
 from curation.studio import cli as studio_cli
 from curation.studio import server as studio_server_module
 from curation.studio.config import LABEL, add_part, ensure_project
-from curation.studio.push import local_files_url
 from curation.studio.server import LOCAL_BACKEND_ENV
+from curation.studio.tasks import local_files_url
 from schemas.params_prelabel import CaptionParams, ClipParams, PrelabelParams
 from schemas.params_serve import ServeParams
 from tests.conftest import ROOT, write_image

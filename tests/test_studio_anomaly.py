@@ -20,8 +20,9 @@ from curation.errors import InputError
 from curation.studio.config import BOXES, CONFIDENCE, DESCRIPTION, LABEL, POLYGONS, instructions
 from curation.studio.order import review_queue
 from curation.studio.pull import annotations_from_export, parse_result, pull
-from curation.studio.push import build_tasks, push
+from curation.studio.push import push
 from curation.studio.simulate import simulated_annotation
+from curation.studio.tasks import build_tasks
 from schemas.params_studio import SimulationParams
 from schemas.records import ANY_DEFECT, Prediction, columns
 from tests.conftest import ROOT

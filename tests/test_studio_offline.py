@@ -34,7 +34,8 @@ from curation.studio.config import (
 from curation.studio.errors import StudioAuthError, StudioRequestError, StudioUnavailable
 from curation.studio.mapping import PRIOR_VERSION, describe, prediction_title, to_label_studio
 from curation.studio.pull import ANNOTATION_DTYPES, annotations_from_export, parse_result
-from curation.studio.push import (
+from curation.studio.simulate import Truth, reviewers_for, simulated_annotation
+from curation.studio.tasks import (
     assign_parts,
     build_tasks,
     json_size,
@@ -43,7 +44,6 @@ from curation.studio.push import (
     storage_folders,
     task_request,
 )
-from curation.studio.simulate import Truth, reviewers_for, simulated_annotation
 from schemas.ontology import Ontology
 from schemas.params_studio import LabelStudioParams, SimulationParams
 from schemas.records import Annotation, columns

@@ -19,7 +19,7 @@ from curation.studio.config import CONFIDENCE, DESCRIPTION, IMAGE, LABEL, POLYGO
 from curation.studio.mapping import to_label_studio
 from curation.studio.previews import make_previews, preview_path, preview_reason
 from curation.studio.pull import parse_result
-from curation.studio.push import build_tasks, storage_folders
+from curation.studio.tasks import build_tasks, storage_folders
 from schemas.params import IngestParams
 from tests.studio_fixture import make_inputs
 

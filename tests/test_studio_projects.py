@@ -12,8 +12,9 @@ from typer.testing import CliRunner
 from curation.errors import InputError
 from curation.studio.config import LABEL, VIEW_ADJUDICATE, VIEW_UNCERTAIN, find_project_set
 from curation.studio.pull import pull, write_pull
-from curation.studio.push import MB, build_tasks, json_size, push, task_request, write_push
+from curation.studio.push import push, write_push
 from curation.studio.simulate import reviewer_email, simulate
+from curation.studio.tasks import MB, build_tasks, json_size, task_request
 from schemas.params_studio import SimulationParams
 from tests.conftest import ROOT
 from tests.studio_fixture import Studio, make_inputs, shown_version, studio_server  # noqa: F401

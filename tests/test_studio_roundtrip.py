@@ -20,9 +20,10 @@ from curation.studio import push as push_module
 from curation.studio.config import BOXES, LABEL, SEVERITY, VIEW_ADJUDICATE, VIEW_UNCERTAIN, find_project
 from curation.studio.errors import StudioUnavailable
 from curation.studio.pull import pull, write_pull
-from curation.studio.push import build_tasks, push, write_push
+from curation.studio.push import push, write_push
 from curation.studio.server import load_credentials
 from curation.studio.simulate import reviewer_email, simulate
+from curation.studio.tasks import build_tasks
 from schemas.params_studio import SimulationParams
 from tests.conftest import ROOT
 from tests.studio_fixture import Studio, make_inputs, shown_version, studio_server  # noqa: F401

@@ -14,8 +14,9 @@ from typer.testing import CliRunner
 from curation.studio.cli import studio_app
 from curation.studio.client import Connection, check_auth, connection, make_client
 from curation.studio.errors import StudioAuthError, StudioError, StudioNotRunning, StudioUnavailable
-from curation.studio.push import build_tasks, push
+from curation.studio.push import push
 from curation.studio.server import StudioHome, free_port, read_private_json, start, status
+from curation.studio.tasks import build_tasks
 from schemas.params_studio import LabelStudioParams
 from tests.conftest import ROOT
 from tests.studio_fixture import Studio, make_inputs, studio_server  # noqa: F401

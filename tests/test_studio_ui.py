@@ -15,8 +15,9 @@ from PIL import Image
 
 from curation.studio.config import VIEW_ADJUDICATE, VIEW_UNCERTAIN, ensure_project, wanted_views
 from curation.studio.previews import make_previews
-from curation.studio.push import build_tasks, push
+from curation.studio.push import push
 from curation.studio.server import load_credentials
+from curation.studio.tasks import build_tasks
 from tests.chromium import CHROMIUM, FLAGS, MISSING
 from tests.conftest import write_image
 from tests.studio_fixture import Studio, make_inputs, shown_version, studio_server  # noqa: F401

@@ -130,7 +130,8 @@ def push_command(
     from curation.prelabel.captions import require_korean_descriptions
     from curation.studio.client import connection, make_client
     from curation.studio.previews import make_previews
-    from curation.studio.push import MANIFEST_COLUMNS, PREDICTION_COLUMNS, build_tasks, push, read_disputes, write_push
+    from curation.studio.push import push, read_disputes, write_push
+    from curation.studio.tasks import MANIFEST_COLUMNS, PREDICTION_COLUMNS, build_tasks
     from curation.tables import read_table
     from schemas.records import ImageRecord, Prediction, PriorLabel
 
