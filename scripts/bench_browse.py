@@ -22,7 +22,9 @@ import numpy as np
 import pandas as pd
 
 from curation.browse import database
-from curation.browse.build import BrowseInputs, add_mistakenness, build_dataset
+from curation.browse.brain import add_mistakenness
+from curation.browse.build import build_dataset
+from curation.browse.inputs import BrowseInputs
 from schemas.params import load_params
 from schemas.params_browse import BrowseParams
 
@@ -115,14 +117,15 @@ def main() -> None:
         print(f"  {args.n / total:,.0f} images/s overall; views: {summary.views}")
 
         # baseline 1: one add_sample call per image vs our batched add_samples, same sample objects
-        from curation.browse.build import BuildSummary, _batches, _image_sample, _image_table
+        from curation.browse.build import BuildSummary
+        from curation.browse.samples import batches, image_sample, image_table
 
         small = synthetic(args.baseline_n, args.dim, classes, seed=1)
-        rows = next(_batches(_image_table(small, BuildSummary("x", "x")), args.baseline_n))
+        rows = next(batches(image_table(small, BuildSummary("x", "x")), args.baseline_n))
         timings = {}
         for mode in ("batched", "one_by_one"):
             dataset = fo.Dataset(f"bench-{mode}")
-            samples = [_image_sample(r, root, classes) for r in rows]
+            samples = [image_sample(r, root, classes) for r in rows]
             t0 = time.perf_counter()
             if mode == "batched":
                 for k in range(0, len(samples), settings.batch_size):

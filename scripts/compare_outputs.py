@@ -27,7 +27,7 @@ from pathlib import Path
 CSV_RENAMES = {"description": "prediction_description", "description_ko": "prediction_description_ko"}
 PARQUET_RENAMES = {"embeddings.parquet": {"model_name": "model_key"}}
 SPLITS = ("train", "val", "test")
-FIFTYONE_INPUTS = (  # curation.browse.build.INPUT_NAMES order and the dvc.yaml fiftyone stage's files
+FIFTYONE_INPUTS = (  # curation.browse.inputs.INPUT_NAMES order and the dvc.yaml fiftyone stage's files
     ("manifest", "ingest/manifest.parquet"),
     ("predictions", "refine/predictions.parquet"),
     ("embeddings", "prelabel/embeddings.parquet"),
@@ -74,7 +74,7 @@ def export_version(folder: Path, *, rename: bool) -> str:
 
 
 def fiftyone_version(folder: Path, embeddings: bytes | None = None) -> str:
-    """curation.browse.build.dataset_version over the fiftyone stage's inputs, optionally with other embeddings."""
+    """curation.browse.inputs.dataset_version over the fiftyone stage's inputs, optionally with other embeddings."""
     digest = hashlib.sha256()
     for name, rel in FIFTYONE_INPUTS:
         path = folder / rel

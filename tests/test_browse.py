@@ -29,9 +29,10 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from curation.browse import database
-from curation.browse.build import BrowseInputs, build_dataset, check_inputs, read_inputs
+from curation.browse.build import build_dataset
 from curation.browse.cli import database_command, fiftyone_command, search_command
 from curation.browse.errors import BrowseInputError
+from curation.browse.inputs import BrowseInputs, check_inputs, read_inputs
 from curation.io import pid_alive
 from schemas.params import Params
 from schemas.params_browse import BrowseParams
@@ -627,7 +628,7 @@ def test_augment_stage_output_is_read_with_paths_beside_it(tmp_path: Path) -> No
 
 
 def test_uniqueness_is_skipped_with_a_reason_above_the_cap() -> None:
-    from curation.browse.build import uniqueness_skipped
+    from curation.browse.brain import uniqueness_skipped
 
     settings = BrowseParams(uniqueness_max_images=1000)
     assert uniqueness_skipped(1000, settings) is None

@@ -29,7 +29,8 @@ from PIL import Image
 
 from curation.browse.anomaly import REGION_SIMILARITY_KEY, SIDEBAR_FIELDS
 from curation.browse.app import media_paths
-from curation.browse.build import BuildSummary, build_dataset, read_inputs
+from curation.browse.build import BuildSummary, build_dataset
+from curation.browse.inputs import read_inputs
 from curation.shapes import mask_to_polygons
 from schemas.params import Params
 from schemas.params_browse import BrowseParams

@@ -61,7 +61,7 @@ def add_anomaly_fields(
     Args:
         dataset: The dataset (its App colours for the heatmap are set).
         samples: The dataset's original images (one sample per ``image_id``).
-        inputs: :class:`curation.browse.build.BrowseInputs`; the maps are resolved against the folder of
+        inputs: :class:`curation.browse.inputs.BrowseInputs`; the maps are resolved against the folder of
             ``inputs.sources["predictions"]`` (``base_dir`` when the frame came without a file).
         summary: :class:`curation.browse.build.BuildSummary`; notes go to its ``issues``.
         base_dir: The project root.

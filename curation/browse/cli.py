@@ -45,7 +45,8 @@ def fiftyone_command(
 ) -> None:
     """Build the FiftyOne dataset of this dataset version from every stage's outputs (absent ones are skipped)."""
     from curation.browse import database
-    from curation.browse.build import BuildSummary, build_dataset, dataset_name, dataset_version, read_inputs
+    from curation.browse.build import BuildSummary, build_dataset
+    from curation.browse.inputs import dataset_name, dataset_version, read_inputs
 
     params = load_or_exit(params_path)
     settings = params.browse
@@ -97,7 +98,8 @@ def _confusion_rows(name: str) -> pd.DataFrame:
     """(actual, predicted) per evaluated image, for DVC's confusion-matrix plot."""
     import fiftyone as fo
 
-    from curation.browse.build import EVAL_KEY, GT_FIELD, PRELABEL_FIELD
+    from curation.browse.brain import EVAL_KEY
+    from curation.browse.samples import GT_FIELD, PRELABEL_FIELD
 
     dataset = fo.load_dataset(name)
     view = dataset.exists(EVAL_KEY)
