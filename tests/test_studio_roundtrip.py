@@ -373,7 +373,7 @@ def test_cli_push_simulate_pull_as_the_demo_runs_them(studio: Studio, params, tm
     assert set(frame["label"]) == {"dent"}
 
     bad = runner.invoke(app, ["push", str(tmp_path / "missing.parquet"), *out[1:], "--params", params_file])
-    assert bad.exit_code == 1 and "missing.parquet: manifest not found" in bad.output
+    assert bad.exit_code == 1 and "missing.parquet: file not found; run `dvc repro ingest`" in bad.output
 
 
 def test_prior_polygons_are_preannotated_and_pulled_back_as_shapes(studio: Studio, params) -> None:

@@ -20,7 +20,7 @@ from curation.prelabel import captions as caps
 from curation.prelabel.anomaly_scorer import PatchModel
 from curation.prelabel.base import Describer, Embedder, TextImageEmbedder
 from curation.prelabel.cache import PrelabelCache
-from curation.prelabel.engines import Engine, Work
+from curation.prelabel.engines import Engine, Method, Work
 from curation.prelabel.images import ImageRef
 from curation.prelabel.prompts import settings_hash
 from schemas.params_prelabel import PrelabelParams
@@ -60,28 +60,21 @@ def embed_images(
 ) -> np.ndarray:
     """(len(refs), D) float32 embeddings of ``refs`` (rows in ``ref.row`` order; (0, 0) when there are none)."""
     namespace = "embed-" + settings_hash(encoder.key, encoder.spec.__dict__, settings.preprocess)
-    recipe = encoder.recipe(settings.device)
-    work = Work(recipe, "encode_images", encoder.spec, settings.preprocess, settings.clip.batch_size)
-    matrix: list[np.ndarray] = []  # one (len(refs), D) float32 matrix, allocated when D is known
-
-    def keep(rows: list[int], outputs: Any) -> None:
-        outputs = np.asarray(outputs, np.float32)
-        if not matrix:
-            matrix.append(np.empty((len(refs), outputs.shape[1]), np.float32))
-        matrix[0][rows] = outputs
-
-    through_cache(
+    matrix = _cached_outputs(
+        encoder,
+        "encode_images",
         refs,
+        settings,
+        engine,
         kind="embeddings",
+        dtype=np.float32,
         get=lambda hashes: cache.get_embeddings(namespace, hashes),
         put=lambda pairs: cache.put_embeddings(namespace, pairs),
-        run=lambda todo: engine.batches(encoder, work, todo),
-        keep=keep,
         force=force,
         progress=progress,
         stats=stats,
     )
-    return matrix[0] if matrix else np.zeros((0, 0), np.float32)
+    return matrix if matrix is not None else np.zeros((0, 0), np.float32)
 
 
 def patch_features(
@@ -98,29 +91,61 @@ def patch_features(
     cache like embeddings (namespace: the backbone, the :class:`~curation.prelabel.anomaly.FeatureSpec` and the
     preprocessing)."""
     namespace = "patches-" + settings_hash(model.key, model.spec.__dict__, settings.preprocess)
-    work = Work(
-        model.recipe(settings.device), "extract_patches", model.spec, settings.preprocess, settings.clip.batch_size
+    grids = _cached_outputs(
+        model,
+        "extract_patches",
+        refs,
+        settings,
+        engine,
+        kind="patches",
+        dtype=np.float16,
+        get=lambda hashes: cache.get_patches(namespace, hashes),
+        put=lambda pairs: cache.put_patches(namespace, pairs),
+        force=force,
+        progress=progress,
+        stats=stats,
     )
-    grids: list[np.ndarray] = []
+    return grids if grids is not None else np.zeros((0, 0, 0, 0), np.float16)
+
+
+def _cached_outputs(
+    model: Any,
+    method: Method,
+    refs: list[ImageRef],
+    settings: PrelabelParams,
+    engine: Engine,
+    *,
+    kind: str,
+    dtype: Any,
+    get: Callable[[list[str]], dict[str, Any]],
+    put: Callable[[Any], None],
+    force: bool,
+    progress: Progress,
+    stats: Counter[str],
+) -> np.ndarray | None:
+    """``model.<method>`` of every image through the cache (:func:`through_cache`), as one (len(refs), ...) array
+    of ``dtype`` allocated once the first outputs give its shape; None when there are no images."""
+    work = Work(model.recipe(settings.device), method, model.spec, settings.preprocess, settings.clip.batch_size)
+    out: list[np.ndarray] = []
 
     def keep(rows: list[int], outputs: Any) -> None:
-        outputs = np.asarray(outputs, np.float16) if not isinstance(outputs, list) else np.stack(outputs)
-        if not grids:
-            grids.append(np.empty((len(refs), *outputs.shape[1:]), np.float16))
-        grids[0][rows] = outputs
+        outputs = np.asarray(outputs, dtype)  # a batch's array, or a list of cached per-image arrays
+        if not out:
+            out.append(np.empty((len(refs), *outputs.shape[1:]), dtype))
+        out[0][rows] = outputs
 
     through_cache(
         refs,
-        kind="patches",
-        get=lambda hashes: cache.get_patches(namespace, hashes),
-        put=lambda pairs: cache.put_patches(namespace, pairs),
+        kind=kind,
+        get=get,
+        put=put,
         run=lambda todo: engine.batches(model, work, todo),
         keep=keep,
         force=force,
         progress=progress,
         stats=stats,
     )
-    return grids[0] if grids else np.zeros((0, 0, 0, 0), np.float16)
+    return out[0] if out else None
 
 
 def through_cache(

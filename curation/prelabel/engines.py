@@ -68,12 +68,15 @@ class ModelRecipe:
         return models.Captioner(self.checkpoint, runtime)
 
 
+Method = Literal["encode_images", "caption", "extract_patches"]  # the per-image model outputs the engines run
+
+
 @dataclass(frozen=True)
 class Work:
     """One kind of per-image model output: ``model.<method>(pixels, **kwargs)`` on inputs prepared for ``spec``."""
 
     recipe: ModelRecipe
-    method: Literal["encode_images", "caption", "extract_patches"]
+    method: Method
     spec: InputSpec | FeatureSpec  # a FeatureSpec: the anomaly input (anomaly.prepare), else the model's
     preprocess: PreprocessParams
     batch_size: int
