@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -59,21 +59,8 @@ def embed_images(
     stats: Counter[str],
 ) -> np.ndarray:
     """(len(refs), D) float32 embeddings of ``refs`` (rows in ``ref.row`` order; (0, 0) when there are none)."""
-    namespace = "embed-" + settings_hash(encoder.key, encoder.spec.__dict__, settings.preprocess)
-    matrix = _cached_outputs(
-        encoder,
-        "encode_images",
-        refs,
-        settings,
-        engine,
-        kind="embeddings",
-        dtype=np.float32,
-        get=lambda hashes: cache.get_embeddings(namespace, hashes),
-        put=lambda pairs: cache.put_embeddings(namespace, pairs),
-        force=force,
-        progress=progress,
-        stats=stats,
-    )
+    run = _Cached(encoder, "encode_images", "embeddings", "embed-", np.float32)
+    matrix = run(refs, settings, cache, engine, force=force, progress=progress, stats=stats)
     return matrix if matrix is not None else np.zeros((0, 0), np.float32)
 
 
@@ -90,62 +77,59 @@ def patch_features(
     """(len(refs), g, g, D) float16 anomaly patch features of ``refs`` (rows in ``ref.row`` order), through the
     cache like embeddings (namespace: the backbone, the :class:`~curation.prelabel.anomaly.FeatureSpec` and the
     preprocessing)."""
-    namespace = "patches-" + settings_hash(model.key, model.spec.__dict__, settings.preprocess)
-    grids = _cached_outputs(
-        model,
-        "extract_patches",
-        refs,
-        settings,
-        engine,
-        kind="patches",
-        dtype=np.float16,
-        get=lambda hashes: cache.get_patches(namespace, hashes),
-        put=lambda pairs: cache.put_patches(namespace, pairs),
-        force=force,
-        progress=progress,
-        stats=stats,
-    )
+    run = _Cached(model, "extract_patches", "patches", "patches-", np.float16)
+    grids = run(refs, settings, cache, engine, force=force, progress=progress, stats=stats)
     return grids if grids is not None else np.zeros((0, 0, 0, 0), np.float16)
 
 
-def _cached_outputs(
-    model: Any,
-    method: Method,
-    refs: list[ImageRef],
-    settings: PrelabelParams,
-    engine: Engine,
-    *,
-    kind: str,
-    dtype: Any,
-    get: Callable[[list[str]], dict[str, Any]],
-    put: Callable[[Any], None],
-    force: bool,
-    progress: Progress,
-    stats: Counter[str],
-) -> np.ndarray | None:
-    """``model.<method>`` of every image through the cache (:func:`through_cache`), as one (len(refs), ...) array
-    of ``dtype`` allocated once the first outputs give its shape; None when there are no images."""
-    work = Work(model.recipe(settings.device), method, model.spec, settings.preprocess, settings.clip.batch_size)
-    out: list[np.ndarray] = []
+@dataclass(frozen=True)
+class _Cached:
+    """``model.<method>`` of every image through the cache table ``kind`` (:func:`through_cache`), under a
+    namespace of the model's key, input spec and preprocessing, as one (len(refs), ...) array of ``dtype``."""
 
-    def keep(rows: list[int], outputs: Any) -> None:
-        outputs = np.asarray(outputs, dtype)  # a batch's array, or a list of cached per-image arrays
-        if not out:
-            out.append(np.empty((len(refs), *outputs.shape[1:]), dtype))
-        out[0][rows] = outputs
+    model: Any
+    method: Method
+    kind: Literal["embeddings", "patches"]
+    prefix: str
+    dtype: Any
 
-    through_cache(
-        refs,
-        kind=kind,
-        get=get,
-        put=put,
-        run=lambda todo: engine.batches(model, work, todo),
-        keep=keep,
-        force=force,
-        progress=progress,
-        stats=stats,
-    )
-    return out[0] if out else None
+    def __call__(
+        self,
+        refs: list[ImageRef],
+        settings: PrelabelParams,
+        cache: PrelabelCache,
+        engine: Engine,
+        *,
+        force: bool,
+        progress: Progress,
+        stats: Counter[str],
+    ) -> np.ndarray | None:
+        model = self.model
+        namespace = self.prefix + settings_hash(model.key, model.spec.__dict__, settings.preprocess)
+        work = Work(
+            model.recipe(settings.device), self.method, model.spec, settings.preprocess, settings.clip.batch_size
+        )
+        get, put = getattr(cache, f"get_{self.kind}"), getattr(cache, f"put_{self.kind}")
+        out: list[np.ndarray] = []
+
+        def keep(rows: list[int], outputs: Any) -> None:
+            outputs = np.asarray(outputs, self.dtype)  # a batch's array, or a list of cached per-image arrays
+            if not out:
+                out.append(np.empty((len(refs), *outputs.shape[1:]), self.dtype))
+            out[0][rows] = outputs
+
+        through_cache(
+            refs,
+            kind=self.kind,
+            get=lambda hashes: get(namespace, hashes),
+            put=lambda pairs: put(namespace, pairs),
+            run=lambda todo: engine.batches(model, work, todo),
+            keep=keep,
+            force=force,
+            progress=progress,
+            stats=stats,
+        )
+        return out[0] if out else None
 
 
 def through_cache(
