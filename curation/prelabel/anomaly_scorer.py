@@ -42,6 +42,7 @@ from curation.prelabel.anomaly import (
     calibrate,
     image_map,
     prepare,
+    robust_spread,
     score_batch,
     weighted_pool,
 )
@@ -336,8 +337,7 @@ class AnomalyScorer:
         )
         threshold = float(decision.threshold)
         is_defect = scores > threshold
-        median = float(np.median(scores))
-        spread = max(1.4826 * float(np.median(np.abs(scores - median))), 1e-12)
+        spread = max(robust_spread(scores)[1], 1e-12)
         p_defect = 1.0 / (1.0 + np.exp(-np.clip((scores - threshold) / spread, -50, 50)))
         map_zero = float(min(0.0, maps.min())) if mode == "none" else 0.0
         self.run = AnomalyRun(mode, scores, maps, threshold, decision.method, is_defect, p_defect, map_zero, details)
@@ -421,8 +421,8 @@ def fewshot_extra(features: np.ndarray, grid_maps: np.ndarray, scores: np.ndarra
             for i in range(0, len(features), _POOL_CHUNK)
         ]
     )
-    median = float(np.median(scores))
-    z = (scores - median) / (1.4826 * float(np.median(np.abs(scores - median))) + 1e-12)
+    median, spread = robust_spread(scores)
+    z = (scores - median) / (spread + 1e-12)
     return np.hstack([pooled, z[:, None].astype(np.float32)])
 
 
