@@ -32,7 +32,6 @@ from curation.prelabel.anomaly import (
     PatchExtractor,
     image_map,
     memory_bound,
-    position_normalised,
     position_standardised,
     prepare,
     weighted_pool,
@@ -169,13 +168,15 @@ def cached_mutual(
     feats: np.ndarray, args, spec: FeatureSpec, evaluated: np.ndarray, tag: str = ""
 ) -> tuple[np.ndarray, np.ndarray]:
     """No-label maps (normalised as :meth:`MutualReference.score` does) and the unnormalised ones, cached."""
-    settings = (spec, args.k, args.n_refs, args.stride, evaluated.tolist(), "pool-v3", tag)
+    settings = (spec, args.k, args.n_refs, args.stride, args.dims, evaluated.tolist(), "pool-v4", tag)
     key = hashlib.sha256(repr(settings).encode()).hexdigest()[:16]
     path = args.cache / f"mutual-{args.backbone}-{key}.npz"
     if path.exists():
         stored = np.load(path)
         return stored["maps"], stored["raw"]
-    reference = MutualReference.build(feats, n_refs=args.n_refs, k=args.k, stride=args.stride, seed=0)
+    reference = MutualReference.build(
+        feats, n_refs=args.n_refs, k=args.k, stride=args.stride, dims=args.dims or None, seed=0
+    )
     raw = reference.score(feats, ids=np.arange(len(feats)), normalise=False)
     maps = ((raw - reference.base[None]) / reference.scale[None]).astype(np.float32)
     np.savez(path, maps=maps, raw=raw)
@@ -260,7 +261,9 @@ def evaluate_xsdd(args, spec: FeatureSpec, backbone: OfflineBackbone, model) -> 
             print(f"x-sdd balanced accuracy {variant:16s} {n:2d}/class  {mean:.3f} +- {sd:.3f}", flush=True)
     if not args.skip_cost:
         bank = PatchBank.build(feats[:200], ratio=0.01, seed=0)
-        mutual = MutualReference.build(feats, n_refs=args.n_refs, k=args.k, stride=args.stride, seed=0)
+        mutual = MutualReference.build(
+            feats, n_refs=args.n_refs, k=args.k, stride=args.stride, dims=args.dims or None, seed=0
+        )
         report["cost"] = cost_ratio([rows[i] for i in evaluated], backbone, spec, bank, mutual)
         print("cost", json.dumps(report["cost"]), flush=True)
     return report
@@ -274,14 +277,18 @@ def main() -> None:
     parser.add_argument("--cache", type=Path, default=Path(".cache/anomaly"))
     parser.add_argument("--half", choices=["tune", "report"], default="tune")
     parser.add_argument("--split-seed", type=int, default=0)
-    parser.add_argument("--size", type=int, default=256)
+    defaults = FeatureSpec()
+    parser.add_argument("--size", type=int, default=defaults.size)
+    parser.add_argument("--pad", type=int, default=defaults.pad, help="mirror padding per side (multiple of 32)")
     parser.add_argument("--fit", choices=["squash", "letterbox"], default="squash")
-    parser.add_argument("--blocks", default="4,10")
+    parser.add_argument("--blocks", default=",".join(map(str, defaults.blocks)))
+    parser.add_argument("--weights", default=",".join(map(str, defaults.weights)), help="one factor per block")
     parser.add_argument("--pool", type=int, default=3)
     parser.add_argument("--sigma", type=float, default=4.0)
-    parser.add_argument("--k", type=int, default=5)
-    parser.add_argument("--n-refs", type=int, default=64)
-    parser.add_argument("--stride", type=int, default=2, help="no-label reference patches kept every n-th cell")
+    parser.add_argument("--k", type=int, default=10)
+    parser.add_argument("--n-refs", type=int, default=256)
+    parser.add_argument("--stride", type=int, default=6, help="no-label reference patches kept every n-th cell")
+    parser.add_argument("--dims", type=int, default=64, help="no-label PCA dimensions (0: all)")
     parser.add_argument("--backbone", choices=["lite0", "lite1", "lite2"], default="lite0")
     parser.add_argument("--no-mutual", action="store_true", help="reference modes only (cheap settings sweeps)")
     parser.add_argument("--foreground", action="store_true", help="also score with dark borders masked out")
@@ -294,7 +301,12 @@ def main() -> None:
     torch.manual_seed(0)
     args.data = args.data or Path("/work/shared/datasets") / args.dataset
     spec = FeatureSpec(
-        size=args.size, pad=32, blocks=tuple(int(b) for b in args.blocks.split(",")), pool=args.pool, fit=args.fit
+        size=args.size,
+        pad=args.pad,
+        blocks=tuple(int(b) for b in args.blocks.split(",")),
+        weights=tuple(float(w) for w in args.weights.split(",")),
+        pool=args.pool,
+        fit=args.fit,
     )
     backbone = OfflineBackbone(Runtime("cpu", "float32"))
     model = backbone.model if args.backbone == "lite0" else load_lite(args.backbone)
@@ -319,7 +331,7 @@ def main() -> None:
     evaluated = np.sort(evaluated)
     ok_other = np.sort(other[~defect[other]])
     refs200 = np.sort(np.random.default_rng(args.split_seed + 1).choice(ok_other, 200, replace=False))
-    refs16 = refs200[:16]
+    refs16, refs64 = refs200[:16], refs200[:64]
     feats = features[evaluated].astype(np.float32)
     y = defect[evaluated]
     report: dict = {
@@ -345,13 +357,11 @@ def main() -> None:
         report["mutual_seconds"] = time.perf_counter() - t0
         maps_by_mode["none"] = normalised
         maps_by_mode["none_unnormalised"] = raw
-        maps_by_mode["none_batchnorm"] = position_normalised(raw)
-    for name, refs in (("ok_reviewed_16", refs16), ("ok_reviewed_200", refs200)):
+    for name, refs in (("ok_reviewed_16", refs16), ("ok_reviewed_64", refs64), ("ok_reviewed_200", refs200)):
         ref_feats = features[refs].astype(np.float32)
         bank = PatchBank.build(ref_feats, ratio=0.01, seed=0)
         maps = bank.score(feats)
         maps_by_mode[name] = maps
-        maps_by_mode[name + "_batchnorm"] = position_normalised(maps)
         maps_by_mode[name + "_standardised"] = position_standardised(maps)
         report["modes"].setdefault(name, {})["bank_patches"] = len(bank.patches)
     if args.foreground:
@@ -403,7 +413,9 @@ def main() -> None:
                 print(f"balanced accuracy {variant:14s} {n:2d}/class  {mean:.3f} +- {sd:.3f}", flush=True)
     if not args.skip_cost:
         bank = PatchBank.build(features[refs200].astype(np.float32), ratio=0.01, seed=0)
-        mutual = MutualReference.build(feats, n_refs=args.n_refs, k=args.k, stride=args.stride, seed=0)
+        mutual = MutualReference.build(
+            feats, n_refs=args.n_refs, k=args.k, stride=args.stride, dims=args.dims or None, seed=0
+        )
         report["cost"] = cost_ratio([rows[i] for i in evaluated], backbone, spec, bank, mutual)
         print("cost", json.dumps(report["cost"]), flush=True)
         grid, dim = features.shape[1], features.shape[-1]
@@ -418,6 +430,7 @@ def main() -> None:
                 max_candidates=65_536,
                 n_refs=args.n_refs,
                 stride=args.stride,
+                dims=args.dims or None,
             )
             for n in (200, 10_000, 100_000)
         ]

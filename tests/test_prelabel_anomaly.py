@@ -121,6 +121,23 @@ def test_every_image_gets_an_ok_or_defect_row_with_map_and_regions(first, tiles,
     assert result.cache_stats["patches_computed"] == len(tiles)
 
 
+def test_without_clip_one_forward_pass_gives_the_embeddings_and_the_patches(first, tiles):
+    """Day one offline: the embeddings few-shot reads come from the anomaly scorer's forward pass (the whole image
+    squashed to 224 px), computed once per image with the patches, and equal the offline backbone's own embedding
+    of that input (``OfflineBackbone.encode_images``: the library's extract_features, pooled)."""
+    from curation.prelabel.anomaly import FeatureSpec, prepare
+    from curation.prelabel.models import OfflineBackbone, Runtime
+
+    result = first["result"]
+    assert result.cache_stats["embeddings_computed"] == result.cache_stats["patches_computed"] == len(tiles)
+    assert result.report["embedding_input"].startswith("the anomaly scorer's pass: the whole image squashed to 224")
+    paths = tiles["path"].tolist()[:4]
+    pixels = np.stack([prepare(np.asarray(Image.open(p).convert("RGB")), FeatureSpec())[0] for p in paths])
+    expected = OfflineBackbone(Runtime("cpu", "float32")).encode_images(pixels)
+    # a float32 forward's last bits depend on which images share its batch: close, not bit-equal
+    np.testing.assert_allclose(result.embedding_matrix[:4], expected, rtol=1e-4, atol=1e-4)
+
+
 def _fit(width: int, height: int, side: int) -> tuple[int, int]:
     scale = min(1.0, side / max(width, height))
     return (max(1, round(width * scale)), max(1, round(height * scale))) if scale < 1 else (width, height)

@@ -51,12 +51,12 @@ from curation.prelabel.engines import ModelRecipe
 from curation.prelabel.errors import ModelUnavailableError
 from curation.prelabel.prompts import settings_hash
 from schemas.ontology import Severity
+from schemas.params import DEFAULT_EXTENSIONS
 from schemas.params_anomaly import AnomalyDescriptionParams, AnomalyParams
 from schemas.params_prelabel import PrelabelParams
 
 MAPS_DIR = "anomaly_maps"
 _POOL_CHUNK = 256  # images per weighted_pool call: bounds its float64 temporaries
-_IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 class ReferenceInputError(InputError):
@@ -87,6 +87,39 @@ class PatchModel:
     def extract_patches(self, pixels: np.ndarray) -> np.ndarray:
         """(N, 3, S, S) anomaly inputs -> (N, g, g, D) float16 patch features."""
         return self.extractor.extract(pixels).astype(np.float16)
+
+    def extract_shared(self, pixels: np.ndarray) -> np.ndarray:
+        """The image embeddings and the patch features from ONE backbone pass
+        (:meth:`~curation.prelabel.anomaly.PatchExtractor.extract_with_embedding`), packed as one (N, E + g*g*D)
+        float32 array so that both engines carry it like any other output; :meth:`unpack_shared` splits it."""
+        patches, embeddings = self.extractor.extract_with_embedding(pixels)
+        return np.concatenate([embeddings, patches.reshape(len(patches), -1)], axis=1).astype(np.float32)
+
+    @staticmethod
+    def unpack_shared(
+        packed: np.ndarray, embedding_dim: int, grid: tuple[int, int, int]
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(N, E + g*g*D) from :meth:`extract_shared` -> (N, E) float32 embeddings, (N, g, g, D) float16 patches."""
+        packed = np.asarray(packed, np.float32)
+        embeddings = np.ascontiguousarray(packed[:, :embedding_dim])
+        return embeddings, packed[:, embedding_dim:].reshape(len(packed), *grid).astype(np.float16)
+
+    @property
+    def embedding_dim(self) -> int:
+        """Width of the backbone's pooled head (1280 for Lite0)."""
+        return int(self.extractor.model._conv_head.out_channels)
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        """(g, g, D) of one image's patch features."""
+        model = self.extractor.model
+        stride = 2  # the stem
+        for block in model._blocks[: min(self.spec.blocks) + 1]:
+            step = block._block_args.stride
+            stride *= int(step[0] if isinstance(step, list | tuple) else step)
+        side = self.spec.size // stride
+        dim = sum(int(model._blocks[b]._block_args.output_filters) for b in self.spec.blocks)
+        return side, side, dim
 
 
 def load_patch_model(settings: AnomalyParams, device: str) -> PatchModel:
@@ -160,11 +193,11 @@ def golden_paths(settings: AnomalyParams, manifest_meta: Sequence[Any] | None, n
             f"prelabel.anomaly.reference_dir {folder}: not a folder; set it to the folder of golden (defect-free) "
             "images (relative to the project root) or to null"
         )
-    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_SUFFIXES)
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in DEFAULT_EXTENSIONS)
     if not files:
         raise ReferenceInputError(
-            f"prelabel.anomaly.reference_dir {folder}: holds no image ({', '.join(_IMAGE_SUFFIXES)}); add the golden "
-            "images or set reference_dir to null"
+            f"prelabel.anomaly.reference_dir {folder}: holds no image ({', '.join(DEFAULT_EXTENSIONS)}); add the "
+            "golden images or set reference_dir to null"
         )
     by_stem: dict[str, Path] = {}
     for path in files:
@@ -323,7 +356,16 @@ class AnomalyScorer:
             details = {"golden_dir": str(anomaly.reference_dir), "radius": 1}
         else:
             k = min(anomaly.neighbours, len(features) - 1)
-            result = score_batch(features, mode="none", k=k, n_refs=anomaly.mutual_refs, seed=anomaly.seed, z=anomaly.z)
+            result = score_batch(
+                features,
+                mode="none",
+                k=k,
+                n_refs=anomaly.mutual_refs,
+                stride=anomaly.mutual_stride,
+                dims=anomaly.mutual_dims,
+                seed=anomaly.seed,
+                z=anomaly.z,
+            )
             maps, details = result.grid_maps, result.details
         scores = maps.reshape(len(maps), -1).max(axis=1).astype(np.float64)
         rows = sorted(labelled)

@@ -82,6 +82,59 @@ def patch_features(
     return grids if grids is not None else np.zeros((0, 0, 0, 0), np.float16)
 
 
+def shared_features(
+    model: PatchModel,
+    refs: list[ImageRef],
+    settings: PrelabelParams,
+    cache: PrelabelCache,
+    engine: Engine,
+    force: bool,
+    progress: Progress,
+    stats: Counter[str],
+) -> tuple[np.ndarray, np.ndarray]:
+    """The offline backbone's embeddings AND the anomaly patch features of ``refs`` from one forward pass per
+    image (:meth:`~curation.prelabel.anomaly_scorer.PatchModel.extract_shared`): (len(refs), E) float32 and
+    (len(refs), g, g, D) float16, rows in ``ref.row`` order. Both go to the cache as :func:`patch_features` and
+    :func:`embed_images` store theirs (the patches under the same namespace, so either path reuses the other's);
+    an image is recomputed when either is missing. The embedding is of the anomaly input (the whole image,
+    squashed), not of the embedder's own crop: that is what makes it one pass."""
+    spec_key = settings_hash(model.key, model.spec.__dict__, settings.preprocess)
+    patch_space, embed_space = "patches-" + spec_key, "embed-shared-" + spec_key
+    batch = settings.clip.batch_size
+    work = Work(model.recipe(settings.device), "extract_shared", model.spec, settings.preprocess, batch)
+    width, grid = model.embedding_dim, model.grid
+    embeddings = np.zeros((len(refs), width), np.float32)
+    patches = np.zeros((len(refs), *grid), np.float16)
+
+    def get(hashes: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        found = cache.get_embeddings(embed_space, hashes)
+        grids = cache.get_patches(patch_space, [h for h in hashes if h in found])
+        return {h: (found[h], grids[h]) for h in grids}
+
+    def put(pairs: Any) -> None:
+        pairs = list(pairs)
+        cache.put_embeddings(embed_space, ((h, pair[0]) for h, pair in pairs))
+        cache.put_patches(patch_space, ((h, pair[1]) for h, pair in pairs))
+
+    def run(todo: list[ImageRef]) -> Iterator[tuple[list[ImageRef], list[tuple[np.ndarray, np.ndarray]]]]:
+        for batch, packed in engine.batches(model, work, todo):
+            vectors, grids = model.unpack_shared(packed, width, grid)
+            yield batch, list(zip(vectors, grids, strict=True))
+
+    def keep(rows: list[int], outputs: Any) -> None:
+        embeddings[rows] = [vector for vector, _ in outputs]
+        patches[rows] = [grid for _, grid in outputs]
+
+    counts: Counter[str] = Counter()
+    through_cache(
+        refs, kind="shared", get=get, put=put, run=run, keep=keep, force=force, progress=progress, stats=counts
+    )
+    for kind in ("embeddings", "patches"):  # one pass computed (or found) both
+        stats[f"{kind}_cached"] += counts["shared_cached"]
+        stats[f"{kind}_computed"] += counts["shared_computed"]
+    return embeddings, patches
+
+
 @dataclass(frozen=True)
 class _Cached:
     """``model.<method>`` of every image through the cache table ``kind`` (:func:`through_cache`), under a

@@ -68,7 +68,8 @@ class ModelRecipe:
         return models.Captioner(self.checkpoint, runtime)
 
 
-Method = Literal["encode_images", "caption", "extract_patches"]  # the per-image model outputs the engines run
+# the per-image model outputs the engines run
+Method = Literal["encode_images", "caption", "extract_patches", "extract_shared"]
 
 
 @dataclass(frozen=True)

@@ -55,6 +55,7 @@ from curation.prelabel.compute import (
     caption_images,
     embed_images,
     patch_features,
+    shared_features,
 )
 from curation.prelabel.engines import Engine
 from curation.prelabel.errors import ManifestError
@@ -140,11 +141,22 @@ def prelabel(
     pitches = pixel_pitches(manifest, anomaly.description) if anomaly.enabled else []
     with PrelabelCache(cache_dir) as cache, engine:
         stats: Counter[str] = Counter()
-        embeddings = embed_images(encoder, refs, settings, cache, engine, force, progress, stats)
         patches, anomaly_scorer, patch_model = None, None, None
+        embedding_input = f"preprocess.resize: {settings.preprocess.resize}"
         if reference is not None:
             patch_model = load_patch_model(anomaly, settings.device)
-            patches = patch_features(patch_model, refs, settings, cache, engine, force, progress, stats)
+        if patch_model is not None and clip is None:
+            # No CLIP: the offline backbone's embedding and the anomaly patches come from one forward pass.
+            embeddings, patches = shared_features(patch_model, refs, settings, cache, engine, force, progress, stats)
+            embedding_input = (
+                f"the anomaly scorer's pass: the whole image squashed to {patch_model.spec.size} px (one forward "
+                "pass for both; preprocess.resize applies to CLIP and BLIP)"
+            )
+        else:
+            embeddings = embed_images(encoder, refs, settings, cache, engine, force, progress, stats)
+        if reference is not None and patch_model is not None:
+            if patches is None:
+                patches = patch_features(patch_model, refs, settings, cache, engine, force, progress, stats)
             golden = None
             if goldens is not None:
                 golden = _golden_features(patch_model, refs, goldens, settings, progress)
@@ -232,6 +244,7 @@ def prelabel(
     )
     histogram = confidence_histogram(predictions["score"].to_numpy(float), settings.histogram_bins)
     report = build_report(predictions, class_names, settings, scorer_reports, encoder.key, len(refs))
+    report["embedding_input"] = embedding_input
     for note in notes:
         report.setdefault("notes", []).append(note)
     maps = columns.pngs if columns is not None else {}
