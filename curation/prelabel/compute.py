@@ -118,7 +118,7 @@ def shared_features(
 
     def run(todo: list[ImageRef]) -> Iterator[tuple[list[ImageRef], list[tuple[np.ndarray, np.ndarray]]]]:
         for batch, packed in engine.batches(model, work, todo):
-            vectors, grids = model.unpack_shared(packed, width, grid)
+            vectors, grids = model.unpack_shared(np.asarray(packed), width, grid)
             yield batch, list(zip(vectors, grids, strict=True))
 
     def keep(rows: list[int], outputs: Any) -> None:
