@@ -98,6 +98,21 @@ def test_bank_size_bound_is_respected(extractor: PatchExtractor) -> None:
         PatchBank.build(features[:0])
 
 
+@pytest.mark.parametrize("method", ["coreset", "random"])
+def test_bank_from_selected_images_equals_the_bank_from_their_copy(method: str) -> None:
+    """``images=`` reads only the drawn candidates, yet gives the bank of the selected images' own array."""
+    features = np.random.default_rng(5).standard_normal((9, 6, 6, 12)).astype(np.float16)
+    chosen = [7, 1, 4, 2]
+    settings = {"ratio": 0.3, "max_patches": 40, "min_patches": 8, "max_candidates": 100, "method": method}
+    copied = PatchBank.build(features[chosen], seed=2, **settings)  # type: ignore[arg-type]
+    selected = PatchBank.build(features, images=chosen, seed=2, **settings)  # type: ignore[arg-type]
+    assert selected.patches.dtype == copied.patches.dtype == np.float32
+    assert selected.patches.tobytes() == copied.patches.tobytes() and len(selected.patches) == 40
+    assert (selected.source_images, selected.source_patches) == (4, 4 * 36)
+    with pytest.raises(AnomalyInputError, match="OK reference set is empty"):
+        PatchBank.build(features, images=[])
+
+
 def test_golden_alignment_recovers_a_known_shift() -> None:
     golden = _rgb(TILE / "MT_Free/Imgs/exp1_num_10181")
     moved = align(golden, (7.0, -12.0))  # a known translation: 7 px down, 12 px left

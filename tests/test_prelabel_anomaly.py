@@ -138,6 +138,32 @@ def test_without_clip_one_forward_pass_gives_the_embeddings_and_the_patches(firs
     np.testing.assert_allclose(result.embedding_matrix[:4], expected, rtol=1e-4, atol=1e-4)
 
 
+def test_a_large_batch_keeps_its_patch_grids_on_disk_with_the_same_outputs(first, params, tmp_path, monkeypatch):
+    """Above compute.MEMMAP_ABOVE_BYTES the batch's patch grids are a memory map of an unlinked file in the cache
+    folder (nothing left behind); the outputs are the bytes of the in-memory run."""
+    from curation.prelabel import compute
+
+    made: list[np.ndarray] = []
+    original = compute.grid_array
+
+    def recording(shape, dtype, folder):
+        array = original(shape, dtype, folder)
+        made.append(array)
+        return array
+
+    monkeypatch.setattr(compute, "MEMMAP_ABOVE_BYTES", 0)
+    monkeypatch.setattr(compute, "grid_array", recording)
+    root = first["root"]
+    result = prelabel(
+        first["manifest"], _settings(root), params.ontology, cache_dir=tmp_path / "cache", ingest=params.ingest
+    )
+    assert made and all(isinstance(array, np.memmap) for array in made)
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir() if p.suffix == ".npy") == []
+    write_prelabel(result, tmp_path / "out")
+    for output in OUTPUTS:
+        assert (tmp_path / "out" / output).read_bytes() == (root / "out" / output).read_bytes(), output
+
+
 def _fit(width: int, height: int, side: int) -> tuple[int, int]:
     scale = min(1.0, side / max(width, height))
     return (max(1, round(width * scale)), max(1, round(height * scale))) if scale < 1 else (width, height)

@@ -296,8 +296,11 @@ class PatchBank:
         max_candidates: int = 65_536,
         method: Literal["coreset", "random"] = "coreset",
         seed: int = 0,
+        images: Sequence[int] | np.ndarray | None = None,
     ) -> PatchBank:
-        """A bank from reference features (N, g, g, D).
+        """A bank from reference features (N, g, g, D), or from the rows ``images`` of them: then only the drawn
+        candidate patches are read (the same bank as ``build(features[images])`` without copying those images'
+        features, which for a large batch held on disk or in float16 would be the run's largest allocation).
 
         Size = ``ratio`` of all patches, at least ``min_patches`` and at most ``max_patches`` (4,096 x 344-d
         float32 = 5.6 MB; query time grows linearly with it, so it is kept small enough that scoring stays under
@@ -309,20 +312,27 @@ class PatchBank:
         Raises:
             AnomalyInputError: no reference features.
         """
-        if features.ndim != 4 or len(features) == 0:
+        rows = np.arange(len(features)) if images is None else np.asarray(images, dtype=np.int64)
+        if features.ndim != 4 or len(rows) == 0:
             raise AnomalyInputError(
                 "the OK reference set is empty: review at least one image as OK, or use reference mode 'none'"
             )
-        flat = features.reshape(-1, features.shape[-1])
-        total = len(flat)
+        cells = features.shape[1] * features.shape[2]
+        grid = features.reshape(len(features), cells, features.shape[-1])  # a view: nothing is copied
+
+        def patches(index: np.ndarray) -> np.ndarray:
+            """Patch rows by their position in the selected images' flattened patches."""
+            return np.asarray(grid[rows[index // cells], index % cells], np.float32)
+
+        total = len(rows) * cells
         size = int(min(max_patches, max(min_patches, round(ratio * total)), total))
         rng = np.random.default_rng(seed)
         if method == "random" or size == total:
             index = np.sort(rng.choice(total, size=size, replace=False)) if size < total else np.arange(total)
-            return cls(flat[index].astype(np.float32), "random" if size < total else "all", len(features), total)
+            return cls(patches(index), "random" if size < total else "all", len(rows), total)
         candidates = np.sort(rng.choice(total, size=min(total, max_candidates), replace=False))
-        picked = greedy_coreset(flat[candidates], size, seed=seed)
-        return cls(flat[candidates[np.sort(picked)]].astype(np.float32), "coreset", len(features), total)
+        picked = greedy_coreset(patches(candidates), size, seed=seed)
+        return cls(patches(candidates[np.sort(picked)]), "coreset", len(rows), total)
 
     @property
     def nbytes(self) -> int:

@@ -420,7 +420,8 @@ class AnomalyScorer:
         halves = [ok_rows[0::2], ok_rows[1::2]] if len(ok_rows) >= 2 else [ok_rows, ok_rows]
         banks = [
             PatchBank.build(
-                features[half],
+                features,
+                images=half,
                 max_patches=anomaly.bank_max_patches,
                 min_patches=min(1024, anomaly.bank_max_patches),
                 method=anomaly.bank_method,
