@@ -153,7 +153,7 @@ class AnomalyParams(StrictModel):
         10, description="No-label mode: mean of this many nearest other images (must exceed shots of one part)."
     )
     mutual_refs: Annotated[int, Field(ge=2)] = Field(
-        256,
+        192,
         description="No-label mode: images drawn (seeded) from the batch as the reference every image is compared "
         "to; memory and time per image are fixed by it, not by the batch size.",
     )

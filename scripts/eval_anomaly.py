@@ -286,7 +286,7 @@ def main() -> None:
     parser.add_argument("--pool", type=int, default=3)
     parser.add_argument("--sigma", type=float, default=4.0)
     parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--n-refs", type=int, default=256)
+    parser.add_argument("--n-refs", type=int, default=192)
     parser.add_argument("--stride", type=int, default=6, help="no-label reference patches kept every n-th cell")
     parser.add_argument("--dims", type=int, default=64, help="no-label PCA dimensions (0: all)")
     parser.add_argument("--backbone", choices=["lite0", "lite1", "lite2"], default="lite0")

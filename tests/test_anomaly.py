@@ -235,13 +235,13 @@ def test_no_label_reference_is_bounded_streamable_and_deterministic(extractor: P
 
 def test_memory_bound_does_not_grow_past_the_caps() -> None:
     settings = {"ratio": 0.01, "max_patches": 4096, "min_patches": 1024, "max_candidates": 65_536}
-    at_10k = memory_bound(10_000, 28, 344, **settings, n_refs=256, stride=6, dims=64)
-    at_100k = memory_bound(100_000, 28, 344, **settings, n_refs=256, stride=6, dims=64)
+    at_10k = memory_bound(10_000, 28, 344, **settings, n_refs=192, stride=6, dims=64)
+    at_100k = memory_bound(100_000, 28, 344, **settings, n_refs=192, stride=6, dims=64)
     for key in ("bank_bytes", "candidate_bytes", "mutual_reference_bytes"):
         assert at_10k[key] == at_100k[key]
     assert at_100k["bank_bytes"] == 4096 * 344 * 4  # 5.6 MB
-    # 256 images x 5 x 5 cells (28 / 6, rounded up) x 64 dims float32, plus the 65 x 344 projection: 1.7 MB
-    assert at_100k["mutual_reference_bytes"] == 256 * 5 * 5 * 64 * 4 + 65 * 344 * 4
+    # 192 images x 5 x 5 cells (28 / 6, rounded up) x 64 dims float32, plus the 65 x 344 projection: 1.3 MB
+    assert at_100k["mutual_reference_bytes"] == 192 * 5 * 5 * 64 * 4 + 65 * 344 * 4
     assert at_100k["maps_bytes"] == 100_000 * 28 * 28 * 4
     unprojected = memory_bound(100_000, 32, 152, **settings, n_refs=40, stride=2, dims=None)
     assert unprojected["mutual_reference_bytes"] == 40 * 16 * 16 * 152 * 4

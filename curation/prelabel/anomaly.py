@@ -363,7 +363,7 @@ def memory_bound(
     max_patches: int,
     min_patches: int,
     max_candidates: int,
-    n_refs: int = 256,
+    n_refs: int = 192,
     stride: int = 6,
     dims: int | None = 64,
 ) -> dict[str, int]:
@@ -413,9 +413,9 @@ class MutualReference:
     near-duplicate shots of one part). The sample images' patches are kept on a ``stride`` grid (neighbouring
     patches are nearly the same after the 3x3 pooling) and projected onto their first ``dims`` principal
     components (scikit-learn PCA, fitted on the sample's patches), so memory and query cost are fixed by
-    ``n_refs`` and not by the batch size: 256 images x 25 patches x 64-d float32 = 1.6 MB whether the batch has
+    ``n_refs`` and not by the batch size: 192 images x 25 patches x 64-d float32 = 1.2 MB whether the batch has
     1,000 or 100,000 images, and the batch can be scored in chunks. Measured (docs/anomaly.md): more sample images
-    is what raises no-label AUROC on magnetic tile (64 -> 256: 0.75-0.81 -> 0.82-0.83 on both halves); the stride
+    is what raises no-label AUROC on magnetic tile (64 -> 192-256: 0.75-0.81 -> 0.82-0.83 on both halves); the stride
     barely matters there or on the built-in sample (2 to 6: within 0.01), and 64 dimensions cost 0.4x the
     embedding pass where all 344 cost 1.1x (magnetic tile: the same AUROC; sample: 0.72 vs 0.76).
 
@@ -444,7 +444,7 @@ class MutualReference:
         features: np.ndarray,
         *,
         ids: np.ndarray | None = None,
-        n_refs: int = 256,
+        n_refs: int = 192,
         k: int = 10,
         stride: int = 6,
         dims: int | None = 64,
@@ -534,7 +534,7 @@ def mutual_scores(
     features: np.ndarray,
     *,
     k: int = 10,
-    n_refs: int = 256,
+    n_refs: int = 192,
     seed: int = 0,
     normalise: bool = True,
     stride: int = 6,
@@ -730,7 +730,7 @@ def score_batch(
     golden_features: np.ndarray | None = None,
     labels: np.ndarray | None = None,
     k: int = 10,
-    n_refs: int = 256,
+    n_refs: int = 192,
     stride: int = 6,
     dims: int | None = 64,
     seed: int = 0,
