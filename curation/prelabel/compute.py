@@ -29,6 +29,7 @@ from curation.prelabel.prompts import settings_hash
 from schemas.params_prelabel import PrelabelParams
 
 _LOOKUP_CHUNK = 8192
+_GRID_LOOKUP_CHUNK = 128  # patch grids are ~0.5 MB per image: cache reads of them stay at ~70 MB at a time
 # Patch grids of a whole batch above this size live in a disk-backed array (a memory map in the cache folder,
 # unlinked at once, so nothing is left behind) instead of RAM: 539 KB per image makes 10,000 images 5.4 GB. The
 # scorers read them in chunks of whole images, so the operating system pages them in and out as needed.
@@ -150,7 +151,16 @@ def shared_features(
 
     counts: Counter[str] = Counter()
     through_cache(
-        refs, kind="shared", get=get, put=put, run=run, keep=keep, force=force, progress=progress, stats=counts
+        refs,
+        kind="shared",
+        get=get,
+        put=put,
+        run=run,
+        keep=keep,
+        force=force,
+        progress=progress,
+        stats=counts,
+        lookup_chunk=_GRID_LOOKUP_CHUNK,
     )
     for kind in ("embeddings", "patches"):  # one pass computed (or found) both
         stats[f"{kind}_cached"] += counts["shared_cached"]
@@ -204,6 +214,7 @@ class _Cached:
             force=force,
             progress=progress,
             stats=stats,
+            lookup_chunk=_GRID_LOOKUP_CHUNK if self.kind == "patches" else _LOOKUP_CHUNK,
         )
         return out[0] if out else None
 
@@ -219,14 +230,15 @@ def through_cache(
     force: bool,
     progress: Progress,
     stats: Counter[str],
+    lookup_chunk: int = _LOOKUP_CHUNK,
 ) -> None:
     """Per-image outputs by content hash: cached ones read back, the rest computed by the engine (``run``: decoding
     in parallel with the model) and stored batch by batch as they arrive, so a killed run resumes where it stopped.
     ``keep(rows, outputs)`` receives the outputs (rows: ``ref.row``) as they are read or computed."""
     todo: list[ImageRef] = []
     # Cache lookups go chunk by chunk, so no run holds a dict of every image's output at once.
-    for start in range(0, len(refs), _LOOKUP_CHUNK):
-        chunk = refs[start : start + _LOOKUP_CHUNK]
+    for start in range(0, len(refs), lookup_chunk):
+        chunk = refs[start : start + lookup_chunk]
         found = {} if force else get([ref.sha256 for ref in chunk])
         hits = [ref for ref in chunk if ref.sha256 in found]
         if hits:
