@@ -6,7 +6,7 @@ model id + revision for text embeddings (keyed by the text itself) and the model
 :class:`~curation.prelabel.anomaly.FeatureSpec` and the preprocessing for anomaly patch features. With everything
 cached, a re-run never loads the model weights at all.
 
-Patch features are kept whole (float16 ``.npy`` bytes, 32 x 32 x 152 = 311 KB per image at the default spec) rather
+Patch features are kept whole (float16 ``.npy`` bytes, 28 x 28 x 344 = 539 KB per image at the default spec) rather
 than per-image score maps: a score map depends on the reference (the batch in no-label mode, the reviewed OK
 images, the golden image), which changes as labels arrive, while the features depend on the image alone.
 Prompts do not enter the embedding key on purpose: zero-shot scores are recomputed from cached embeddings on every
