@@ -109,11 +109,11 @@ def test_decoding_runs_in_its_own_cpu_tasks_before_the_model_actors(world, local
         assert np.array_equal(remote[rows], outputs)
 
 
-def test_offline_backbone_on_ray_matches_local_at_the_same_thread_count(world, params, tmp_path, local_ray):
-    """Convolutions pick their kernels by thread count: the actor has one CPU, so the local run gets one thread."""
+def _local_at_one_thread_and_ray(world, params, tmp_path, settings):
+    """The same prelabel run locally at one thread (the actor's CPU count: convolutions pick their kernels by
+    thread count) into cache ``a`` and on Ray into cache ``b``."""
     import torch
 
-    settings = {"clip": ClipParams(model=str(tmp_path / "no-such-clip"), batch_size=4)}
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -123,6 +123,14 @@ def test_offline_backbone_on_ray_matches_local_at_the_same_thread_count(world, p
     finally:
         torch.set_num_threads(threads)
     remote = prelabel(world["manifest"], _settings(world, "ray", **settings), params.ontology, cache_dir=tmp_path / "b")
+    return local, remote
+
+
+def test_offline_backbone_on_ray_matches_local_at_the_same_thread_count(world, params, tmp_path, local_ray):
+    """Convolutions pick their kernels by thread count: the actor has one CPU, so the local run gets one thread."""
+
+    settings = {"clip": ClipParams(model=str(tmp_path / "no-such-clip"), batch_size=4)}
+    local, remote = _local_at_one_thread_and_ray(world, params, tmp_path, settings)
     assert remote.report["embedding_model"].startswith("efficientnet-lite0@")
     assert remote.cache_stats["embeddings_computed"] == len(world["manifest"])
     assert np.array_equal(_embeddings(local), _embeddings(remote))
@@ -131,21 +139,12 @@ def test_offline_backbone_on_ray_matches_local_at_the_same_thread_count(world, p
 def test_anomaly_rows_and_maps_on_ray_match_local_and_share_the_cache(world, params, tmp_path, local_ray):
     """Patch features on Ray actors: the same rows, maps and report as a local run at one thread (see above), and
     the cache either engine filled serves the other."""
-    import torch
 
     settings = {
         "clip": ClipParams(model=str(tmp_path / "no-such-clip"), batch_size=4),
         "anomaly": AnomalyParams(map_max_side=64),
     }
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        local = prelabel(
-            world["manifest"], _settings(world, "local", **settings), params.ontology, cache_dir=tmp_path / "a"
-        )
-    finally:
-        torch.set_num_threads(threads)
-    remote = prelabel(world["manifest"], _settings(world, "ray", **settings), params.ontology, cache_dir=tmp_path / "b")
+    local, remote = _local_at_one_thread_and_ray(world, params, tmp_path, settings)
     n = len(world["manifest"])
     assert remote.cache_stats["patches_computed"] == n and set(remote.predictions["source"]) == {"anomaly"}
     pd.testing.assert_frame_equal(local.predictions, remote.predictions, check_exact=True)

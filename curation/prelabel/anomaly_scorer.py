@@ -95,14 +95,12 @@ class PatchModel:
         patches, embeddings = self.extractor.extract_with_embedding(pixels)
         return np.concatenate([embeddings, patches.reshape(len(patches), -1)], axis=1).astype(np.float32)
 
-    @staticmethod
-    def unpack_shared(
-        packed: np.ndarray, embedding_dim: int, grid: tuple[int, int, int]
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def unpack_shared(self, packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(N, E + g*g*D) from :meth:`extract_shared` -> (N, E) float32 embeddings, (N, g, g, D) float16 patches."""
         packed = np.asarray(packed, np.float32)
-        embeddings = np.ascontiguousarray(packed[:, :embedding_dim])
-        return embeddings, packed[:, embedding_dim:].reshape(len(packed), *grid).astype(np.float16)
+        width = self.embedding_dim
+        embeddings = np.ascontiguousarray(packed[:, :width])
+        return embeddings, packed[:, width:].reshape(len(packed), *self.grid).astype(np.float16)
 
     @property
     def embedding_dim(self) -> int:

@@ -122,13 +122,10 @@ def shared_features(
     :func:`embed_images` store theirs (the patches under the same namespace, so either path reuses the other's);
     an image is recomputed when either is missing. The embedding is of the anomaly input (the whole image,
     squashed), not of the embedder's own crop: that is what makes it one pass."""
-    spec_key = settings_hash(model.key, model.spec.__dict__, settings.preprocess)
-    patch_space, embed_space = "patches-" + spec_key, "embed-shared-" + spec_key
-    batch = settings.clip.batch_size
-    work = Work(model.recipe(settings.device), "extract_shared", model.spec, settings.preprocess, batch)
-    width, grid = model.embedding_dim, model.grid
-    embeddings = np.zeros((len(refs), width), np.float32)
-    patches = grid_array((len(refs), *grid), np.float16, cache.folder)
+    patch_space, embed_space = _namespace("patches-", model, settings), _namespace("embed-shared-", model, settings)
+    work = _work(model, "extract_shared", settings)
+    embeddings = np.zeros((len(refs), model.embedding_dim), np.float32)
+    patches = grid_array((len(refs), *model.grid), np.float16, cache.folder)
 
     def get(hashes: list[str]) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         found = cache.get_embeddings(embed_space, hashes)
@@ -142,7 +139,7 @@ def shared_features(
 
     def run(todo: list[ImageRef]) -> Iterator[tuple[list[ImageRef], list[tuple[np.ndarray, np.ndarray]]]]:
         for batch, packed in engine.batches(model, work, todo):
-            vectors, grids = model.unpack_shared(np.asarray(packed), width, grid)
+            vectors, grids = model.unpack_shared(np.asarray(packed))
             yield batch, list(zip(vectors, grids, strict=True))
 
     def keep(rows: list[int], outputs: Any) -> None:
@@ -168,6 +165,16 @@ def shared_features(
     return embeddings, patches
 
 
+def _namespace(prefix: str, model: Any, settings: PrelabelParams) -> str:
+    """The cache namespace of a model's per-image outputs: its key, input spec and preprocessing (one rule, so the
+    patches :func:`shared_features` stores are the ones :func:`patch_features` finds, and back)."""
+    return prefix + settings_hash(model.key, model.spec.__dict__, settings.preprocess)
+
+
+def _work(model: Any, method: Method, settings: PrelabelParams) -> Work:
+    return Work(model.recipe(settings.device), method, model.spec, settings.preprocess, settings.clip.batch_size)
+
+
 @dataclass(frozen=True)
 class _Cached:
     """``model.<method>`` of every image through the cache table ``kind`` (:func:`through_cache`), under a
@@ -191,10 +198,8 @@ class _Cached:
         stats: Counter[str],
     ) -> np.ndarray | None:
         model = self.model
-        namespace = self.prefix + settings_hash(model.key, model.spec.__dict__, settings.preprocess)
-        work = Work(
-            model.recipe(settings.device), self.method, model.spec, settings.preprocess, settings.clip.batch_size
-        )
+        namespace = _namespace(self.prefix, model, settings)
+        work = _work(model, self.method, settings)
         get, put = getattr(cache, f"get_{self.kind}"), getattr(cache, f"put_{self.kind}")
         out: list[np.ndarray] = []
 
