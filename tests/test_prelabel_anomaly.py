@@ -296,6 +296,17 @@ def test_golden_reference_finds_a_blotch_on_a_shifted_copy(params, tmp_path):
     assert set(predictions["anomaly_reference"]) == {"golden"} and result.report["anomaly"]["reference"] == "golden"
     scores = predictions["anomaly_score"].to_numpy()
     assert min(scores[1], scores[3]) > max(scores[0], scores[2])  # the blotched copies, by construction
+    assert result.cache_stats["golden_computed"] == 4
+
+    # A rerun (e.g. after reviews) reads the aligned golden features back by the pair's content: same scores.
+    again = prelabel(manifest, settings, params.ontology, cache_dir=tmp_path / "cache", ingest=params.ingest)
+    assert again.cache_stats["golden_cached"] == 4 and again.cache_stats.get("golden_computed", 0) == 0
+    assert np.array_equal(again.predictions["anomaly_score"].to_numpy(), scores)
+
+    # A changed golden file is a new pair: recomputed, not read back stale.
+    Image.fromarray(np.ascontiguousarray(source[::-1])).save(golden_dir / "tile.png")
+    changed = prelabel(manifest, settings, params.ontology, cache_dir=tmp_path / "cache", ingest=params.ingest)
+    assert changed.cache_stats["golden_computed"] == 4 and changed.cache_stats.get("golden_cached", 0) == 0
 
 
 def test_bad_reference_dir_is_one_clear_line(first, params, tmp_path):

@@ -73,6 +73,7 @@ class PatchModel:
 
     def __init__(self, backbone: Any, spec: FeatureSpec | None = None) -> None:
         self.spec = spec or FeatureSpec()
+        self.backbone = backbone
         self.name = f"{backbone.name}-patches"
         self.version = backbone.version
         self.extractor = PatchExtractor(backbone.model, self.spec, device=backbone.runtime.device)

@@ -9,11 +9,12 @@ scorer's :class:`~curation.prelabel.anomaly_scorer.PatchModel`, :func:`caption_i
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -163,6 +164,77 @@ def shared_features(
         stats[f"{kind}_cached"] += counts["shared_cached"]
         stats[f"{kind}_computed"] += counts["shared_computed"]
     return embeddings, patches
+
+
+def golden_features_cached(
+    model: PatchModel,
+    refs: list[ImageRef],
+    goldens: list[Path],
+    settings: PrelabelParams,
+    cache: PrelabelCache,
+    force: bool,
+    progress: Progress,
+    stats: Counter[str],
+) -> np.ndarray:
+    """(len(refs), g, g, D) float16 features of each image's golden reference aligned onto it
+    (:func:`~curation.prelabel.anomaly_scorer.golden_features`), rows in ``ref.row`` order, through the cache under
+    the pair's content (the image's hash and its golden file's), so a rerun after reviews recomputes nothing.
+
+    Computed in this process, batch by batch, not on the engine: the alignment needs both images of a pair, which
+    the engine's one-image-per-input batches do not carry.
+    """
+    from curation.prelabel.anomaly_scorer import golden_features, read_golden
+    from curation.prelabel.images import clahe, load_rgb
+
+    file_hashes = {path: _file_sha256(path) for path in sorted(set(goldens))}
+    # One cache key per pair: a changed golden file (or a different one named for the image) is a new entry.
+    pairs = [replace(ref, sha256=settings_hash(ref.sha256, file_hashes[goldens[ref.row]])) for ref in refs]
+    originals = {ref.row: ref for ref in refs}  # load_rgb checks the image's own hash
+    namespace = _namespace("golden-", model, settings)
+    out = grid_array((len(refs), *model.grid), np.float16, cache.folder)
+    pre = settings.preprocess
+    loaded: dict[Path, np.ndarray] = {}
+
+    def prepared(image: np.ndarray) -> np.ndarray:
+        return clahe(image, pre.clahe_clip_limit, pre.clahe_tile_grid) if pre.clahe else image
+
+    def run(todo: list[ImageRef]) -> Iterator[tuple[list[ImageRef], np.ndarray]]:
+        for start in range(0, len(todo), settings.clip.batch_size):
+            batch = todo[start : start + settings.clip.batch_size]
+            images, partners, names = [], [], []
+            for ref in batch:
+                path = goldens[ref.row]
+                if path not in loaded:
+                    loaded[path] = prepared(read_golden(path))
+                images.append(prepared(load_rgb(originals[ref.row])))
+                partners.append(loaded[path])
+                names.append(f"{ref.path} (golden {path.name})")
+            yield batch, golden_features(model, images, partners, names).astype(np.float16)
+
+    def keep(rows: list[int], outputs: Any) -> None:
+        out[rows] = np.asarray(outputs, np.float16)
+
+    through_cache(
+        pairs,
+        kind="golden",
+        get=lambda hashes: cache.get_patches(namespace, hashes),
+        put=lambda items: cache.put_patches(namespace, items),
+        run=run,
+        keep=keep,
+        force=force,
+        progress=progress,
+        stats=stats,
+        lookup_chunk=_GRID_LOOKUP_CHUNK,
+    )
+    return out
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _namespace(prefix: str, model: Any, settings: PrelabelParams) -> str:

@@ -37,14 +37,11 @@ import pandas as pd
 from curation.prelabel import captions as caps
 from curation.prelabel.anomaly_scorer import (
     AnomalyScorer,
-    PatchModel,
     choose_reference,
-    golden_features,
     golden_paths,
     load_patch_model,
     map_outputs,
     pixel_pitches,
-    read_golden,
 )
 from curation.prelabel.base import Embedder, ScoreInput, Scorer, Scores
 from curation.prelabel.cache import PrelabelCache
@@ -54,6 +51,7 @@ from curation.prelabel.compute import (
     cached_text_encoder,
     caption_images,
     embed_images,
+    golden_features_cached,
     patch_features,
     shared_features,
 )
@@ -130,21 +128,25 @@ def prelabel(
     ]
     image_ids = [str(i) for i in manifest["image_id"]]
     clip = load_clip(settings, runtime, notes)
-    encoder: Embedder = clip if clip is not None else OfflineBackbone(runtime)
-
     engine = Engine(settings.engine, settings.ray, decode_workers=settings.decode_workers)
     anomaly = settings.anomaly
     ok = ok_class(ontology, ingest)
     label_map = labels.labels if labels is not None else None
     reference = choose_reference(anomaly, label_map, ok) if anomaly.enabled else None
+    patch_model = load_patch_model(anomaly, settings.device) if reference is not None else None
+    encoder: Embedder
+    if clip is not None:
+        encoder = clip
+    elif patch_model is not None:  # one pass gives both (below): the weights are loaded once
+        encoder = patch_model.backbone
+    else:
+        encoder = OfflineBackbone(runtime)
     goldens = _golden_paths(manifest, anomaly) if reference is not None and reference.mode == "golden" else None
     pitches = pixel_pitches(manifest, anomaly.description) if anomaly.enabled else []
     with PrelabelCache(cache_dir) as cache, engine:
         stats: Counter[str] = Counter()
-        patches, anomaly_scorer, patch_model = None, None, None
+        patches, anomaly_scorer = None, None
         embedding_input = f"preprocess.resize: {settings.preprocess.resize}"
-        if reference is not None:
-            patch_model = load_patch_model(anomaly, settings.device)
         if patch_model is not None and clip is None:
             # No CLIP: the offline backbone's embedding and the anomaly patches come from one forward pass.
             embeddings, patches = shared_features(patch_model, refs, settings, cache, engine, force, progress, stats)
@@ -159,7 +161,7 @@ def prelabel(
                 patches = patch_features(patch_model, refs, settings, cache, engine, force, progress, stats)
             golden = None
             if goldens is not None:
-                golden = _golden_features(patch_model, refs, goldens, settings, progress)
+                golden = golden_features_cached(patch_model, refs, goldens, settings, cache, force, progress, stats)
             feature_key = f"{patch_model.key}-" + settings_hash(patch_model.spec.__dict__, settings.preprocess)
             anomaly_scorer = AnomalyScorer(
                 settings, reference, labels=label_map, ok=ok, golden=golden, feature_key=feature_key
@@ -290,35 +292,6 @@ def _golden_paths(manifest: pd.DataFrame, settings: AnomalyParams) -> list[Path]
     column = f"meta_{settings.reference_column}" if settings.reference_column else None
     values = manifest[column].tolist() if column is not None and column in manifest.columns else None
     return golden_paths(settings, values, len(manifest))
-
-
-def _golden_features(
-    model: PatchModel, refs: list[ImageRef], goldens: list[Path], settings: PrelabelParams, progress: Progress
-) -> np.ndarray:
-    """Aligned golden features for every image, batch by batch in this process (alignment needs the image itself;
-    not cached: it depends on the pair)."""
-    from curation.prelabel.images import clahe, load_rgb
-
-    progress.add(len(refs))
-    pre = settings.preprocess
-    loaded: dict[Path, np.ndarray] = {}
-    parts = []
-    for start in range(0, len(refs), settings.clip.batch_size):
-        chunk = refs[start : start + settings.clip.batch_size]
-        images, pairs = [], []
-        for ref in chunk:
-            path = goldens[ref.row]
-            if path not in loaded:
-                loaded[path] = read_golden(path)
-            image, golden = load_rgb(ref), loaded[path]
-            if pre.clahe:
-                image = clahe(image, pre.clahe_clip_limit, pre.clahe_tile_grid)
-                golden = clahe(golden, pre.clahe_clip_limit, pre.clahe_tile_grid)
-            images.append(image)
-            pairs.append(golden)
-        parts.append(golden_features(model, images, pairs, [f"{r.path} (golden {goldens[r.row].name})" for r in chunk]))
-        progress.advance(len(chunk))
-    return np.concatenate(parts)
 
 
 def _check_manifest(manifest: pd.DataFrame) -> None:
