@@ -1,7 +1,8 @@
 """Evaluate day-one anomaly pre-labels on the magnetic-tile set (masks as truth).
 
 Reports image AUROC with no labels (mutual scoring), with 16 and with 200 OK references (coreset bank), pixel
-AUROC, the pointing share (defective images whose map maximum falls inside the mask), and the balanced accuracy of
+AUROC (pooled, and per defect class), the best balanced accuracy a threshold on each score could reach, the
+pointing share (defective images whose map maximum falls inside the mask), and the balanced accuracy of
 the combined pre-label (few-shot logistic regression on image features + anomaly score + map-weighted mid-level
 features) at 5/10/20 labels per class over 20 seeded draws; also the cost of anomaly scoring relative to the plain
 embedding pass, timed in the same run, and the patch-bank memory bound at 10k and 100k images.
@@ -196,8 +197,10 @@ def foreground_grids(paths: list[str], spec: FeatureSpec, grid: int) -> np.ndarr
 
 
 def pixel_metrics(grid_maps, placements, rows, index, spec, sigma, stride=4):
-    """Pixel AUROC (every ``stride``-th pixel of every evaluated image) and pointing share on defective images."""
-    scores, truth, hits, defective = [], [], 0, 0
+    """Pixel AUROC (every ``stride``-th pixel of every evaluated image), the same per defect class (that class's
+    images and the OK images: pooled pixels weigh each class by its mask area, so one class of large masks can
+    dominate the pooled figure), and the pointing share on defective images."""
+    scores, truth, classes, hits, defective = [], [], [], 0, 0
     for m, i in zip(grid_maps, index, strict=True):
         full = image_map(m, placements[i], sigma=sigma).astype(np.float32)
         mask = cv2.imread(rows[i][1], cv2.IMREAD_GRAYSCALE) > 127
@@ -205,10 +208,24 @@ def pixel_metrics(grid_maps, placements, rows, index, spec, sigma, stride=4):
             mask = cv2.resize(mask.astype(np.uint8), full.shape[::-1], interpolation=cv2.INTER_NEAREST) > 0
         scores.append(full[::stride, ::stride].ravel())
         truth.append(mask[::stride, ::stride].ravel())
+        classes.append(rows[i][2])
         if mask.any():
             defective += 1
             hits += bool(mask.flat[int(np.argmax(full))])
-    return float(roc_auc_score(np.concatenate(truth), np.concatenate(scores))), hits / max(defective, 1)
+    pooled = float(roc_auc_score(np.concatenate(truth), np.concatenate(scores)))
+    by_class = {}
+    for name in sorted(set(classes) - {"Free"}):
+        keep = [j for j, c in enumerate(classes) if c in (name, "Free")]
+        by_class[name] = float(
+            roc_auc_score(np.concatenate([truth[j] for j in keep]), np.concatenate([scores[j] for j in keep]))
+        )
+    return pooled, hits / max(defective, 1), by_class
+
+
+def best_balanced_accuracy(y: np.ndarray, scores: np.ndarray) -> float:
+    """The highest balanced accuracy any threshold on ``scores`` reaches on these labels (an oracle bound: what a
+    perfectly calibrated cut on the score alone could do)."""
+    return float(max(balanced_accuracy_score(y, scores > t) for t in np.unique(scores)))
 
 
 def balanced_accuracy(x: np.ndarray, y: np.ndarray, per_class: int, draws: int = 20) -> tuple[float, float]:
@@ -370,7 +387,7 @@ def main() -> None:
             maps_by_mode[name + "_fg"] = np.where(grids, maps_by_mode[name], maps_by_mode[name].min())
     for name, maps in maps_by_mode.items():
         scores = maps.reshape(len(maps), -1).max(axis=1)
-        pixel, pointing = pixel_metrics(maps, placements, rows, evaluated, spec, args.sigma)
+        pixel, pointing, pixel_by_class = pixel_metrics(maps, placements, rows, evaluated, spec, args.sigma)
         per_class = {
             c: float(
                 roc_auc_score(
@@ -385,10 +402,18 @@ def main() -> None:
             pixel_auroc=pixel,
             pointing=pointing,
             image_auroc_by_class=per_class,
+            pixel_auroc_by_class=pixel_by_class,
+            best_balanced_accuracy=best_balanced_accuracy(y, scores),
         )
         print(
             f"{name:16s} image {report['modes'][name]['image_auroc']:.3f}  pixel {pixel:.3f}  pointing "
             f"{pointing:.3f}  " + " ".join(f"{c} {v:.2f}" for c, v in per_class.items()),
+            flush=True,
+        )
+        print(
+            f"{'':16s} pixel by class "
+            + " ".join(f"{c} {v:.3f}" for c, v in pixel_by_class.items())
+            + f"  best balanced accuracy of the score {report['modes'][name]['best_balanced_accuracy']:.3f}",
             flush=True,
         )
     if not args.skip_fewshot and not args.no_mutual:
