@@ -6,6 +6,7 @@ defect masks."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import shutil
 from pathlib import Path
@@ -345,7 +346,33 @@ def test_reviewer_sees_the_regions_picks_the_type_and_pull_gets_the_boxes(
     pixels = np.asarray(Image.open(SCREENSHOT).convert("L"), dtype=float)
     assert pixels.std() > 20 and image.evaluate("i => i.naturalWidth") == int(manifest["width"].iloc[0])
 
-    # the reviewer picks the type and submits, keeping the suspect region as it is
+    # The suspect region is drawn in colour where the mask's box is (the image itself is grey), not in Label
+    # Studio's default thin grey: the tag's empty label gives unlabeled shapes its colour.
+    shown = image.bounding_box()
+    width, height = int(manifest["width"].iloc[0]), int(manifest["height"].iloc[0])
+    ((x, y, w, h),) = boxes[first]
+    scale_x, scale_y = shown["width"] / width, shown["height"] / height
+    pad = 6
+    around = {
+        "x": shown["x"] + x * scale_x - pad,
+        "y": shown["y"] + y * scale_y - pad,
+        "width": w * scale_x + 2 * pad,
+        "height": h * scale_y + 2 * pad,
+    }
+    near = np.asarray(Image.open(io.BytesIO(page.screenshot(clip=around))).convert("RGB"), dtype=int)
+    coloured = (near.max(axis=2) - near.min(axis=2)) > 60
+    assert coloured.mean() > 0.1, f"the suspect region is not drawn in colour ({coloured.mean():.3f} of its pixels)"
+
+    # The reviewer also outlines a defect the model missed with the "suspect" label (type: the image's class) ...
+    page.get_by_text("suspect /").first.click()
+    start = (shown["x"] + 0.15 * shown["width"], shown["y"] + 0.15 * shown["height"])
+    page.mouse.move(*start)
+    page.mouse.down()
+    page.mouse.move(start[0] + 0.2 * shown["width"], start[1] + 0.1 * shown["height"], steps=8)
+    page.mouse.up()
+    page.wait_for_timeout(500)
+    page.keyboard.press("Escape")  # unselect the new region, so the class choice below is the image's
+    # ... then picks the type and submits, keeping the suspect region as it is
     page.locator("input.ant-radio-input[name=dent]").click()
     page.get_by_role("button", name="Submit").click()
     page.wait_for_function("document.body.innerText.includes('Update')", timeout=30_000)
@@ -354,6 +381,9 @@ def test_reviewer_sees_the_regions_picks_the_type_and_pull_gets_the_boxes(
     (row,) = frame.to_dict("records")
     assert row["image_id"] == first and row["label"] == "dent"
     pulled = json.loads(row["boxes"])
-    assert [r["label"] for r in pulled] == ["dent"] * len(boxes[first])
-    for region, (x, y, w, h) in zip(pulled, boxes[first], strict=True):
+    # the model's region and the reviewer's own, both without a box label: both take the image's class
+    assert [r["label"] for r in pulled] == ["dent"] * (len(boxes[first]) + 1)
+    for region, (x, y, w, h) in zip(pulled, boxes[first], strict=False):
         assert (region["x"], region["y"], region["w"], region["h"]) == pytest.approx((x, y, w, h), abs=0.02)
+    drawn = pulled[-1]
+    assert drawn["x"] == pytest.approx(0.15 * width, rel=0.1) and drawn["w"] == pytest.approx(0.2 * width, rel=0.15)

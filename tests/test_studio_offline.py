@@ -66,7 +66,9 @@ def test_label_config_follows_the_ontology(params) -> None:
     assert controls[DESCRIPTION].tag == "TextArea"
     assert BOXES not in controls
     boxes = _controls(with_boxes)[BOXES]
-    assert boxes.tag == "RectangleLabels" and [b.get("value") for b in boxes] == ontology.class_names
+    # the classes, then the value-less "suspect" label (an empty label: shapes with it are saved without a label)
+    assert boxes.tag == "RectangleLabels" and [b.get("value") for b in boxes] == [*ontology.class_names, None]
+    assert boxes.get("allowEmpty") == "true" and "suspect" in boxes[-1].get("html")
     scratch = next(c for c in controls[LABEL] if c.get("value") == "scratch")
     for text in [
         ontology.get("scratch").definition,
@@ -357,7 +359,8 @@ def test_label_config_with_boxes_offers_polygons(params) -> None:
     assert POLYGONS not in _controls(label_config(params.ontology))
     polygons = _controls(label_config(params.ontology, boxes=True))[POLYGONS]
     assert polygons.tag == "PolygonLabels" and polygons.get("toName") == "image"
-    assert [p.get("value") for p in polygons] == params.ontology.class_names
+    assert [p.get("value") for p in polygons] == [*params.ontology.class_names, None]  # None: the empty label
+    assert polygons.get("allowEmpty") == "true"
 
 
 def test_polygon_preannotation_is_in_percent_of_the_image() -> None:

@@ -50,6 +50,16 @@ SAMPLING = "Sequential sampling"  # follows the tab's order: the "most uncertain
 TITLE_MAX_CHARS = 50  # Label Studio's PROJECT_TITLE_MAX_LEN
 MAX_PARTS = 9999  # part titles stay findable by one search for the title's first 38 characters
 _PART_SUFFIX = re.compile(r" \(part ([1-9][0-9]*)\)$")
+# The anomaly model's suspect regions carry no label (their type is not chosen yet). Label Studio draws a shape
+# without a label in its default style (thin #666 outline, fill 0.2), barely visible on dark metal; with
+# allowEmpty, a value-less Label is the "empty label" whose colour such shapes take instead (checked in Label
+# Studio 1.23's frontend: a region's style falls back to the tag's empty label before the default). Its button
+# shows ``html``; a shape drawn with it also stays without a label, so pull gives it the image's class.
+_SUSPECT_LABEL = {
+    "background": "#ff2d55",
+    "html": "suspect / 의심",
+    "hint": "A suspect region without a type: it takes the class chosen for the image",
+}
 
 
 def label_config(ontology: Ontology, *, boxes: bool = False) -> str:
@@ -60,12 +70,14 @@ def label_config(ontology: Ontology, *, boxes: bool = False) -> str:
     view = ET.Element("View", style=_ROW)
     left = ET.SubElement(view, "View", style=_IMAGE_COLUMN)
     if boxes:
-        rects = ET.SubElement(left, "RectangleLabels", name=BOXES, toName=IMAGE, strokeWidth="2")
+        rects = ET.SubElement(left, "RectangleLabels", name=BOXES, toName=IMAGE, strokeWidth="2", allowEmpty="true")
         for defect in ontology.classes:
             ET.SubElement(rects, "Label", value=defect.name, hint=_names(defect))
-        polygons = ET.SubElement(left, "PolygonLabels", name=POLYGONS, toName=IMAGE, strokeWidth="2")
+        ET.SubElement(rects, "Label", **_SUSPECT_LABEL)
+        polygons = ET.SubElement(left, "PolygonLabels", name=POLYGONS, toName=IMAGE, strokeWidth="2", allowEmpty="true")
         for defect in ontology.classes:
             ET.SubElement(polygons, "Label", value=defect.name, hint=_names(defect))
+        ET.SubElement(polygons, "Label", **_SUSPECT_LABEL)
     ET.SubElement(left, "Image", name=IMAGE, value=f"${IMAGE}", zoom="true", zoomControl="true", maxWidth="100%")
     right = ET.SubElement(view, "View", style=_CONTROL_COLUMN)
     ET.SubElement(right, "Header", value="Defect class / 결함 유형", size="5")
@@ -124,9 +136,10 @@ def instructions(ontology: Ontology, *, boxes: bool = False) -> str:
     out.append("</ul>")
     if boxes:
         out.append(
-            "<h3>Suspect regions / 의심 영역</h3><p>Grey outlines without a label are where the anomaly model "
-            "suspects a defect (its score beside each in the region list). Delete false alarms, fix the outline; "
-            "a region left without a box label takes the class chosen for the image.</p>"
+            '<h3>Suspect regions / 의심 영역</h3><p>Pink-red outlines without a type ("suspect", "No label" in '
+            "the region list) are where the anomaly model suspects a defect (its score beside each in the region "
+            "list). Delete false alarms, fix the outline, or give one a box label; a region left as suspect takes "
+            "the class chosen for the image. Outline a missed defect with the suspect label the same way.</p>"
         )
     return "\n".join(out)
 

@@ -17,13 +17,16 @@ Anomaly pre-labels (``predictions.parquet`` rows of ``source`` "anomaly", label 
 = "defect, type not chosen yet"): :func:`to_prediction` pre-selects no class for them (the reviewer picks the
 type; an image called OK pre-selects the OK class like any class) and, with ``labelstudio.boxes``, turns the
 row's ``regions`` into one shape each (:func:`region_results`). A region of a "defect" row carries no label:
-Label Studio draws it as a grey outline listed with its score, and a reviewer can move, resize, delete it or give
-it a class from the box labels; an annotation saved with it keeps it without a label. :func:`label_regions` gives
-such regions the annotation's class when they are read back (and leaves them out when that class is an OK
-class: false alarms), so every pulled region carries an ontology class (the class choice is required and offers
-only ontology classes). A dedicated non-class box label ("suspect")
-was not used: it would reach pull as a label outside the ontology, and once used it could never be removed
-from the labeling config again (Label Studio refuses a config that drops a label annotations use).
+Label Studio draws it in the colour of the box tags' empty "suspect" label (:mod:`curation.studio.config`),
+listed with its score, and a reviewer can move, resize, delete it or give it a class from the box labels; an
+annotation saved with it keeps it without a label, as does a shape the reviewer draws with the "suspect" label.
+:func:`label_regions` gives such regions the annotation's class when they are read back (and leaves them out when
+that class is an OK class: false alarms), so every pulled region carries an ontology class (the class choice is
+required and offers only ontology classes). The "suspect" label has no value (Label Studio's empty label,
+``allowEmpty``): a label with a value would reach pull as a label outside the ontology, and once used could never
+be removed from the labeling config again (Label Studio refuses a config that drops a label annotations use);
+shapes with the empty label are saved with no label at all (tested in a browser: a box drawn with it is pulled
+with the image's class).
 """
 
 from __future__ import annotations
