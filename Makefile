@@ -21,6 +21,13 @@ setup: $(VENV)/.installed $(STUDIO_VENV)/.installed
 # otherwise those tests skip and this says how to get it.
 browser:
 	$(call debian_tool,chromium,the UI tests,UI tests will be skipped)
+	@# Korean glyphs: labels, hints and descriptions are bilingual, and without a Korean font the screenshots the UI
+	@# tests take (docs/screens) show the Korean as empty boxes (the tests themselves pass either way).
+	@if fc-list :lang=ko 2>/dev/null | grep -q .; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing fonts-nanum for the Korean text in UI screenshots"; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq fonts-nanum >/dev/null; \
+	else echo "note: no Korean font; UI screenshots show Korean as boxes (sudo apt-get install fonts-nanum)"; fi
 
 # strace lets tests/test_dvc_audit.py see which files each stage opens (pyarrow reads Parquet in C++, past Python's
 # audit hooks). Installed when we are root; otherwise that test skips and this says how to get it.
