@@ -203,10 +203,22 @@ def test_map_brightest_where_the_score_is_and_128_near_the_threshold(first):
         assert pixels.max() <= expected + 1
 
 
-def test_reruns_are_byte_identical_and_a_cached_rerun_computes_nothing(first, params, tmp_path):
+def test_reruns_are_byte_identical_and_a_cached_rerun_computes_nothing(first, params, tmp_path, monkeypatch):
+    from curation.prelabel.models import OfflineBackbone
+
     manifest, root = first["manifest"], first["root"]
+    loaded = []
+    real_init = OfflineBackbone.__init__
+
+    def counting_init(self, *args, **kwargs):
+        loaded.append(1)
+        real_init(self, *args, **kwargs)
+
+    monkeypatch.setattr(OfflineBackbone, "__init__", counting_init)
     cached = prelabel(manifest, _settings(root), params.ontology, cache_dir=root / "cache", ingest=params.ingest)
     assert cached.cache_stats["patches_computed"] == 0 and cached.cache_stats["embeddings_computed"] == 0
+    assert len(loaded) == 1  # the anomaly scorer's backbone is also the embedder: Lite0's weights load once
+    monkeypatch.undo()
     fresh = prelabel(manifest, _settings(root), params.ontology, cache_dir=tmp_path / "cache", ingest=params.ingest)
     assert fresh.cache_stats["patches_computed"] == len(manifest)
     for name, result in (("cached", cached), ("fresh", fresh)):
