@@ -144,7 +144,18 @@ class AnomalyParams(StrictModel):
         description="Metadata column naming each image's golden image in reference_dir (file stem), e.g. "
         "the product or line; without it the folder must hold one image, used for all.",
     )
-    backbone: Literal["efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2"] = "efficientnet-lite0"
+    backbone: Literal["efficientnet-lite0", "clip"] = Field(
+        "efficientnet-lite0",
+        description="Patch features: the offline EfficientNet-Lite0 (measured, docs/anomaly.md; works without any "
+        "download), or clip: the patch tokens of the CLIP model's vision tower (prelabel.clip.model; not measured "
+        "here, where no CLIP weights exist; falls back to Lite0, announced, when CLIP does not load). Lite1 and Lite2 "
+        "measured worse than Lite0.",
+    )
+    clip_layers: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None,
+        description="backbone clip: hidden-state indices of the vision tower whose patch tokens are used (0 = patch "
+        "embeddings, the depth = the last layer); null: half and three quarters of the depth (6 and 9 for ViT-B).",
+    )
     bank_max_patches: Annotated[int, Field(ge=256)] = Field(
         4096, description="Patch-bank size bound (coreset of the reviewed OK images' patches): memory is bounded."
     )

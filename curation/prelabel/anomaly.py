@@ -1,8 +1,10 @@
 """Anomaly scoring on frozen offline-backbone patch features (PatchCore-style), for day-one pre-labels.
 
 Every image becomes a grid of patch features (mid-level EfficientNet-Lite blocks, 3x3 average-pooled, the deeper
-map upsampled and concatenated). A patch's anomaly score is its distance to the nearest *normal* patch; the image
-score is the map's maximum. What counts as normal depends on the reference mode, which every result names:
+map upsampled and concatenated; or, with ``prelabel.anomaly.backbone: clip``, the patch tokens of chosen layers of a
+CLIP-compatible vision tower: :class:`ClipTowerExtractor`). A patch's anomaly score is its distance to the nearest
+*normal* patch; the image score is the map's maximum. What counts as normal depends on the reference mode, which
+every result names:
 
 - ``none``: no labels at all. Each image is compared with other images of the same unlabeled batch ("mutual"
   scoring): per patch, the distance to the nearest patch of each reference image, sorted, mean of the ``k``
@@ -15,15 +17,16 @@ score is the map's maximum. What counts as normal depends on the reference mode,
 - ``golden``: each image against a golden reference image of its product, aligned first (phase-correlation
   translation), patch against patch in a small neighbourhood.
 
-Two fixes measured on real data (see docs/notes) are built in: the input is mirror-padded before the network and
-the feature maps cropped back (zero padding made the border the most anomalous place in most images), and
-no-label scores are normalised per position. Everything is seeded and deterministic on CPU; nearest neighbours go
-through ``torch.cdist`` in bounded chunks (no extra dependency; exact search is fast enough at bank sizes of a few
-thousand patches).
+Two fixes measured on real data (see docs/anomaly.md) are built in: no zero padding reaches the maps (the input
+can be mirror-padded before the network and the maps cropped back, ``FeatureSpec.pad``; zero padding made the border
+the most anomalous place in most images), and scores are normalised per position. Everything is seeded and
+deterministic on CPU; nearest neighbours go through torch matrix products in bounded chunks (no extra dependency;
+exact search is fast enough at bank sizes of a few thousand patches).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, cast
@@ -200,6 +203,64 @@ class PatchExtractor:
                 parts.append(feature * weight if weight != 1.0 else feature)
             out = torch.cat(parts, dim=1).permute(0, 2, 3, 1)
             return out.float().cpu().numpy(), embedding
+
+
+class ClipTowerExtractor:
+    """Patch features from a CLIP-compatible vision tower (a ViT: CLIP, SigLIP): the patch tokens of the transformer
+    layers ``spec.blocks`` (indices into the tower's hidden states: 0 = the patch embeddings, L = the last layer),
+    on a grid of ``size / patch_size`` cells, each layer's grid average-pooled over ``spec.pool`` cells and weighted
+    by ``spec.weights`` as :class:`PatchExtractor` does for CNN blocks, then concatenated.
+
+    Inputs are the anomaly inputs of :func:`prepare` (EfficientNet-Lite scaling); they are re-scaled to the
+    tower's own normalisation (``mean``, ``std`` on the 0-1 scale) here, so one prepared input serves both.
+    A class token, when the tower has one (CLIP; SigLIP has none), is dropped.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        spec: FeatureSpec,
+        *,
+        mean: Sequence[float],
+        std: Sequence[float],
+        device: str = "cpu",
+    ) -> None:
+        self.model = model
+        self.spec = spec
+        self.device = device
+        self.mean = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
+        self.std = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
+        layers = int(model.config.vision_config.num_hidden_layers)
+        if spec.pad or min(spec.blocks) < 0 or max(spec.blocks) > layers:
+            raise AnomalyInputError(
+                f"CLIP tower patch features: layers {spec.blocks} must lie in 0..{layers} and padding must be 0 "
+                f"(got {spec.pad}); set prelabel.anomaly.clip_layers to layers of this {layers}-layer tower"
+            )
+
+    def extract(self, pixels: np.ndarray) -> np.ndarray:
+        """(N, 3, size, size) prepared inputs -> (N, g, g, D) float32 patch features."""
+        import torch
+        import torch.nn.functional as F
+
+        spec = self.spec
+        rgb = np.ascontiguousarray(pixels, dtype=np.float32) * _LITE_MEAN + _LITE_MEAN  # back to the 0-1 scale
+        tower_input = (rgb - self.mean) / self.std
+        vision = self.model.vision_model
+        with torch.inference_mode():
+            x = torch.from_numpy(tower_input).to(self.device, dtype=self.model.dtype)
+            hidden = vision(pixel_values=x, output_hidden_states=True).hidden_states
+            parts = []
+            for layer, weight in zip(spec.blocks, spec.weights, strict=True):
+                tokens = hidden[layer].float()
+                side = math.isqrt(tokens.shape[1])
+                if side * side != tokens.shape[1]:  # a class token first (CLIP)
+                    tokens = tokens[:, 1:]
+                    side = math.isqrt(tokens.shape[1])
+                grid = tokens.reshape(len(tokens), side, side, -1).permute(0, 3, 1, 2)  # row-major patch order
+                if spec.pool > 1:
+                    grid = F.avg_pool2d(grid, spec.pool, stride=1, padding=spec.pool // 2, count_include_pad=False)
+                parts.append(grid * weight if weight != 1.0 else grid)
+            return torch.cat(parts, dim=1).permute(0, 2, 3, 1).cpu().numpy()
 
 
 def _nearest(query: np.ndarray, bank: np.ndarray, k: int = 1) -> np.ndarray:
@@ -601,7 +662,7 @@ def _gray(image: np.ndarray) -> np.ndarray:
 
 
 def aligned_golden_features(
-    extractor: PatchExtractor, images: Sequence[np.ndarray], goldens: Sequence[np.ndarray]
+    extractor: PatchExtractor | ClipTowerExtractor, images: Sequence[np.ndarray], goldens: Sequence[np.ndarray]
 ) -> tuple[np.ndarray, list[tuple[float, float]]]:
     """Features of each image's golden reference after translating it onto the image, and the shifts found.
 

@@ -5,6 +5,7 @@ this module puts it behind the stage's roles (:mod:`curation.prelabel.base`):
 
 - :class:`PatchModel`: an ``ImageModel`` whose ``extract_patches`` gives (N, g, g, D) float16 patch features; the
   stage runs it through the cache and the engine like the embedder (:func:`curation.prelabel.compute.patch_features`).
+  :class:`ClipPatchModel` does the same on a loaded CLIP model's vision tower (``backbone: clip``).
 - :func:`choose_reference`: which reference applies (``prelabel.anomaly.reference``; ``auto``: golden when
   ``reference_dir`` is set, else ``ok_reviewed`` once the labels hold ``min_ok_references`` OK images, else
   ``none``), and :func:`golden_features` for the golden mode.
@@ -33,6 +34,7 @@ import numpy as np
 from curation.errors import InputError
 from curation.prelabel import regions as region_lib
 from curation.prelabel.anomaly import (
+    ClipTowerExtractor,
     FeatureSpec,
     PatchBank,
     PatchExtractor,
@@ -48,7 +50,6 @@ from curation.prelabel.anomaly import (
 )
 from curation.prelabel.base import Outcome, ScoreInput, Scores
 from curation.prelabel.engines import ModelRecipe
-from curation.prelabel.errors import ModelUnavailableError
 from curation.prelabel.prompts import settings_hash
 from schemas.ontology import Severity
 from schemas.params import DEFAULT_EXTENSIONS
@@ -76,7 +77,9 @@ class PatchModel:
         self.backbone = backbone
         self.name = f"{backbone.name}-patches"
         self.version = backbone.version
-        self.extractor = PatchExtractor(backbone.model, self.spec, device=backbone.runtime.device)
+        self.extractor: PatchExtractor | ClipTowerExtractor = PatchExtractor(
+            backbone.model, self.spec, device=backbone.runtime.device
+        )
 
     @property
     def key(self) -> str:
@@ -93,7 +96,7 @@ class PatchModel:
         """The image embeddings and the patch features from ONE backbone pass
         (:meth:`~curation.prelabel.anomaly.PatchExtractor.extract_with_embedding`), packed as one (N, E + g*g*D)
         float32 array so that both engines carry it like any other output; :meth:`unpack_shared` splits it."""
-        patches, embeddings = self.extractor.extract_with_embedding(pixels)
+        patches, embeddings = self._lite.extract_with_embedding(pixels)
         return np.concatenate([embeddings, patches.reshape(len(patches), -1)], axis=1).astype(np.float32)
 
     def unpack_shared(self, packed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -106,12 +109,12 @@ class PatchModel:
     @property
     def embedding_dim(self) -> int:
         """Width of the backbone's pooled head (1280 for Lite0)."""
-        return int(self.extractor.model._conv_head.out_channels)
+        return int(self._lite.model._conv_head.out_channels)
 
     @property
     def grid(self) -> tuple[int, int, int]:
         """(g, g, D) of one image's patch features."""
-        model = self.extractor.model
+        model = self._lite.model
         stride = 2  # the stem
         for block in model._blocks[: min(self.spec.blocks) + 1]:
             step = block._block_args.stride
@@ -120,20 +123,73 @@ class PatchModel:
         dim = sum(int(model._blocks[b]._block_args.output_filters) for b in self.spec.blocks)
         return side, side, dim
 
+    @property
+    def _lite(self) -> PatchExtractor:
+        """The EfficientNet-Lite extractor (the one-pass embedding and the block geometry exist only there)."""
+        if not isinstance(self.extractor, PatchExtractor):
+            raise NotImplementedError(f"{self.name}: no EfficientNet-Lite backbone (the one pass needs one)")
+        return self.extractor
 
-def load_patch_model(settings: AnomalyParams, device: str) -> PatchModel:
-    """The patch model of ``prelabel.anomaly.backbone`` (EfficientNet-Lite0, float32 on the chosen device).
+
+class ClipPatchModel(PatchModel):
+    """Patch features from the loaded CLIP model's vision tower (:class:`~curation.prelabel.anomaly.ClipTowerExtractor`)
+    instead of the offline backbone, for ``prelabel.anomaly.backbone: clip``. Same roles as :class:`PatchModel`
+    (cache, engines, golden mode), a separate pass from the CLIP embedding (whose input is ``preprocess.resize``'s,
+    not the squashed anomaly input).
+
+    Args:
+        clip: :class:`curation.prelabel.models.ClipScorer` (its weights load on first use).
+        layers: hidden-state indices of the tower (0 = patch embeddings, L = last layer); None: half and three
+            quarters of the depth (6 and 9 of ViT-B's 12), the middle layers anomaly work on CLIP towers uses.
+        spec: a full spec instead (Ray actors rebuild the model from it); its size must be the tower's input size.
+    """
+
+    def __init__(self, clip: Any, layers: Sequence[int] | None = None, spec: FeatureSpec | None = None) -> None:
+        config = clip.model.config.vision_config
+        depth = int(config.num_hidden_layers)
+        if spec is None:
+            chosen = tuple(sorted(set(layers or (depth // 2, (3 * depth) // 4))))
+            spec = FeatureSpec(size=int(config.image_size), blocks=chosen, weights=(1.0,) * len(chosen))
+        self.spec = spec
+        self.backbone = clip
+        self.name = f"{clip.name}-patches"
+        self.version = clip.version
+        self._side = int(config.image_size) // int(config.patch_size)
+        self._dim = int(config.hidden_size) * len(spec.blocks)
+        self.extractor = ClipTowerExtractor(
+            clip.model, spec, mean=clip.spec.mean, std=clip.spec.std, device=clip.runtime.device
+        )
+
+    def recipe(self, device: str) -> ModelRecipe:
+        return ModelRecipe("clip-patches", self.backbone.checkpoint, device, self.spec)
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        return self._side, self._side, self._dim
+
+
+def load_patch_model(
+    settings: AnomalyParams, device: str, *, clip: Any = None, notes: list[str] | None = None
+) -> PatchModel:
+    """The patch model of ``prelabel.anomaly.backbone``: the offline EfficientNet-Lite0 (float32 on the chosen
+    device), or the vision tower of the loaded CLIP model (``clip``) for ``backbone: clip``. ``clip`` with no CLIP
+    model loaded falls back to Lite0, announced in ``notes``.
 
     Raises:
-        ModelUnavailableError: a backbone the stage cannot load.
+        ModelUnavailableError: the offline backbone's packages are missing.
+        AnomalyInputError: ``clip_layers`` outside the tower's depth.
     """
     from curation.prelabel.models import OfflineBackbone, Runtime, select_runtime
 
-    if settings.backbone != "efficientnet-lite0":
-        raise ModelUnavailableError(
-            f"prelabel.anomaly.backbone {settings.backbone} is not supported by the prelabel stage yet; "
-            "use efficientnet-lite0 (the weights the project ships)"
-        )
+    if settings.backbone == "clip":
+        if clip is not None:
+            return ClipPatchModel(clip, settings.clip_layers)
+        if notes is not None:
+            notes.append(
+                "prelabel.anomaly.backbone is clip but no CLIP model is loaded (see the note on prelabel.clip.model): "
+                "the anomaly scorer uses the offline EfficientNet-Lite0 instead; supply the CLIP weights, or set "
+                "backbone: efficientnet-lite0 to silence this"
+            )
     runtime = select_runtime(device)
     return PatchModel(OfflineBackbone(Runtime(runtime.device, "float32")))
 

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from curation.prelabel.models import Checkpoint
 
 Batches = Iterator[tuple[list[ImageRef], Sequence[Any]]]
-ModelKind = Literal["clip", "captioner", "backbone", "patches"]
+ModelKind = Literal["clip", "captioner", "backbone", "patches", "clip-patches"]
 _CONNECT_TIMEOUT_S = 5.0
 _INSTALL_HINT = "prelabel.engine: ray needs Ray Data: pip install 'defect-curation[ray]' (or set engine: local)"
 
@@ -49,7 +49,7 @@ class ModelRecipe:
     kind: ModelKind
     checkpoint: Checkpoint | None  # None for the offline backbone
     device: str
-    features: FeatureSpec | None = None  # patch features (kind "patches") only
+    features: FeatureSpec | None = None  # patch features (kinds "patches", "clip-patches") only
 
     def build(self) -> ImageModel:
         from curation.prelabel import models
@@ -63,6 +63,10 @@ class ModelRecipe:
             return PatchModel(models.OfflineBackbone(runtime), self.features)
         if self.checkpoint is None:
             raise TypeError(f"a {self.kind} recipe needs a checkpoint")
+        if self.kind == "clip-patches":
+            from curation.prelabel.anomaly_scorer import ClipPatchModel
+
+            return ClipPatchModel(models.ClipScorer(self.checkpoint, runtime), spec=self.features)
         if self.kind == "clip":
             return models.ClipScorer(self.checkpoint, runtime)
         return models.Captioner(self.checkpoint, runtime)

@@ -133,11 +133,11 @@ def prelabel(
     ok = ok_class(ontology, ingest)
     label_map = labels.labels if labels is not None else None
     reference = choose_reference(anomaly, label_map, ok) if anomaly.enabled else None
-    patch_model = load_patch_model(anomaly, settings.device) if reference is not None else None
+    patch_model = load_patch_model(anomaly, settings.device, clip=clip, notes=notes) if reference is not None else None
     encoder: Embedder
     if clip is not None:
         encoder = clip
-    elif patch_model is not None:  # one pass gives both (below): the weights are loaded once
+    elif patch_model is not None:  # the offline backbone: one pass gives both (below), its weights load once
         encoder = patch_model.backbone
     else:
         encoder = OfflineBackbone(runtime)
