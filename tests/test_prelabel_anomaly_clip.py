@@ -127,3 +127,23 @@ def test_clip_backbone_without_clip_weights_falls_back_to_lite0_and_says_so(para
     [note] = [n for n in result.notes if "anomaly.backbone is clip" in n]
     assert "EfficientNet-Lite0 instead" in note and "\n" not in note
     assert result.report["anomaly"]["status"] == "used" and result.predictions["anomaly_score"].notna().all()
+
+
+def test_golden_mode_runs_on_the_clip_tower(clip, params, tmp_path: Path) -> None:
+    source = np.asarray(Image.open(sorted((TILES / "MT_Free" / "Imgs").glob("*.jpg"))[0]).convert("RGB"))
+    golden = tmp_path / "golden"
+    golden.mkdir()
+    Image.fromarray(source).save(golden / "tile.png")
+    files = []
+    for k in range(3):
+        path = tmp_path / f"img{k}.png"
+        Image.fromarray(np.roll(source, (2 * k, 3 * k), axis=(0, 1)).copy()).save(path)
+        files.append(path)
+    settings = PrelabelParams(
+        clip=ClipParams(model=str(clip.checkpoint.folder)),
+        device="cpu",
+        anomaly=AnomalyParams(backbone="clip", map_max_side=128, reference_dir=golden),
+    )
+    result = prelabel(_rows(files), settings, params.ontology, cache_dir=tmp_path / "cache", ingest=params.ingest)
+    assert result.report["anomaly"]["reference"] == "golden" and result.cache_stats["golden_computed"] == 3
+    assert result.predictions["anomaly_score"].notna().all()
