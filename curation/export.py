@@ -38,7 +38,7 @@ import pandas as pd
 
 from curation.errors import CurationError, EmptyDatasetError, InputError
 from curation.headline import write_headline
-from curation.io import atomic_path, write_json
+from curation.io import atomic_path, file_sha256, write_json
 from curation.tables import read_table
 from schemas.params_dataset import SPLITS, ExportParams
 from schemas.records import ExportRow, boxes_from_json, columns
@@ -153,18 +153,6 @@ def export(
     write_headline(out_dir, "export", report)
     write_json(out_dir / MARKER, report)
     return ExportResult(version, report, record)
-
-
-def file_sha256(path: Path) -> str | None:
-    """SHA-256 of a file's bytes, or None when it does not exist (for provenance of optional inputs)."""
-    path = Path(path)
-    if not path.is_file():
-        return None
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def provenance_record(params: Params, inputs: Sequence[Path]) -> dict[str, Any]:

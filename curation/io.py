@@ -9,6 +9,7 @@ folder whose swap was interrupted. An ``OSError`` while writing becomes one :cla
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import shutil
@@ -90,6 +91,18 @@ _OS_ERRORS = {
 }
 
 WRITE_ERRNOS = frozenset({errno.EROFS, errno.ENOSPC, errno.EDQUOT})  # raised only by writes
+
+
+def file_sha256(path: Path) -> str | None:
+    """SHA-256 of a file's bytes, read in 1 MB blocks, or None when it does not exist."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def os_error_message(err: OSError, path: Path) -> str:

@@ -9,7 +9,6 @@ scorer's :class:`~curation.prelabel.anomaly_scorer.PatchModel`, :func:`caption_i
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from collections import Counter
@@ -20,6 +19,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from curation.io import file_sha256
 from curation.prelabel import captions as caps
 from curation.prelabel.anomaly_scorer import PatchModel
 from curation.prelabel.base import Describer, Embedder, TextImageEmbedder
@@ -186,7 +186,7 @@ def golden_features_cached(
     from curation.prelabel.anomaly_scorer import golden_features, read_golden
     from curation.prelabel.images import clahe, load_rgb
 
-    file_hashes = {path: _file_sha256(path) for path in sorted(set(goldens))}
+    file_hashes = {path: file_sha256(path) for path in sorted(set(goldens))}
     # One cache key per pair: a changed golden file (or a different one named for the image) is a new entry.
     pairs = [replace(ref, sha256=settings_hash(ref.sha256, file_hashes[goldens[ref.row]])) for ref in refs]
     originals = {ref.row: ref for ref in refs}  # load_rgb checks the image's own hash
@@ -227,14 +227,6 @@ def golden_features_cached(
         lookup_chunk=_GRID_LOOKUP_CHUNK,
     )
     return out
-
-
-def _file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _namespace(prefix: str, model: Any, settings: PrelabelParams) -> str:
