@@ -365,3 +365,36 @@ def test_crop_keeps_context_and_stays_inside_the_image() -> None:
     assert crop_box(100, 80, {"x": 0, "y": 0, "w": 4, "h": 4}) == (0, 0, 18, 18)
     # a box as large as the image: the whole image
     assert crop_box(100, 80, {"x": 0, "y": 0, "w": 100, "h": 80}) == (0, 0, 100, 80)
+
+
+def test_region_crop_embeddings_are_cached_by_image_and_region(tmp_path: Path) -> None:
+    """A rebuild (same images, same regions: e.g. after new reviews) embeds no crop again; a moved region is a new
+    crop. The cached vectors are the computed ones."""
+    from curation.browse.anomaly import region_embeddings
+    from curation.prelabel.cache import PrelabelCache
+    from curation.prelabel.images import ImageRef
+    from curation.prelabel.models import OfflineBackbone, Runtime
+
+    images = []
+    for row, (_, path) in enumerate(_images()[:2]):
+        mask = np.asarray(Image.open(path.with_suffix(".png")).convert("L")) > 127
+        regions = [_region(part, mask.astype(np.uint8)) for part in _components(mask)]
+        images.append((ImageRef(str(path), hashlib.sha256(path.read_bytes()).hexdigest(), 1, row), regions))
+    n_crops = sum(len(regions) for _, regions in images)
+    assert n_crops >= 2
+    backbone = OfflineBackbone(Runtime("cpu", "float32"))
+    plain = region_embeddings(images, backbone)
+
+    def cached_run(which: list) -> tuple[list[np.ndarray], dict[str, int]]:
+        stats: dict[str, int] = {}
+        with PrelabelCache(tmp_path / "cache") as cache:
+            return region_embeddings(which, backbone, cache=cache, stats=stats), stats
+
+    (first, first_stats), (second, second_stats) = cached_run(images), cached_run(images)
+    assert first_stats == {"crops_cached": 0, "crops_computed": n_crops}
+    assert second_stats == {"crops_cached": n_crops, "crops_computed": 0}
+    for computed, cached, direct in zip(first, second, plain, strict=True):
+        assert np.array_equal(computed, direct) and np.array_equal(cached, direct)
+    ref, regions = images[0]
+    moved = [(ref, [{**regions[0], "x": float(regions[0]["x"]) + 7}, *regions[1:]])]
+    assert cached_run(moved)[1] == {"crops_cached": len(regions) - 1, "crops_computed": 1}

@@ -22,7 +22,6 @@ selected one. Images are decoded once, at most :data:`MAX_REGIONS_PER_IMAGE` cro
 from __future__ import annotations
 
 import hashlib
-import itertools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -54,7 +53,14 @@ _COLUMNS = ("anomaly_score", "anomaly_defect", "anomaly_reference", "anomaly_map
 
 
 def add_anomaly_fields(
-    dataset: Any, samples: Any, inputs: Any, summary: Any, *, base_dir: Path, max_crops: int
+    dataset: Any,
+    samples: Any,
+    inputs: Any,
+    summary: Any,
+    *,
+    base_dir: Path,
+    max_crops: int,
+    cache_dir: Path | None = None,
 ) -> list[str]:
     """Set the anomaly fields on ``samples`` (the original images) and index their region crops.
 
@@ -66,6 +72,8 @@ def add_anomaly_fields(
         summary: :class:`curation.browse.build.BuildSummary`; notes go to its ``issues``.
         base_dir: The project root.
         max_crops: At most this many region crops are indexed, those of the highest-scoring images first.
+        cache_dir: The prelabel cache (``prelabel.cache_dir``): region-crop embeddings are kept there by image
+            content and region box, so rebuilds embed only new crops. None: embed every crop.
 
     Returns:
         The brain runs made (the region similarity index, when there are regions and the backbone loads).
@@ -138,7 +146,7 @@ def add_anomaly_fields(
     crops = _most_anomalous_crops(crops, values[SCORE_FIELD], max_crops, summary)
     if not crops:
         return []
-    return _region_similarity(samples, crops, manifest, Path(base_dir), summary)
+    return _region_similarity(samples, crops, manifest, Path(base_dir), summary, cache_dir)
 
 
 def _most_anomalous_crops(
@@ -231,45 +239,87 @@ def crop_box(width: int, height: int, region: dict[str, Any]) -> tuple[int, int,
 
 
 def region_embeddings(
-    images: Sequence[tuple[Any, list[dict[str, Any]]]], backbone: Any, *, batch_size: int = CROP_BATCH
+    images: Sequence[tuple[Any, list[dict[str, Any]]]],
+    backbone: Any,
+    *,
+    batch_size: int = CROP_BATCH,
+    cache: Any = None,
+    stats: dict[str, int] | None = None,
 ) -> list[np.ndarray]:
     """``(ImageRef, regions)`` -> one ``(n_regions, dim)`` array of region-crop embeddings per image, each image
     decoded once (and checked against its ingest hash) and the crops sent to ``backbone.encode_images`` in batches
     of ``batch_size``. Crops are letterboxed (the whole crop, padded square) to :data:`CROP_INPUT_SIDE` with the
     backbone's normalisation.
 
+    With ``cache`` (a :class:`curation.prelabel.cache.PrelabelCache`), each crop's embedding is stored under the
+    image's content hash and the region's box, so a rebuild after new reviews (same images, same regions)
+    decodes and embeds nothing; an image is decoded only when one of its crops is missing. ``stats`` counts
+    ``crops_cached`` and ``crops_computed``.
+
     Raises:
         ManifestError: an image is gone or changed since ingest.
     """
     from curation.prelabel.images import InputSpec, load_rgb, prepare
+    from curation.prelabel.prompts import settings_hash
     from schemas.params_prelabel import PreprocessParams
 
     recipe = PreprocessParams(resize="letterbox")
     spec = InputSpec(CROP_INPUT_SIDE, backbone.spec.mean, backbone.spec.std)
+    namespace = "region-crop-" + settings_hash(backbone.key, spec, CROP_CONTEXT)
+    # the image's content and the region's box fix the crop (crop_box needs the decoded size, so it is not the key)
+    keys = [[settings_hash(ref.sha256, *(float(r[k]) for k in "xywh")) for r in regions] for ref, regions in images]
+    found = cache.get_embeddings(namespace, [k for image_keys in keys for k in image_keys]) if cache else {}
     pending: list[np.ndarray] = []
-    done: list[np.ndarray] = []
-    for ref, regions in images:
+    pending_keys: list[str] = []
+    computed: dict[str, np.ndarray] = {}
+
+    def flush() -> None:
+        vectors = backbone.encode_images(np.stack(pending))
+        computed.update(zip(pending_keys, vectors, strict=True))
+        if cache is not None:
+            cache.put_embeddings(namespace, zip(pending_keys, vectors, strict=True))
+        pending.clear()
+        pending_keys.clear()
+
+    for (ref, regions), image_keys in zip(images, keys, strict=True):
+        todo = [(region, key) for region, key in zip(regions, image_keys, strict=True) if key not in found]
+        if not todo:
+            continue
         rgb = load_rgb(ref)
         height, width = rgb.shape[:2]
-        for region in regions:
+        for region, key in todo:
             left, top, right, bottom = crop_box(width, height, region)
             pending.append(prepare(np.ascontiguousarray(rgb[top:bottom, left:right]), spec, recipe))
+            pending_keys.append(key)
             if len(pending) == batch_size:
-                done.append(backbone.encode_images(np.stack(pending)))
-                pending.clear()
+                flush()
     if pending:
-        done.append(backbone.encode_images(np.stack(pending)))
-    features = np.concatenate(done) if done else np.zeros((0, 0), np.float32)
-    bounds = np.cumsum([0, *(len(regions) for _, regions in images)])
-    return [features[start:end] for start, end in itertools.pairwise(bounds)]
+        flush()
+    if stats is not None:
+        stats["crops_cached"] = stats.get("crops_cached", 0) + sum(k in found for ks in keys for k in ks)
+        stats["crops_computed"] = stats.get("crops_computed", 0) + len(computed)
+    vectors = {**found, **computed}
+    width = next((len(v) for v in vectors.values()), 0)
+    return [
+        np.stack([vectors[k] for k in image_keys]).astype(np.float32)
+        if image_keys
+        else np.zeros((0, width), np.float32)
+        for image_keys in keys
+    ]
 
 
 def _region_similarity(
-    samples: Any, crops: dict[str, list[dict[str, Any]]], manifest: pd.DataFrame, base_dir: Path, summary: Any
+    samples: Any,
+    crops: dict[str, list[dict[str, Any]]],
+    manifest: pd.DataFrame,
+    base_dir: Path,
+    summary: Any,
+    cache_dir: Path | None,
 ) -> list[str]:
     import fiftyone.brain as fob
 
     from curation.errors import CurationError
+    from curation.prelabel.cache import PrelabelCache
     from curation.prelabel.models import OfflineBackbone, select_runtime
 
     try:
@@ -280,8 +330,13 @@ def _region_similarity(
     ids = dict(zip(*samples.values(["image_id", "id"]), strict=True))
     order = sorted(crops)
     refs = [_image_ref(manifest.loc[image_id], base_dir) for image_id in order]
+    images = list(zip(refs, (crops[i] for i in order), strict=True))
     try:
-        found = region_embeddings(list(zip(refs, (crops[i] for i in order), strict=True)), backbone)
+        if cache_dir is None:
+            found = region_embeddings(images, backbone)
+        else:
+            with PrelabelCache(Path(cache_dir)) as cache:
+                found = region_embeddings(images, backbone, cache=cache)
     except CurationError as err:  # an image changed or vanished since the prelabel stage
         summary.issues.append(f"region similarity index skipped: {err}")
         return []

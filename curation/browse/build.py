@@ -107,6 +107,7 @@ def build_dataset(
     base_dir: Path,
     on_start: Callable[[int], None] | None = None,
     on_progress: Progress | None = None,
+    cache_dir: Path | None = None,
 ) -> BuildSummary:
     """Build (or rebuild) the persistent FiftyOne dataset ``name`` from ``inputs``.
 
@@ -125,6 +126,7 @@ def build_dataset(
         base_dir: Folder that relative image paths are resolved against (the project root).
         on_start: Called once with the number of samples to add.
         on_progress: Called with the number of samples added since the last call.
+        cache_dir: The prelabel cache, for the region-crop embeddings of the anomaly similarity index (speed only).
     """
     import fiftyone as fo
 
@@ -173,7 +175,13 @@ def build_dataset(
     summary.n_samples = len(dataset)
     summary.brain_runs = brain.brain_runs(dataset, originals, settings, summary)
     summary.brain_runs += add_anomaly_fields(
-        dataset, originals, inputs, summary, base_dir=base_dir, max_crops=settings.region_index_max_crops
+        dataset,
+        originals,
+        inputs,
+        summary,
+        base_dir=base_dir,
+        max_crops=settings.region_index_max_crops,
+        cache_dir=cache_dir,
     )
     summary.evaluation = brain.evaluate(originals, logit_classes or list(class_names), summary)
     if samples.PRELABEL_FIELD in dataset.get_field_schema() and samples.GT_FIELD in dataset.get_field_schema():

@@ -76,6 +76,7 @@ def fiftyone_command(
                 base_dir=Path.cwd(),
                 on_start=reporter.start,
                 on_progress=reporter.advance,
+                cache_dir=params.prelabel.cache_dir,
             )
             confusion = _confusion_rows(name) if summary.evaluation else pd.DataFrame(columns=["actual", "predicted"])
         with publish(out_dir) as staging:
