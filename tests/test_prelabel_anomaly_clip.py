@@ -73,7 +73,9 @@ def test_tower_input_is_the_processors_own(clip) -> None:
 
 
 def test_default_layers_and_the_recipe_ray_actors_rebuild(clip) -> None:
-    model = ClipPatchModel(clip)
+    fresh = ClipScorer(clip.checkpoint, Runtime("cpu", "float32"))
+    model = ClipPatchModel(fresh)
+    assert fresh._model is None  # key, spec and grid come from the config: a cached rerun never loads the weights
     assert model.spec.blocks == (1,) and model.spec.size == SIDE  # half and three quarters of 2 layers: layer 1
     assert model.grid == (8, 8, 32) and model.key.endswith(clip.version) and "-patches@" in model.key
     recipe = pickle.loads(pickle.dumps(model.recipe("cpu")))  # what the driver ships to an actor

@@ -77,9 +77,19 @@ class PatchModel:
         self.backbone = backbone
         self.name = f"{backbone.name}-patches"
         self.version = backbone.version
-        self.extractor: PatchExtractor | ClipTowerExtractor = PatchExtractor(
+        self._extractor: PatchExtractor | ClipTowerExtractor | None = PatchExtractor(
             backbone.model, self.spec, device=backbone.runtime.device
         )
+
+    @property
+    def extractor(self) -> PatchExtractor | ClipTowerExtractor:
+        """What turns prepared inputs into patch features (built on first use where the weights load lazily)."""
+        if self._extractor is None:
+            self._extractor = self._make_extractor()
+        return self._extractor
+
+    def _make_extractor(self) -> PatchExtractor | ClipTowerExtractor:
+        raise NotImplementedError(f"{self.name}: no extractor")
 
     @property
     def key(self) -> str:
@@ -145,7 +155,10 @@ class ClipPatchModel(PatchModel):
     """
 
     def __init__(self, clip: Any, layers: Sequence[int] | None = None, spec: FeatureSpec | None = None) -> None:
-        config = clip.model.config.vision_config
+        from transformers import AutoConfig
+
+        # the config file only: the weights load when patches are first computed (a cached rerun never loads them)
+        config = AutoConfig.from_pretrained(clip.checkpoint.folder).vision_config
         depth = int(config.num_hidden_layers)
         if spec is None:
             chosen = tuple(sorted(set(layers or (depth // 2, (3 * depth) // 4))))
@@ -156,8 +169,12 @@ class ClipPatchModel(PatchModel):
         self.version = clip.version
         self._side = int(config.image_size) // int(config.patch_size)
         self._dim = int(config.hidden_size) * len(spec.blocks)
-        self.extractor = ClipTowerExtractor(
-            clip.model, spec, mean=clip.spec.mean, std=clip.spec.std, device=clip.runtime.device
+        self._extractor = None
+
+    def _make_extractor(self) -> ClipTowerExtractor:
+        clip = self.backbone
+        return ClipTowerExtractor(
+            clip.model, self.spec, mean=clip.spec.mean, std=clip.spec.std, device=clip.runtime.device
         )
 
     def recipe(self, device: str) -> ModelRecipe:
