@@ -17,7 +17,8 @@ offline backbone (EfficientNet-Lite0, :class:`curation.prelabel.models.OfflineBa
 shipped on PyPI): in the App, on the patches of ``anomaly_regions``, "sort by similarity" finds defects like the
 selected one. Images are decoded once, at most :data:`MAX_REGIONS_PER_IMAGE` crops each, in batches of
 :data:`CROP_BATCH`; the crops' embeddings are kept in the prelabel cache by image content and region box, so a
-rebuild embeds only new crops. Predictions written before the anomaly pre-labeler existed give no anomaly field and a note.
+rebuild embeds only new crops. Predictions written before the anomaly pre-labeler existed give no anomaly field
+and a note.
 """
 
 from __future__ import annotations
