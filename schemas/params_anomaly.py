@@ -147,8 +147,9 @@ class AnomalyParams(StrictModel):
     backbone: Literal["efficientnet-lite0", "clip"] = Field(
         "efficientnet-lite0",
         description="Patch features: the offline EfficientNet-Lite0 (measured, docs/anomaly.md; works without any "
-        "download), or clip: the patch tokens of the CLIP model's vision tower (prelabel.clip.model; not measured "
-        "here, where no CLIP weights exist; falls back to Lite0, announced, when CLIP does not load). Lite1 and Lite2 "
+        "download), or clip: the patch tokens of the CLIP model's vision tower (prelabel.clip.model; a second "
+        "vision pass: adds ~1.1x a ViT-B/32 embedding pass where Lite0 adds ~0.6x; accuracy not measured here, "
+        "where no CLIP weights exist; falls back to Lite0, announced, when CLIP does not load). Lite1 and Lite2 "
         "measured worse than Lite0.",
     )
     clip_layers: list[Annotated[int, Field(ge=0)]] | None = Field(
