@@ -23,7 +23,7 @@ from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 from curation.prelabel.anomaly_scorer import AnomalyScorer, choose_reference, load_patch_model
 from curation.prelabel.base import ScoreInput
 from curation.prelabel.cache import PrelabelCache
-from curation.prelabel.compute import Progress, embed_images, patch_features
+from curation.prelabel.compute import Progress, RunContext, embed_images, patch_features
 from curation.prelabel.engines import Engine
 from curation.prelabel.fewshot import joined_features, make_classifier
 from curation.prelabel.images import ImageRef
@@ -42,10 +42,10 @@ with (
     PrelabelCache(Path(sys.argv[1] if len(sys.argv) > 1 else ".cache/prelabel")) as cache,
     Engine("local", s.ray, decode_workers=2) as engine,
 ):
-    pr = Progress(None, None)
-    emb = embed_images(OfflineBackbone(Runtime("cpu", "float32")), refs, s, cache, engine, False, pr, stats)
+    ctx = RunContext(s, cache, engine, False, Progress(None, None), stats)
+    emb = embed_images(OfflineBackbone(Runtime("cpu", "float32")), refs, ctx)
     model = load_patch_model(s.anomaly, "cpu")
-    feats = patch_features(model, refs, s, cache, engine, False, pr, stats)
+    feats = patch_features(model, refs, ctx)
 print("features", time.time() - t0, dict(stats), flush=True)
 ids = [r.sha256[:16] for r in refs]
 names = params.ontology.class_names

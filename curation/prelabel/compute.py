@@ -4,7 +4,9 @@ batches on the engine, stored batch by batch as they arrive, with progress.
 :func:`embed_images` runs an :class:`~curation.prelabel.base.Embedder`, :func:`patch_features` the anomaly
 scorer's :class:`~curation.prelabel.anomaly_scorer.PatchModel`, :func:`caption_images` a
 :class:`~curation.prelabel.base.Describer`; :func:`cached_text_encoder` and :func:`cached_logit_scale` put a
-:class:`~curation.prelabel.base.TextImageEmbedder`'s text side through the same cache.
+:class:`~curation.prelabel.base.TextImageEmbedder`'s text side through the same cache. :func:`shared_features`
+gives the offline embeddings and the patches from one pass, :func:`golden_features_cached` the aligned golden
+references. The per-image ones take the run's :class:`RunContext` (params, cache, engine, force, progress, counts).
 """
 
 from __future__ import annotations
@@ -73,58 +75,45 @@ class Progress:
             self.on_progress(n)
 
 
-def embed_images(
-    encoder: Embedder,
-    refs: list[ImageRef],
-    settings: PrelabelParams,
-    cache: PrelabelCache,
-    engine: Engine,
-    force: bool,
-    progress: Progress,
-    stats: Counter[str],
-) -> np.ndarray:
+@dataclass(frozen=True)
+class RunContext:
+    """What every per-image computation of one prelabel run shares: the params, the cache, the engine, whether to
+    recompute everything (``force``), the progress bar and the cache counters (``<kind>_cached`` /
+    ``<kind>_computed``)."""
+
+    settings: PrelabelParams
+    cache: PrelabelCache
+    engine: Engine
+    force: bool
+    progress: Progress
+    stats: Counter[str]
+
+
+def embed_images(encoder: Embedder, refs: list[ImageRef], ctx: RunContext) -> np.ndarray:
     """(len(refs), D) float32 embeddings of ``refs`` (rows in ``ref.row`` order; (0, 0) when there are none)."""
-    run = _Cached(encoder, "encode_images", "embeddings", "embed-", np.float32)
-    matrix = run(refs, settings, cache, engine, force=force, progress=progress, stats=stats)
+    matrix = _Cached(encoder, "encode_images", "embeddings", "embed-", np.float32)(refs, ctx)
     return matrix if matrix is not None else np.zeros((0, 0), np.float32)
 
 
-def patch_features(
-    model: PatchModel,
-    refs: list[ImageRef],
-    settings: PrelabelParams,
-    cache: PrelabelCache,
-    engine: Engine,
-    force: bool,
-    progress: Progress,
-    stats: Counter[str],
-) -> np.ndarray:
+def patch_features(model: PatchModel, refs: list[ImageRef], ctx: RunContext) -> np.ndarray:
     """(len(refs), g, g, D) float16 anomaly patch features of ``refs`` (rows in ``ref.row`` order), through the
     cache like embeddings (namespace: the backbone, the :class:`~curation.prelabel.anomaly.FeatureSpec` and the
     preprocessing)."""
-    run = _Cached(model, "extract_patches", "patches", "patches-", np.float16)
-    grids = run(refs, settings, cache, engine, force=force, progress=progress, stats=stats)
+    grids = _Cached(model, "extract_patches", "patches", "patches-", np.float16)(refs, ctx)
     return grids if grids is not None else np.zeros((0, 0, 0, 0), np.float16)
 
 
-def shared_features(
-    model: PatchModel,
-    refs: list[ImageRef],
-    settings: PrelabelParams,
-    cache: PrelabelCache,
-    engine: Engine,
-    force: bool,
-    progress: Progress,
-    stats: Counter[str],
-) -> tuple[np.ndarray, np.ndarray]:
+def shared_features(model: PatchModel, refs: list[ImageRef], ctx: RunContext) -> tuple[np.ndarray, np.ndarray]:
     """The offline backbone's embeddings AND the anomaly patch features of ``refs`` from one forward pass per
     image (:meth:`~curation.prelabel.anomaly_scorer.PatchModel.extract_shared`): (len(refs), E) float32 and
     (len(refs), g, g, D) float16, rows in ``ref.row`` order. Both go to the cache as :func:`patch_features` and
     :func:`embed_images` store theirs (the patches under the same namespace, so either path reuses the other's);
     an image is recomputed when either is missing. The embedding is of the anomaly input (the whole image,
     squashed), not of the embedder's own crop: that is what makes it one pass."""
-    patch_space, embed_space = _namespace("patches-", model, settings), _namespace("embed-shared-", model, settings)
-    work = _work(model, "extract_shared", settings)
+    cache = ctx.cache
+    patch_space = _namespace("patches-", model, ctx.settings)
+    embed_space = _namespace("embed-shared-", model, ctx.settings)
+    work = _work(model, "extract_shared", ctx.settings)
     embeddings = np.zeros((len(refs), model.embedding_dim), np.float32)
     patches = grid_array((len(refs), *model.grid), np.float16, cache.folder)
 
@@ -139,7 +128,7 @@ def shared_features(
         cache.put_patches(patch_space, ((h, pair[1]) for h, pair in pairs))
 
     def run(todo: list[ImageRef]) -> Iterator[tuple[list[ImageRef], list[tuple[np.ndarray, np.ndarray]]]]:
-        for batch, packed in engine.batches(model, work, todo):
+        for batch, packed in ctx.engine.batches(model, work, todo):
             vectors, grids = model.unpack_shared(np.asarray(packed))
             yield batch, list(zip(vectors, grids, strict=True))
 
@@ -155,27 +144,18 @@ def shared_features(
         put=put,
         run=run,
         keep=keep,
-        force=force,
-        progress=progress,
+        force=ctx.force,
+        progress=ctx.progress,
         stats=counts,
         lookup_chunk=_GRID_LOOKUP_CHUNK,
     )
     for kind in ("embeddings", "patches"):  # one pass computed (or found) both
-        stats[f"{kind}_cached"] += counts["shared_cached"]
-        stats[f"{kind}_computed"] += counts["shared_computed"]
+        ctx.stats[f"{kind}_cached"] += counts["shared_cached"]
+        ctx.stats[f"{kind}_computed"] += counts["shared_computed"]
     return embeddings, patches
 
 
-def golden_features_cached(
-    model: PatchModel,
-    refs: list[ImageRef],
-    goldens: list[Path],
-    settings: PrelabelParams,
-    cache: PrelabelCache,
-    force: bool,
-    progress: Progress,
-    stats: Counter[str],
-) -> np.ndarray:
+def golden_features_cached(model: PatchModel, refs: list[ImageRef], goldens: list[Path], ctx: RunContext) -> np.ndarray:
     """(len(refs), g, g, D) float16 features of each image's golden reference aligned onto it
     (:func:`~curation.prelabel.anomaly_scorer.golden_features`), rows in ``ref.row`` order, through the cache under
     the pair's content (the image's hash and its golden file's), so a rerun after reviews recomputes nothing.
@@ -190,6 +170,7 @@ def golden_features_cached(
     # One cache key per pair: a changed golden file (or a different one named for the image) is a new entry.
     pairs = [replace(ref, sha256=settings_hash(ref.sha256, file_hashes[goldens[ref.row]])) for ref in refs]
     originals = {ref.row: ref for ref in refs}  # load_rgb checks the image's own hash
+    settings, cache = ctx.settings, ctx.cache
     namespace = _namespace("golden-", model, settings)
     out = grid_array((len(refs), *model.grid), np.float16, cache.folder)
     pre = settings.preprocess
@@ -221,9 +202,9 @@ def golden_features_cached(
         put=lambda items: cache.put_patches(namespace, items),
         run=run,
         keep=keep,
-        force=force,
-        progress=progress,
-        stats=stats,
+        force=ctx.force,
+        progress=ctx.progress,
+        stats=ctx.stats,
         lookup_chunk=_GRID_LOOKUP_CHUNK,
     )
     return out
@@ -250,20 +231,10 @@ class _Cached:
     prefix: str
     dtype: Any
 
-    def __call__(
-        self,
-        refs: list[ImageRef],
-        settings: PrelabelParams,
-        cache: PrelabelCache,
-        engine: Engine,
-        *,
-        force: bool,
-        progress: Progress,
-        stats: Counter[str],
-    ) -> np.ndarray | None:
-        model = self.model
-        namespace = _namespace(self.prefix, model, settings)
-        work = _work(model, self.method, settings)
+    def __call__(self, refs: list[ImageRef], ctx: RunContext) -> np.ndarray | None:
+        model, cache = self.model, ctx.cache
+        namespace = _namespace(self.prefix, model, ctx.settings)
+        work = _work(model, self.method, ctx.settings)
         get, put = getattr(cache, f"get_{self.kind}"), getattr(cache, f"put_{self.kind}")
         out: list[np.ndarray] = []
 
@@ -278,11 +249,11 @@ class _Cached:
             kind=self.kind,
             get=lambda hashes: get(namespace, hashes),
             put=lambda pairs: put(namespace, pairs),
-            run=lambda todo: engine.batches(model, work, todo),
+            run=lambda todo: ctx.engine.batches(model, work, todo),
             keep=keep,
-            force=force,
-            progress=progress,
-            stats=stats,
+            force=ctx.force,
+            progress=ctx.progress,
+            stats=ctx.stats,
             lookup_chunk=_GRID_LOOKUP_CHUNK if self.kind == "patches" else _LOOKUP_CHUNK,
         )
         return out[0] if out else None
@@ -351,17 +322,9 @@ def cached_logit_scale(scorer: TextImageEmbedder, cache: PrelabelCache, force: b
     return value
 
 
-def caption_images(
-    captioner: Describer,
-    refs: list[ImageRef],
-    settings: PrelabelParams,
-    cache: PrelabelCache,
-    engine: Engine,
-    force: bool,
-    progress: Progress,
-    stats: Counter[str],
-) -> list[str]:
+def caption_images(captioner: Describer, refs: list[ImageRef], ctx: RunContext) -> list[str]:
     """One caption per ref, in the order of ``refs``."""
+    settings, cache = ctx.settings, ctx.cache
     generation = caps.generation_kwargs(settings.captions)
     namespace = "caption-" + settings_hash(
         captioner.key, captioner.spec.__dict__, settings.preprocess, generation, settings.captions.prompt
@@ -386,10 +349,10 @@ def caption_images(
         kind="captions",
         get=lambda hashes: cache.get_captions(namespace, hashes),
         put=lambda pairs: cache.put_captions(namespace, pairs),
-        run=lambda todo: engine.batches(captioner, work, todo),
+        run=lambda todo: ctx.engine.batches(captioner, work, todo),
         keep=keep,
-        force=force,
-        progress=progress,
-        stats=stats,
+        force=ctx.force,
+        progress=ctx.progress,
+        stats=ctx.stats,
     )
     return texts

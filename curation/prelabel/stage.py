@@ -47,6 +47,7 @@ from curation.prelabel.base import Embedder, ScoreInput, Scorer, Scores
 from curation.prelabel.cache import PrelabelCache
 from curation.prelabel.compute import (
     Progress,
+    RunContext,
     cached_logit_scale,
     cached_text_encoder,
     caption_images,
@@ -145,23 +146,24 @@ def prelabel(
     pitches = pixel_pitches(manifest, anomaly.description) if anomaly.enabled else []
     with PrelabelCache(cache_dir) as cache, engine:
         stats: Counter[str] = Counter()
+        ctx = RunContext(settings, cache, engine, force, progress, stats)
         patches, anomaly_scorer = None, None
         embedding_input = f"preprocess.resize: {settings.preprocess.resize}"
         if patch_model is not None and clip is None:
             # No CLIP: the offline backbone's embedding and the anomaly patches come from one forward pass.
-            embeddings, patches = shared_features(patch_model, refs, settings, cache, engine, force, progress, stats)
+            embeddings, patches = shared_features(patch_model, refs, ctx)
             embedding_input = (
                 f"the anomaly scorer's pass: the whole image squashed to {patch_model.spec.size} px (one forward "
                 "pass for both; preprocess.resize applies to CLIP and BLIP)"
             )
         else:
-            embeddings = embed_images(encoder, refs, settings, cache, engine, force, progress, stats)
+            embeddings = embed_images(encoder, refs, ctx)
         if reference is not None and patch_model is not None:
             if patches is None:
-                patches = patch_features(patch_model, refs, settings, cache, engine, force, progress, stats)
+                patches = patch_features(patch_model, refs, ctx)
             golden = None
             if goldens is not None:
-                golden = golden_features_cached(patch_model, refs, goldens, settings, cache, force, progress, stats)
+                golden = golden_features_cached(patch_model, refs, goldens, ctx)
             feature_key = f"{patch_model.key}-" + settings_hash(patch_model.spec.__dict__, settings.preprocess)
             anomaly_scorer = AnomalyScorer(
                 settings, reference, labels=label_map, ok=ok, golden=golden, feature_key=feature_key
@@ -218,7 +220,7 @@ def prelabel(
             if captioner is not None:
                 chosen = [int(i) for i in np.flatnonzero(mask)]
                 chosen_refs = [refs[i] for i in chosen]
-                texts = caption_images(captioner, chosen_refs, settings, cache, engine, force, progress, stats)
+                texts = caption_images(captioner, chosen_refs, ctx)
                 for i, text in zip(chosen, texts, strict=True):
                     caption_texts[i] = text
                 if encode_texts is not None and chosen:
