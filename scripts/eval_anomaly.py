@@ -27,6 +27,10 @@ import numpy as np
 from sklearn.metrics import balanced_accuracy_score, roc_auc_score
 
 from curation.prelabel.anomaly import (
+    MUTUAL_DIMS,
+    MUTUAL_K,
+    MUTUAL_REFS,
+    MUTUAL_STRIDE,
     FeatureSpec,
     MutualReference,
     PatchBank,
@@ -302,10 +306,12 @@ def main() -> None:
     parser.add_argument("--weights", default=",".join(map(str, defaults.weights)), help="one factor per block")
     parser.add_argument("--pool", type=int, default=3)
     parser.add_argument("--sigma", type=float, default=4.0)
-    parser.add_argument("--k", type=int, default=10)
-    parser.add_argument("--n-refs", type=int, default=192)
-    parser.add_argument("--stride", type=int, default=6, help="no-label reference patches kept every n-th cell")
-    parser.add_argument("--dims", type=int, default=64, help="no-label PCA dimensions (0: all)")
+    parser.add_argument("--k", type=int, default=MUTUAL_K)
+    parser.add_argument("--n-refs", type=int, default=MUTUAL_REFS)
+    parser.add_argument(
+        "--stride", type=int, default=MUTUAL_STRIDE, help="no-label reference patches kept every n-th cell"
+    )
+    parser.add_argument("--dims", type=int, default=MUTUAL_DIMS, help="no-label PCA dimensions (0: all)")
     parser.add_argument("--backbone", choices=["lite0", "lite1", "lite2"], default="lite0")
     parser.add_argument("--no-mutual", action="store_true", help="reference modes only (cheap settings sweeps)")
     parser.add_argument("--foreground", action="store_true", help="also score with dark borders masked out")

@@ -40,6 +40,12 @@ ReferenceMode = Literal["none", "ok_reviewed", "golden"]
 Fit = Literal["squash", "letterbox"]
 _LITE_MEAN = 0.5  # TF EfficientNet-Lite input scaling: (x/255 - 0.5) / 0.5
 _CHUNK = 4096  # query rows per cdist call: bounds the distance matrix to CHUNK x bank floats
+# No-label (MutualReference) defaults, measured on magnetic tile (docs/anomaly.md); params.yaml's
+# prelabel.anomaly.neighbours / mutual_refs / mutual_stride / mutual_dims carry the same values for the stage.
+MUTUAL_K = 10
+MUTUAL_REFS = 192
+MUTUAL_STRIDE = 6
+MUTUAL_DIMS = 64
 
 
 class AnomalyInputError(InputError):
@@ -191,16 +197,13 @@ class PatchExtractor:
             parts = []
             for feature, weight in zip(maps, spec.weights, strict=True):
                 cells = spec.pad * feature.shape[-1] // (spec.size + 2 * spec.pad)  # padding in this map's cells
-                if spec.pool > 1:
-                    feature = F.avg_pool2d(
-                        feature, spec.pool, stride=1, padding=spec.pool // 2, count_include_pad=False
-                    )
+                feature = _pooled(feature, spec.pool)
                 feature = feature[..., cells : feature.shape[-2] - cells, cells : feature.shape[-1] - cells]
                 if grid is None:
                     grid = feature.shape[-2:]
                 elif feature.shape[-2:] != grid:
                     feature = F.interpolate(feature, size=grid, mode="bilinear", align_corners=False)
-                parts.append(feature * weight if weight != 1.0 else feature)
+                parts.append(_weighted(feature, weight))
             out = torch.cat(parts, dim=1).permute(0, 2, 3, 1)
             return out.float().cpu().numpy(), embedding
 
@@ -240,7 +243,6 @@ class ClipTowerExtractor:
     def extract(self, pixels: np.ndarray) -> np.ndarray:
         """(N, 3, size, size) prepared inputs -> (N, g, g, D) float32 patch features."""
         import torch
-        import torch.nn.functional as F
 
         spec = self.spec
         rgb = np.ascontiguousarray(pixels, dtype=np.float32) * _LITE_MEAN + _LITE_MEAN  # back to the 0-1 scale
@@ -257,10 +259,21 @@ class ClipTowerExtractor:
                     tokens = tokens[:, 1:]
                     side = math.isqrt(tokens.shape[1])
                 grid = tokens.reshape(len(tokens), side, side, -1).permute(0, 3, 1, 2)  # row-major patch order
-                if spec.pool > 1:
-                    grid = F.avg_pool2d(grid, spec.pool, stride=1, padding=spec.pool // 2, count_include_pad=False)
-                parts.append(grid * weight if weight != 1.0 else grid)
+                parts.append(_weighted(_pooled(grid, spec.pool), weight))
             return torch.cat(parts, dim=1).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def _pooled(feature: Any, pool: int) -> Any:
+    """PatchCore's local aggregation: a (N, C, H, W) tensor average-pooled over ``pool`` x ``pool`` cells (same
+    size; border cells average only the cells that exist)."""
+    import torch.nn.functional as F
+
+    return F.avg_pool2d(feature, pool, stride=1, padding=pool // 2, count_include_pad=False) if pool > 1 else feature
+
+
+def _weighted(feature: Any, weight: float) -> Any:
+    """A block's or layer's features scaled by its ``FeatureSpec.weights`` factor (untouched at 1)."""
+    return feature * weight if weight != 1.0 else feature
 
 
 def _nearest(query: np.ndarray, bank: np.ndarray, k: int = 1) -> np.ndarray:
@@ -424,9 +437,9 @@ def memory_bound(
     max_patches: int,
     min_patches: int,
     max_candidates: int,
-    n_refs: int = 192,
-    stride: int = 6,
-    dims: int | None = 64,
+    n_refs: int = MUTUAL_REFS,
+    stride: int = MUTUAL_STRIDE,
+    dims: int | None = MUTUAL_DIMS,
 ) -> dict[str, int]:
     """Bytes the anomaly scorer holds for ``n_images`` images: the ``ok_reviewed`` bank and its coreset candidates
     (when all images were OK references), and the no-label :class:`MutualReference` (``n_refs`` images' patches on
@@ -505,10 +518,10 @@ class MutualReference:
         features: np.ndarray,
         *,
         ids: np.ndarray | None = None,
-        n_refs: int = 192,
-        k: int = 10,
-        stride: int = 6,
-        dims: int | None = 64,
+        n_refs: int = MUTUAL_REFS,
+        k: int = MUTUAL_K,
+        stride: int = MUTUAL_STRIDE,
+        dims: int | None = MUTUAL_DIMS,
         seed: int = 0,
         normalise: bool = True,
     ) -> MutualReference:
@@ -594,12 +607,12 @@ class MutualReference:
 def mutual_scores(
     features: np.ndarray,
     *,
-    k: int = 10,
-    n_refs: int = 192,
+    k: int = MUTUAL_K,
+    n_refs: int = MUTUAL_REFS,
     seed: int = 0,
     normalise: bool = True,
-    stride: int = 6,
-    dims: int | None = 64,
+    stride: int = MUTUAL_STRIDE,
+    dims: int | None = MUTUAL_DIMS,
 ) -> np.ndarray:
     """No-label maps of a whole (N, g, g, D) batch against a :class:`MutualReference` of ``n_refs`` of its
     images drawn with ``seed`` (see there). With ``normalise``, every position is standardised by the sample
@@ -790,10 +803,10 @@ def score_batch(
     bank: PatchBank | None = None,
     golden_features: np.ndarray | None = None,
     labels: np.ndarray | None = None,
-    k: int = 10,
-    n_refs: int = 192,
-    stride: int = 6,
-    dims: int | None = 64,
+    k: int = MUTUAL_K,
+    n_refs: int = MUTUAL_REFS,
+    stride: int = MUTUAL_STRIDE,
+    dims: int | None = MUTUAL_DIMS,
     seed: int = 0,
     z: float = 3.0,
     standardise_min_batch: int = 16,
