@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 from tiny_models import build_clip
 
-from curation.prelabel.anomaly import ClipTowerExtractor, FeatureSpec, prepare
+from curation.prelabel.anomaly import AnomalyInputError, ClipTowerExtractor, FeatureSpec, prepare
 from curation.prelabel.anomaly_scorer import ClipPatchModel
 from curation.prelabel.models import ClipScorer, Runtime, resolve_checkpoint
 from curation.prelabel.stage import prelabel
@@ -76,6 +76,9 @@ def test_default_layers_and_the_recipe_ray_actors_rebuild(clip) -> None:
     fresh = ClipScorer(clip.checkpoint, Runtime("cpu", "float32"))
     model = ClipPatchModel(fresh)
     assert fresh._model is None  # key, spec and grid come from the config: a cached rerun never loads the weights
+    with pytest.raises(AnomalyInputError, match="clip_layers to layers of this 2-layer tower"):
+        ClipPatchModel(fresh, layers=[3])  # told at once, not when the first patches are computed
+    assert fresh._model is None
     assert model.spec.blocks == (1,) and model.spec.size == SIDE  # half and three quarters of 2 layers: layer 1
     assert model.grid == (8, 8, 32) and model.key.endswith(clip.version) and "-patches@" in model.key
     recipe = pickle.loads(pickle.dumps(model.recipe("cpu")))  # what the driver ships to an actor

@@ -233,12 +233,7 @@ class ClipTowerExtractor:
         self.device = device
         self.mean = np.asarray(mean, np.float32).reshape(1, 3, 1, 1)
         self.std = np.asarray(std, np.float32).reshape(1, 3, 1, 1)
-        layers = int(model.config.vision_config.num_hidden_layers)
-        if spec.pad or min(spec.blocks) < 0 or max(spec.blocks) > layers:
-            raise AnomalyInputError(
-                f"CLIP tower patch features: layers {spec.blocks} must lie in 0..{layers} and padding must be 0 "
-                f"(got {spec.pad}); set prelabel.anomaly.clip_layers to layers of this {layers}-layer tower"
-            )
+        check_tower_spec(spec, int(model.config.vision_config.num_hidden_layers))
 
     def extract(self, pixels: np.ndarray) -> np.ndarray:
         """(N, 3, size, size) prepared inputs -> (N, g, g, D) float32 patch features."""
@@ -261,6 +256,19 @@ class ClipTowerExtractor:
                 grid = tokens.reshape(len(tokens), side, side, -1).permute(0, 3, 1, 2)  # row-major patch order
                 parts.append(_weighted(_pooled(grid, spec.pool), weight))
             return torch.cat(parts, dim=1).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def check_tower_spec(spec: FeatureSpec, depth: int) -> None:
+    """A :class:`ClipTowerExtractor` spec must name hidden states of a ``depth``-layer tower and have no padding.
+
+    Raises:
+        AnomalyInputError: otherwise (named, with the setting to change).
+    """
+    if spec.pad or min(spec.blocks) < 0 or max(spec.blocks) > depth:
+        raise AnomalyInputError(
+            f"CLIP tower patch features: layers {spec.blocks} must lie in 0..{depth} and padding must be 0 "
+            f"(got {spec.pad}); set prelabel.anomaly.clip_layers to layers of this {depth}-layer tower"
+        )
 
 
 def _pooled(feature: Any, pool: int) -> Any:

@@ -42,6 +42,7 @@ from curation.prelabel.anomaly import (
     ReferenceMode,
     aligned_golden_features,
     calibrate,
+    check_tower_spec,
     image_map,
     prepare,
     robust_spread,
@@ -163,6 +164,7 @@ class ClipPatchModel(PatchModel):
         if spec is None:
             chosen = tuple(sorted(set(layers or (depth // 2, (3 * depth) // 4))))
             spec = FeatureSpec(size=int(config.image_size), blocks=chosen, weights=(1.0,) * len(chosen))
+        check_tower_spec(spec, depth)  # before any weights load
         self.spec = spec
         self.backbone = clip
         self.name = f"{clip.name}-patches"
